@@ -1,0 +1,298 @@
+//! The crate's one error type.
+//!
+//! Every variant names the operation that failed ([`Op`]) and carries what a caller needs to fix
+//! the call: the offending position, value or limit. Nothing in this crate panics on user input;
+//! bad input comes back as one of these.
+
+use std::fmt;
+
+use crate::shape::Shape;
+
+/// `Result<T, cpugpu::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The operation an [`Error`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Op {
+    /// `dst[i, ..] = src[idx[i], ..]`
+    GatherRows,
+    /// `dst[idx[i], ..] = src[i, ..]`
+    ScatterRows,
+    /// Pad along one axis up to the next multiple.
+    PadToMultiple,
+    /// n lengths to n + 1 offsets.
+    PrefixSumOffsets,
+    /// Ragged arrays to one buffer plus offsets.
+    Flatten,
+    /// One buffer plus offsets to segments.
+    Split,
+    /// A host-to-device copy of a paired buffer.
+    CopyToDevice,
+    /// A device-to-host copy of a paired buffer.
+    CopyToHost,
+    /// A dirty-flag driven sync of a paired buffer.
+    Sync,
+    /// Allocation of a buffer.
+    Allocate,
+    /// A row-range slice of a buffer.
+    Slice,
+    /// A resize of a buffer.
+    Resize,
+    /// A pool allocation (create or reuse a named buffer).
+    PoolAllocate,
+    /// A typed pool look-up.
+    PoolGet,
+    /// A pinned-memory manager allocation.
+    PinnedAllocate,
+}
+
+impl Op {
+    /// The operation's name as it appears in messages, e.g. `"gather_rows"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Op::GatherRows => "gather_rows",
+            Op::ScatterRows => "scatter_rows",
+            Op::PadToMultiple => "pad_to_multiple",
+            Op::PrefixSumOffsets => "prefix_sum_offsets",
+            Op::Flatten => "flatten",
+            Op::Split => "split",
+            Op::CopyToDevice => "copy_to_device",
+            Op::CopyToHost => "copy_to_host",
+            Op::Sync => "sync",
+            Op::Allocate => "allocate",
+            Op::Slice => "slice",
+            Op::Resize => "resize",
+            Op::PoolAllocate => "pool_allocate",
+            Op::PoolGet => "pool_get",
+            Op::PinnedAllocate => "pinned_allocate",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything that can go wrong in `cpugpu`.
+///
+/// Field meanings are given by each variant's documentation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+#[allow(missing_docs)] // fields are described by each variant's documentation
+pub enum Error {
+    /// Under the checked index policy, `indices[position] = index` is outside `0..bound`.
+    IndexOutOfBounds {
+        op: Op,
+        position: usize,
+        index: i64,
+        bound: usize,
+    },
+    /// `lengths[position] = value` is negative.
+    NegativeLength { op: Op, position: usize, value: i64 },
+    /// The running offset after `lengths[position]` exceeds `limit`, the largest value of the
+    /// offset type.
+    OffsetOverflow { op: Op, position: usize, limit: i64 },
+    /// `offsets[position] = value` is smaller than `offsets[position - 1] = previous`.
+    OffsetsNotMonotonic {
+        op: Op,
+        position: usize,
+        previous: i64,
+        value: i64,
+    },
+    /// `offsets[position] = value` is negative or past the end of a buffer of `len` elements.
+    OffsetOutOfRange {
+        op: Op,
+        position: usize,
+        value: i64,
+        len: usize,
+    },
+    /// A length (`what`) is `actual` where `expected` is required.
+    LengthMismatch {
+        op: Op,
+        what: &'static str,
+        expected: usize,
+        actual: usize,
+    },
+    /// A shape (`what`) is `actual` where `expected` is required.
+    ShapeMismatch {
+        op: Op,
+        what: &'static str,
+        expected: Shape,
+        actual: Shape,
+    },
+    /// `axis` does not exist in an array of `ndim` dimensions.
+    AxisOutOfRange { op: Op, axis: usize, ndim: usize },
+    /// An argument has a value the operation cannot take.
+    InvalidArgument {
+        op: Op,
+        name: &'static str,
+        value: i128,
+        reason: &'static str,
+    },
+    /// A size computed from the arguments (`what`) overflows `usize`.
+    SizeOverflow { op: Op, what: &'static str },
+    /// A shape has more dimensions than [`Shape::MAX_DIMS`].
+    TooManyDims { op: Op, ndim: usize, max: usize },
+    /// The row range `start..end` does not fit in a buffer of `rows` rows.
+    RowRangeOutOfBounds {
+        op: Op,
+        start: usize,
+        end: usize,
+        rows: usize,
+    },
+    /// Both sides of the paired buffer `name` were written since the last sync; neither is
+    /// overwritten. Resolve it with an explicit `copy_to_device` or `copy_to_host`.
+    SyncConflict { name: String },
+    /// A buffer from one backend was handed to an operation on another.
+    BackendMismatch {
+        op: Op,
+        expected: &'static str,
+        actual: &'static str,
+    },
+    /// The pool already holds `name` with another shape or element type.
+    PoolKeyMismatch {
+        name: String,
+        existing_shape: Shape,
+        existing_type: &'static str,
+        requested_shape: Shape,
+        requested_type: &'static str,
+    },
+    /// The pool holds no buffer called `name`.
+    PoolNameNotFound { name: String },
+    /// Every round-robin slot of `name` (there are `depth`) is still held by an in-flight step.
+    PoolSlotsBusy { name: String, depth: usize },
+    /// A pinned allocation of `requested` bytes does not fit: `available` of `budget` bytes are
+    /// free.
+    PinnedBudgetExceeded {
+        requested: usize,
+        available: usize,
+        budget: usize,
+    },
+    /// The system allocator refused `bytes` bytes.
+    OutOfMemory { op: Op, bytes: usize },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::IndexOutOfBounds {
+                op,
+                position,
+                index,
+                bound,
+            } => write!(
+                f,
+                "{op}: indices[{position}] = {index} is out of bounds for {bound} rows"
+            ),
+            Error::NegativeLength {
+                op,
+                position,
+                value,
+            } => write!(f, "{op}: lengths[{position}] = {value} is negative"),
+            Error::OffsetOverflow {
+                op,
+                position,
+                limit,
+            } => write!(
+                f,
+                "{op}: the offset after lengths[{position}] exceeds {limit}, the offset type's maximum"
+            ),
+            Error::OffsetsNotMonotonic {
+                op,
+                position,
+                previous,
+                value,
+            } => write!(
+                f,
+                "{op}: offsets[{position}] = {value} is smaller than offsets[{}] = {previous}",
+                position - 1
+            ),
+            Error::OffsetOutOfRange {
+                op,
+                position,
+                value,
+                len,
+            } => write!(
+                f,
+                "{op}: offsets[{position}] = {value} is outside 0..={len} (the buffer's length)"
+            ),
+            Error::LengthMismatch {
+                op,
+                what,
+                expected,
+                actual,
+            } => write!(f, "{op}: {what} is {actual}, expected {expected}"),
+            Error::ShapeMismatch {
+                op,
+                what,
+                expected,
+                actual,
+            } => write!(f, "{op}: {what} is {actual}, expected {expected}"),
+            Error::AxisOutOfRange { op, axis, ndim } => {
+                write!(f, "{op}: axis {axis} is out of range for {ndim} dimensions")
+            }
+            Error::InvalidArgument {
+                op,
+                name,
+                value,
+                reason,
+            } => write!(f, "{op}: {name} = {value}: {reason}"),
+            Error::SizeOverflow { op, what } => write!(f, "{op}: {what} overflows usize"),
+            Error::TooManyDims { op, ndim, max } => {
+                write!(f, "{op}: {ndim} dimensions, at most {max} are supported")
+            }
+            Error::RowRangeOutOfBounds {
+                op,
+                start,
+                end,
+                rows,
+            } => write!(
+                f,
+                "{op}: rows {start}..{end} are out of bounds for a buffer of {rows} rows"
+            ),
+            Error::SyncConflict { name } => write!(
+                f,
+                "sync: buffer {name:?} was written on both the host and the device since the last \
+                 copy; copy explicitly in the direction you mean"
+            ),
+            Error::BackendMismatch {
+                op,
+                expected,
+                actual,
+            } => write!(f, "{op}: a {actual} buffer was given to a {expected} device"),
+            Error::PoolKeyMismatch {
+                name,
+                existing_shape,
+                existing_type,
+                requested_shape,
+                requested_type,
+            } => write!(
+                f,
+                "pool_allocate: {name:?} exists as {existing_type}{existing_shape}, \
+                 requested {requested_type}{requested_shape}"
+            ),
+            Error::PoolNameNotFound { name } => write!(f, "pool_get: no buffer named {name:?}"),
+            Error::PoolSlotsBusy { name, depth } => write!(
+                f,
+                "pool_get: all {depth} round-robin slots of {name:?} are held by in-flight steps"
+            ),
+            Error::PinnedBudgetExceeded {
+                requested,
+                available,
+                budget,
+            } => write!(
+                f,
+                "pinned_allocate: {requested} bytes requested, {available} of the {budget}-byte \
+                 budget available"
+            ),
+            Error::OutOfMemory { op, bytes } => {
+                write!(f, "{op}: the allocator refused {bytes} bytes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,113 @@
+//! The six batching operations.
+//!
+//! Each operation has a host implementation on plain slices (`<op>/host.rs`, re-exported as
+//! [`crate::host`]): rayon-parallel above [`PAR_MIN_BYTES`] moved, sequential below it so that
+//! small batches do not pay for the thread pool. The host path is both the fallback backend and
+//! the reference every other backend is tested against.
+
+pub(crate) mod flatten;
+pub(crate) mod gather;
+pub(crate) mod offsets;
+pub(crate) mod pad;
+pub(crate) mod scatter;
+pub(crate) mod split;
+
+use rayon::prelude::*;
+
+use crate::element::Index;
+
+/// Below this many bytes moved, host operations run on the calling thread.
+///
+/// Chosen from `host_bench`: gather of 4,096 x 16 f32 rows (256 KiB) runs faster sequentially
+/// than through rayon on a 2-core machine, see `BENCHMARKS.md`.
+pub const PAR_MIN_BYTES: usize = 512 * 1024;
+
+/// Bytes per parallel task in the chunked copy and fill helpers.
+pub(crate) const PAR_CHUNK_BYTES: usize = 256 * 1024;
+
+/// What gather does with an index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GatherPolicy<T> {
+    /// Every index must be in `0..rows`; the first that is not is an
+    /// [`Error::IndexOutOfBounds`](crate::Error::IndexOutOfBounds) and nothing is written.
+    #[default]
+    Checked,
+    /// A negative index writes a row of the fill value (vLLM's padding convention); a
+    /// non-negative index must still be in `0..rows`.
+    NegativeFill(T),
+}
+
+/// What scatter does with an index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ScatterPolicy {
+    /// Every index must be in `0..rows`; the first that is not is an
+    /// [`Error::IndexOutOfBounds`](crate::Error::IndexOutOfBounds) and nothing is written.
+    #[default]
+    Checked,
+    /// A negative index skips its source row (vLLM's padding convention); a non-negative index
+    /// must still be in `0..rows`.
+    NegativeSkip,
+}
+
+/// True when an operation moving `bytes` bytes should use the thread pool.
+#[inline]
+pub(crate) fn use_par(bytes: usize) -> bool {
+    bytes >= PAR_MIN_BYTES && rayon::current_num_threads() > 1
+}
+
+/// Elements of `T` per parallel chunk (at least 1).
+#[inline]
+pub(crate) fn chunk_elems<T>() -> usize {
+    (PAR_CHUNK_BYTES / std::mem::size_of::<T>().max(1)).max(1)
+}
+
+/// `dst.copy_from_slice(src)`, split over the thread pool when large. Lengths must match.
+pub(crate) fn par_copy<T: Copy + Send + Sync>(dst: &mut [T], src: &[T]) {
+    debug_assert_eq!(dst.len(), src.len());
+    if use_par(std::mem::size_of_val(src)) {
+        let c = chunk_elems::<T>();
+        dst.par_chunks_mut(c)
+            .zip(src.par_chunks(c))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// `dst.fill(value)`, split over the thread pool when large.
+pub(crate) fn par_fill<T: Copy + Send + Sync>(dst: &mut [T], value: T) {
+    if use_par(std::mem::size_of_val(dst)) {
+        dst.par_chunks_mut(chunk_elems::<T>())
+            .for_each(|d| d.fill(value));
+    } else {
+        dst.fill(value);
+    }
+}
+
+/// The first position whose index is outside `0..bound` (negative indices are allowed when
+/// `allow_negative`), with its value. Parallel over large index arrays; the answer is the
+/// smallest such position either way.
+pub(crate) fn first_bad_index<I: Index>(
+    indices: &[I],
+    bound: usize,
+    allow_negative: bool,
+) -> Option<(usize, i64)> {
+    let bound = i64::try_from(bound).unwrap_or(i64::MAX);
+    let bad = |v: i64| v >= bound || (v < 0 && !allow_negative);
+    let scan = |base: usize, chunk: &[I]| {
+        chunk
+            .iter()
+            .position(|&i| bad(i.to_i64()))
+            .map(|p| (base + p, chunk[p].to_i64()))
+    };
+    if use_par(std::mem::size_of_val(indices)) {
+        let c = chunk_elems::<I>();
+        indices
+            .par_chunks(c)
+            .enumerate()
+            .filter_map(|(k, chunk)| scan(k * c, chunk))
+            .min_by_key(|&(p, _)| p)
+    } else {
+        scan(0, indices)
+    }
+}
