@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use crate::device::MemoryPlacement;
 use crate::shape::Shape;
 
 /// `Result<T, cpugpu::Error>`.
@@ -146,19 +147,15 @@ pub enum Error {
     /// Both sides of the paired buffer `name` were written since the last sync; neither is
     /// overwritten. Resolve it with an explicit `copy_to_device` or `copy_to_host`.
     SyncConflict { name: String },
-    /// A buffer from one backend was handed to an operation on another.
-    BackendMismatch {
-        op: Op,
-        expected: &'static str,
-        actual: &'static str,
-    },
     /// The pool already holds `name` with another shape or element type.
     PoolKeyMismatch {
         name: String,
         existing_shape: Shape,
         existing_type: &'static str,
+        existing_placement: MemoryPlacement,
         requested_shape: Shape,
         requested_type: &'static str,
+        requested_placement: MemoryPlacement,
     },
     /// The pool holds no buffer called `name`.
     PoolNameNotFound { name: String },
@@ -258,21 +255,18 @@ impl fmt::Display for Error {
                 "sync: buffer {name:?} was written on both the host and the device since the last \
                  copy; copy explicitly in the direction you mean"
             ),
-            Error::BackendMismatch {
-                op,
-                expected,
-                actual,
-            } => write!(f, "{op}: a {actual} buffer was given to a {expected} device"),
             Error::PoolKeyMismatch {
                 name,
                 existing_shape,
                 existing_type,
+                existing_placement,
                 requested_shape,
                 requested_type,
+                requested_placement,
             } => write!(
                 f,
-                "pool_allocate: {name:?} exists as {existing_type}{existing_shape}, \
-                 requested {requested_type}{requested_shape}"
+                "pool: {name:?} exists as {existing_placement} {existing_type}{existing_shape}, \
+                 requested {requested_placement} {requested_type}{requested_shape}"
             ),
             Error::PoolNameNotFound { name } => write!(f, "pool_get: no buffer named {name:?}"),
             Error::PoolSlotsBusy { name, depth } => write!(

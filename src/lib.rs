@@ -4,14 +4,27 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod buffer;
+mod device;
 mod element;
 mod error;
+mod memory;
 pub mod ops;
+mod pinned;
+mod pool;
 mod shape;
 
+pub use buffer::{BufferSlice, CpuGpuBuffer, SyncOutcome};
+pub use device::{BackendKind, Device, MemoryPlacement};
 pub use element::{Element, Index, Offset};
 pub use error::{Error, Op, Result};
+pub use memory::{DeviceBuffer, DeviceView, DeviceViewMut, HostBuffer};
+pub use ops::pad::DevicePadded;
 pub use ops::{GatherPolicy, ScatterPolicy};
+pub use pinned::{
+    PinnedBuffer, PinnedMemoryManager, PinnedStats, PINNED_ALIGN, REUSE_SLACK_DIVISOR,
+};
+pub use pool::{PoolBuffer, PoolStats, SyncReport, UvaBufferPool};
 pub use shape::Shape;
 
 /// The host implementations of the six operations, on plain slices.

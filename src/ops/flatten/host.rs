@@ -2,7 +2,9 @@
 use crate::{Element, Offset, Result};
 
 /// Concatenates `arrays` and returns the buffer and its `arrays.len() + 1` offsets.
-pub fn flatten<T: Element, O: Offset, S: AsRef<[T]> + Sync>(arrays: &[S]) -> Result<(Vec<T>, Vec<O>)> {
+pub fn flatten<T: Element, O: Offset, S: AsRef<[T]> + Sync>(
+    arrays: &[S],
+) -> Result<(Vec<T>, Vec<O>)> {
     let _ = arrays;
     todo!()
 }

@@ -1,1 +1,76 @@
+//! Gather rows: `dst[i, ..] = src[indices[i], ..]`.
+
 pub(crate) mod host;
+
+use crate::device::{BackendKind, Device};
+use crate::element::{width_of, Element, Index};
+use crate::error::{Error, Op, Result};
+use crate::memory::{DeviceBuffer, DeviceView, DeviceViewMut};
+use crate::ops::GatherPolicy;
+
+impl Device {
+    /// Gathers rows of `src` (axis 0) into `dst`, whose shape must be `src`'s with axis 0 set to
+    /// `indices.len()`. Under [`GatherPolicy::Checked`] the first out-of-range index is an
+    /// [`Error::IndexOutOfBounds`] and `dst` is not written.
+    ///
+    /// ```
+    /// use cpugpu::{Device, GatherPolicy};
+    /// let dev = Device::auto();
+    /// let table = dev.upload(&[10.0f32, 11.0, 20.0, 21.0, 30.0, 31.0], &[3, 2])?;
+    /// let idx = dev.upload(&[2i64, -1, 0], &[3])?;
+    /// let mut out = dev.alloc::<f32>(&[3, 2])?;
+    /// dev.gather_rows_into(table.view(), idx.view(), out.view_mut(), GatherPolicy::NegativeFill(0.0))?;
+    /// assert_eq!(out.to_vec()?, [30.0, 31.0, 0.0, 0.0, 10.0, 11.0]);
+    /// # Ok::<(), cpugpu::Error>(())
+    /// ```
+    pub fn gather_rows_into<T: Element, I: Index>(
+        &self,
+        src: DeviceView<'_, T>,
+        indices: DeviceView<'_, I>,
+        dst: DeviceViewMut<'_, T>,
+        policy: GatherPolicy<T>,
+    ) -> Result<()> {
+        width_of::<T>();
+        let expected = src.shape().with_rows(Op::GatherRows, indices.len())?;
+        if dst.shape() != expected {
+            return Err(Error::ShapeMismatch {
+                op: Op::GatherRows,
+                what: "dst's shape",
+                expected,
+                actual: dst.shape(),
+            });
+        }
+        match self.kind() {
+            BackendKind::Host => host::gather_rows_into(
+                src.on_host(),
+                src.shape().dims(),
+                indices.on_host(),
+                dst.into_host(),
+                policy,
+            ),
+        }
+    }
+
+    /// Allocating form of [`Device::gather_rows_into`].
+    ///
+    /// ```
+    /// use cpugpu::{Device, Error};
+    /// let dev = Device::auto();
+    /// let table = dev.upload(&[1u8, 2, 3], &[3])?;
+    /// let bad = dev.upload(&[0i32, 3], &[2])?;
+    /// let err = dev.gather_rows(table.view(), bad.view(), Default::default()).unwrap_err();
+    /// assert_eq!(err.to_string(), "gather_rows: indices[1] = 3 is out of bounds for 3 rows");
+    /// # Ok::<(), cpugpu::Error>(())
+    /// ```
+    pub fn gather_rows<T: Element, I: Index>(
+        &self,
+        src: DeviceView<'_, T>,
+        indices: DeviceView<'_, I>,
+        policy: GatherPolicy<T>,
+    ) -> Result<DeviceBuffer<T>> {
+        let shape = src.shape().with_rows(Op::GatherRows, indices.len())?;
+        let mut out = DeviceBuffer::zeroed(self, shape)?;
+        self.gather_rows_into(src, indices, out.view_mut(), policy)?;
+        Ok(out)
+    }
+}

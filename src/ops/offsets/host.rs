@@ -8,7 +8,10 @@ pub fn prefix_sum_offsets<L: Index, O: Offset>(lengths: &[L]) -> Result<Vec<O>> 
 }
 
 /// Allocation-free form: `offsets` must hold exactly `lengths.len() + 1` elements.
-pub fn prefix_sum_offsets_into<L: Index, O: Offset>(lengths: &[L], offsets: &mut [O]) -> Result<()> {
+pub fn prefix_sum_offsets_into<L: Index, O: Offset>(
+    lengths: &[L],
+    offsets: &mut [O],
+) -> Result<()> {
     let _ = (lengths, offsets);
     todo!()
 }

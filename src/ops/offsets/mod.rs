@@ -1,1 +1,67 @@
+//! Prefix-sum offsets: n lengths to n + 1 offsets starting at 0.
+
 pub(crate) mod host;
+
+use crate::device::{BackendKind, Device};
+use crate::element::{Index, Offset};
+use crate::error::{Error, Op, Result};
+use crate::memory::{DeviceBuffer, DeviceView, DeviceViewMut};
+use crate::shape::Shape;
+
+impl Device {
+    /// `offsets[0] = 0`, `offsets[i + 1] = offsets[i] + lengths[i]`, into `offsets` of exactly
+    /// `lengths.len() + 1` elements. A negative length is [`Error::NegativeLength`]; an offset
+    /// past the offset type's maximum is [`Error::OffsetOverflow`]; either leaves `offsets`
+    /// unwritten.
+    ///
+    /// ```
+    /// use cpugpu::{Device, DeviceView, DeviceViewMut, Error};
+    /// let dev = Device::auto();
+    /// let lens = [3i32, 0, 2];
+    /// let mut offs = [0i64; 4];
+    /// dev.prefix_sum_offsets_into(DeviceView::host_vector(&lens), DeviceViewMut::host_vector(&mut offs))?;
+    /// assert_eq!(offs, [0, 3, 3, 5]);
+    ///
+    /// let too_long = [i32::MAX, 1];
+    /// let mut offs32 = [0i32; 3];
+    /// let err = dev
+    ///     .prefix_sum_offsets_into(DeviceView::host_vector(&too_long), DeviceViewMut::host_vector(&mut offs32))
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::OffsetOverflow { position: 1, .. }));
+    /// # Ok::<(), cpugpu::Error>(())
+    /// ```
+    pub fn prefix_sum_offsets_into<L: Index, O: Offset>(
+        &self,
+        lengths: DeviceView<'_, L>,
+        offsets: DeviceViewMut<'_, O>,
+    ) -> Result<()> {
+        let n = lengths.len();
+        if offsets.len() != n.saturating_add(1) {
+            return Err(Error::LengthMismatch {
+                op: Op::PrefixSumOffsets,
+                what: "offsets.len()",
+                expected: n.saturating_add(1),
+                actual: offsets.len(),
+            });
+        }
+        match self.kind() {
+            BackendKind::Host => {
+                host::prefix_sum_offsets_into(lengths.on_host(), offsets.into_host())
+            }
+        }
+    }
+
+    /// Allocating form of [`Device::prefix_sum_offsets_into`]: a new buffer of `n + 1` offsets.
+    pub fn prefix_sum_offsets<L: Index, O: Offset>(
+        &self,
+        lengths: DeviceView<'_, L>,
+    ) -> Result<DeviceBuffer<O>> {
+        let n = lengths.len().checked_add(1).ok_or(Error::SizeOverflow {
+            op: Op::PrefixSumOffsets,
+            what: "lengths.len() + 1",
+        })?;
+        let mut out = DeviceBuffer::zeroed(self, Shape::vector(n))?;
+        self.prefix_sum_offsets_into(lengths, out.view_mut())?;
+        Ok(out)
+    }
+}

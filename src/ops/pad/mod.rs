@@ -1,1 +1,139 @@
+//! Pad to a multiple along one axis.
+
 pub(crate) mod host;
+
+use std::borrow::Cow;
+
+use crate::device::{BackendKind, Device};
+use crate::element::{width_of, Element};
+use crate::error::{Error, Op, Result};
+use crate::memory::{DeviceBuffer, DeviceView, DeviceViewMut};
+use crate::shape::Shape;
+
+/// `shape` with `axis` rounded up to the next multiple of `multiple`.
+pub(crate) fn padded_shape(shape: &Shape, axis: usize, multiple: usize) -> Result<Shape> {
+    let op = Op::PadToMultiple;
+    if axis >= shape.ndim() {
+        return Err(Error::AxisOutOfRange {
+            op,
+            axis,
+            ndim: shape.ndim(),
+        });
+    }
+    if multiple == 0 {
+        return Err(Error::InvalidArgument {
+            op,
+            name: "multiple",
+            value: 0,
+            reason: "must be at least 1",
+        });
+    }
+    let mut dims = [0usize; Shape::MAX_DIMS];
+    dims[..shape.ndim()].copy_from_slice(shape.dims());
+    dims[axis] = dims[axis]
+        .checked_next_multiple_of(multiple)
+        .ok_or(Error::SizeOverflow {
+            op,
+            what: "the padded axis",
+        })?;
+    Shape::for_op(op, &dims[..shape.ndim()])
+}
+
+/// The result of [`Device::pad_to_multiple`]: the input itself when it needed no padding.
+#[derive(Debug)]
+pub enum DevicePadded<'a, T: Element> {
+    /// The axis was already a multiple: no copy was made.
+    Unchanged(DeviceView<'a, T>),
+    /// A new, padded buffer.
+    Padded(DeviceBuffer<T>),
+}
+
+impl<T: Element> DevicePadded<'_, T> {
+    /// A view of the result.
+    pub fn view(&self) -> DeviceView<'_, T> {
+        match self {
+            DevicePadded::Unchanged(v) => *v,
+            DevicePadded::Padded(b) => b.view(),
+        }
+    }
+
+    /// The result's shape.
+    pub fn shape(&self) -> Shape {
+        self.view().shape()
+    }
+
+    /// True when no copy was made.
+    pub fn is_unchanged(&self) -> bool {
+        matches!(self, DevicePadded::Unchanged(_))
+    }
+}
+
+impl Device {
+    /// Pads `src` along `axis` up to the next multiple of `multiple` with `fill`. When the axis
+    /// already is a multiple, the input comes back unchanged, without a copy.
+    ///
+    /// ```
+    /// use cpugpu::Device;
+    /// let dev = Device::auto();
+    /// let x = dev.upload(&[1i32, 2, 3, 4, 5, 6], &[3, 2])?;
+    /// let padded = dev.pad_to_multiple(x.view(), 0, 4, -1)?;
+    /// assert_eq!(padded.shape().dims(), &[4, 2]);
+    /// assert_eq!(padded.view().as_host_slice().unwrap(), &[1, 2, 3, 4, 5, 6, -1, -1]);
+    /// assert!(dev.pad_to_multiple(x.view(), 1, 2, 0)?.is_unchanged());
+    /// # Ok::<(), cpugpu::Error>(())
+    /// ```
+    pub fn pad_to_multiple<'a, T: Element>(
+        &self,
+        src: DeviceView<'a, T>,
+        axis: usize,
+        multiple: usize,
+        fill: T,
+    ) -> Result<DevicePadded<'a, T>> {
+        width_of::<T>();
+        match self.kind() {
+            BackendKind::Host => {
+                let padded =
+                    host::pad_to_multiple(src.on_host(), src.shape().dims(), axis, multiple, fill)?;
+                Ok(match padded.data {
+                    Cow::Borrowed(_) => DevicePadded::Unchanged(src),
+                    Cow::Owned(v) => {
+                        DevicePadded::Padded(DeviceBuffer::from_host_vec(self, v, padded.shape))
+                    }
+                })
+            }
+        }
+    }
+
+    /// Allocation-free form of [`Device::pad_to_multiple`]: `dst` must have the padded shape
+    /// (it is written even when no padding is needed).
+    pub fn pad_to_multiple_into<T: Element>(
+        &self,
+        src: DeviceView<'_, T>,
+        axis: usize,
+        multiple: usize,
+        fill: T,
+        dst: DeviceViewMut<'_, T>,
+    ) -> Result<()> {
+        width_of::<T>();
+        let expected = padded_shape(&src.shape(), axis, multiple)?;
+        if dst.shape() != expected {
+            return Err(Error::ShapeMismatch {
+                op: Op::PadToMultiple,
+                what: "dst's shape",
+                expected,
+                actual: dst.shape(),
+            });
+        }
+        match self.kind() {
+            BackendKind::Host => host::pad_to_multiple_into(
+                src.on_host(),
+                src.shape().dims(),
+                axis,
+                multiple,
+                fill,
+                dst.into_host(),
+            )
+            .map(|_| ()),
+        }
+    }
+}

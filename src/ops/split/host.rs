@@ -12,7 +12,10 @@ pub struct Segments<'a, T, O> {
 }
 
 /// Splits `data` at `offsets` (non-decreasing, first >= 0, last <= data.len()).
-pub fn split<'a, T: Element, O: Offset>(data: &'a [T], offsets: &'a [O]) -> Result<Segments<'a, T, O>> {
+pub fn split<'a, T: Element, O: Offset>(
+    data: &'a [T],
+    offsets: &'a [O],
+) -> Result<Segments<'a, T, O>> {
     let _ = (data, offsets);
     todo!()
 }

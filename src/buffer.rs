@@ -1,0 +1,386 @@
+//! Paired CPU/GPU buffers.
+//!
+//! A [`CpuGpuBuffer<T>`] is what vLLM's `CpuGpuBuffer` is: a host side (pinned or pageable) and a
+//! device side of the same shape, with dirty flags. Batching code writes the host side, uploads
+//! the active prefix (`copy_to_device_rows(n)`), and launches work that reads the device side.
+//!
+//! ```
+//! use cpugpu::{CpuGpuBuffer, Device, MemoryPlacement, SyncOutcome};
+//!
+//! let dev = Device::auto();
+//! let mut positions = CpuGpuBuffer::<i64>::new(&dev, "positions", &[8192], MemoryPlacement::Pinned)?;
+//! let n = 5;
+//! for (i, p) in positions.host_mut()[..n].iter_mut().enumerate() {
+//!     *p = i as i64;
+//! }
+//! positions.copy_to_device_rows(n)?;   // only the active prefix crosses the bus
+//! let on_device = positions.device_view().rows(0..n)?;
+//! assert_eq!(on_device.len(), n);
+//!
+//! // Dirty-flag sync: the host side changed and the device side did not.
+//! positions.host_mut()[0] = 42;
+//! assert_eq!(positions.sync()?, SyncOutcome::CopiedToDevice);
+//! assert_eq!(positions.sync()?, SyncOutcome::UpToDate);
+//! # Ok::<(), cpugpu::Error>(())
+//! ```
+
+use std::fmt;
+use std::ops::Range;
+
+use crate::device::{Device, MemoryPlacement};
+use crate::element::Element;
+use crate::error::{Error, Op, Result};
+use crate::memory::{DeviceBuffer, DeviceView, DeviceViewMut, HostBuffer};
+use crate::pinned::PinnedMemoryManager;
+use crate::shape::Shape;
+
+/// What [`CpuGpuBuffer::sync`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// Neither side was dirty (or the buffer is UVA: one memory, nothing to copy).
+    UpToDate,
+    /// The host side was dirty and was copied to the device.
+    CopiedToDevice,
+    /// The device side was dirty and was copied to the host.
+    CopiedToHost,
+}
+
+/// A host side and a device side of the same shape, with dirty tracking.
+///
+/// * [`host_mut`](Self::host_mut) and [`host_rows_mut`](Self::host_rows_mut) mark the host side
+///   dirty; [`device_view_mut`](Self::device_view_mut) and
+///   [`device_rows_mut`](Self::device_rows_mut) mark the device side dirty.
+/// * A whole-buffer copy clears the flag of the side it copied from. A prefix copy
+///   ([`copy_to_device_rows`](Self::copy_to_device_rows)) leaves the flags alone: rows past the
+///   prefix may still differ, and the flag keeps saying so.
+/// * [`sync`](Self::sync) copies in the direction the flags say; when both sides are dirty it
+///   returns [`Error::SyncConflict`] and overwrites neither.
+///
+/// A UVA buffer ([`MemoryPlacement::Uva`]) has one memory that both sides see: copies are
+/// no-ops and it is never dirty.
+pub struct CpuGpuBuffer<T: Element> {
+    name: String,
+    shape: Shape,
+    placement: MemoryPlacement,
+    host: HostBuffer<T>,
+    /// `None` for UVA buffers, whose device side is the host side.
+    device_side: Option<DeviceBuffer<T>>,
+    device: Device,
+    manager: Option<PinnedMemoryManager>,
+    host_dirty: bool,
+    device_dirty: bool,
+}
+
+impl<T: Element> CpuGpuBuffer<T> {
+    /// A zeroed paired buffer. `placement` is where the host side lives: `Host` (pageable),
+    /// `Pinned`, or `Uva` (pinned and mapped: the device reads the host side directly, there is
+    /// no separate device side). `Device` is an [`Error::InvalidArgument`].
+    pub fn new(
+        device: &Device,
+        name: impl Into<String>,
+        shape: &[usize],
+        placement: MemoryPlacement,
+    ) -> Result<Self> {
+        Self::alloc(device, None, name.into(), shape, placement)
+    }
+
+    /// Like [`CpuGpuBuffer::new`], with pinned host memory drawn from `manager`'s budget.
+    pub fn with_manager(
+        manager: &PinnedMemoryManager,
+        name: impl Into<String>,
+        shape: &[usize],
+        placement: MemoryPlacement,
+    ) -> Result<Self> {
+        Self::alloc(
+            manager.device(),
+            Some(manager),
+            name.into(),
+            shape,
+            placement,
+        )
+    }
+
+    pub(crate) fn alloc(
+        device: &Device,
+        manager: Option<&PinnedMemoryManager>,
+        name: String,
+        shape: &[usize],
+        placement: MemoryPlacement,
+    ) -> Result<Self> {
+        let shape = Shape::for_op(Op::Allocate, shape)?;
+        let host = HostBuffer::zeroed(placement, shape.numel(), manager)?;
+        let device_side = match placement {
+            MemoryPlacement::Uva => None,
+            _ => Some(DeviceBuffer::zeroed(device, shape)?),
+        };
+        Ok(CpuGpuBuffer {
+            name,
+            shape,
+            placement,
+            host,
+            device_side,
+            device: device.clone(),
+            manager: manager.cloned(),
+            host_dirty: false,
+            device_dirty: false,
+        })
+    }
+
+    /// The buffer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The shape of each side.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// Rows (axis 0).
+    pub fn rows(&self) -> usize {
+        self.shape.rows()
+    }
+
+    /// Elements per row.
+    pub fn row_len(&self) -> usize {
+        self.shape.row_len()
+    }
+
+    /// Elements per side.
+    pub fn len(&self) -> usize {
+        self.shape.numel()
+    }
+
+    /// True when the buffer has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Where the host side lives (`Host`, `Pinned` or `Uva`).
+    pub fn placement(&self) -> MemoryPlacement {
+        self.placement
+    }
+
+    /// The device the device side belongs to.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Bytes of one side.
+    pub fn size_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.host)
+    }
+
+    /// Bytes of device memory held (0 for UVA buffers).
+    pub fn device_bytes(&self) -> usize {
+        self.device_side.as_ref().map_or(0, |d| d.size_bytes())
+    }
+
+    /// The host side.
+    pub fn host(&self) -> &[T] {
+        &self.host
+    }
+
+    /// The host side, for writing; marks it dirty.
+    pub fn host_mut(&mut self) -> &mut [T] {
+        self.mark_host_dirty();
+        &mut self.host
+    }
+
+    /// Rows `rows` of the host side, for writing; marks it dirty.
+    pub fn host_rows_mut(&mut self, rows: Range<usize>) -> Result<&mut [T]> {
+        let elems = self.elem_range(Op::Slice, &rows)?;
+        self.mark_host_dirty();
+        Ok(&mut self.host[elems])
+    }
+
+    /// The device side.
+    pub fn device_view(&self) -> DeviceView<'_, T> {
+        match &self.device_side {
+            Some(d) => d.view(),
+            None => self.uva_view(),
+        }
+    }
+
+    /// The device side, for writing; marks it dirty (not for UVA buffers, which have one side).
+    pub fn device_view_mut(&mut self) -> DeviceViewMut<'_, T> {
+        self.mark_device_dirty();
+        match &mut self.device_side {
+            Some(d) => d.view_mut(),
+            None => DeviceViewMut::from_host_parts(&mut self.host, self.shape),
+        }
+    }
+
+    /// Rows `rows` of the device side.
+    pub fn device_rows(&self, rows: Range<usize>) -> Result<DeviceView<'_, T>> {
+        self.device_view().rows(rows)
+    }
+
+    /// Rows `rows` of the device side, for writing; marks it dirty.
+    pub fn device_rows_mut(&mut self, rows: Range<usize>) -> Result<DeviceViewMut<'_, T>> {
+        self.elem_range(Op::Slice, &rows)?;
+        self.device_view_mut().into_rows(rows)
+    }
+
+    fn uva_view(&self) -> DeviceView<'_, T> {
+        // Host backend: the mapped memory is the host memory itself.
+        DeviceView::from_host_parts(&self.host, self.shape)
+    }
+
+    fn elem_range(&self, op: Op, rows: &Range<usize>) -> Result<Range<usize>> {
+        let n = self.rows();
+        if rows.start > rows.end || rows.end > n {
+            return Err(Error::RowRangeOutOfBounds {
+                op,
+                start: rows.start,
+                end: rows.end,
+                rows: n,
+            });
+        }
+        let rl = self.row_len();
+        Ok(rows.start * rl..rows.end * rl)
+    }
+
+    /// Copies the whole host side to the device side and clears the host-dirty flag.
+    pub fn copy_to_device(&mut self) -> Result<()> {
+        self.copy_rows(Op::CopyToDevice, self.rows())?;
+        self.host_dirty = false;
+        Ok(())
+    }
+
+    /// Copies the first `n` rows (the active prefix) to the device side, as vLLM's
+    /// `copy_to_gpu(n)`. Flags are left alone.
+    pub fn copy_to_device_rows(&mut self, n: usize) -> Result<()> {
+        self.copy_rows(Op::CopyToDevice, n)
+    }
+
+    /// Copies the whole device side to the host side and clears the device-dirty flag.
+    pub fn copy_to_host(&mut self) -> Result<()> {
+        self.copy_rows(Op::CopyToHost, self.rows())?;
+        self.device_dirty = false;
+        Ok(())
+    }
+
+    /// Copies the first `n` rows of the device side to the host side. Flags are left alone.
+    pub fn copy_to_host_rows(&mut self, n: usize) -> Result<()> {
+        self.copy_rows(Op::CopyToHost, n)
+    }
+
+    fn copy_rows(&mut self, op: Op, n: usize) -> Result<()> {
+        let elems = self.elem_range(op, &(0..n))?;
+        let Some(dev) = &mut self.device_side else {
+            return Ok(()); // UVA: one memory
+        };
+        let host = &mut self.host[elems.clone()];
+        let mut part = dev.flat_mut().into_rows(elems)?;
+        match op {
+            Op::CopyToHost => part.as_view().copy_to_host(host),
+            _ => part.copy_from_host(host),
+        }
+    }
+
+    /// Copies in the direction the dirty flags say. Both sides dirty is
+    /// [`Error::SyncConflict`]: nothing is copied, and the caller decides with an explicit
+    /// [`copy_to_device`](Self::copy_to_device) or [`copy_to_host`](Self::copy_to_host).
+    pub fn sync(&mut self) -> Result<SyncOutcome> {
+        match (self.host_dirty, self.device_dirty) {
+            (true, true) => Err(Error::SyncConflict {
+                name: self.name.clone(),
+            }),
+            (true, false) => self.copy_to_device().map(|()| SyncOutcome::CopiedToDevice),
+            (false, true) => self.copy_to_host().map(|()| SyncOutcome::CopiedToHost),
+            (false, false) => Ok(SyncOutcome::UpToDate),
+        }
+    }
+
+    /// Marks the host side as changed (no effect on UVA buffers).
+    pub fn mark_host_dirty(&mut self) {
+        self.host_dirty = self.device_side.is_some();
+    }
+
+    /// Marks the device side as changed, e.g. after a kernel wrote it through a raw pointer
+    /// (no effect on UVA buffers).
+    pub fn mark_device_dirty(&mut self) {
+        self.device_dirty = self.device_side.is_some();
+    }
+
+    /// True when the host side changed since it was last copied whole to the device.
+    pub fn is_host_dirty(&self) -> bool {
+        self.host_dirty
+    }
+
+    /// True when the device side changed since it was last copied whole to the host.
+    pub fn is_device_dirty(&self) -> bool {
+        self.device_dirty
+    }
+
+    /// Sets every element of both sides to `value`; both sides then agree, so the flags clear.
+    pub fn fill(&mut self, value: T) {
+        crate::ops::par_fill(&mut self.host, value);
+        if let Some(d) = &mut self.device_side {
+            d.fill(value);
+        }
+        self.host_dirty = false;
+        self.device_dirty = false;
+    }
+
+    /// Zeroes both sides and clears the flags.
+    pub fn reset(&mut self) {
+        self.fill(T::zeroed());
+    }
+
+    /// Rows `rows` of both sides.
+    pub fn slice(&self, rows: Range<usize>) -> Result<BufferSlice<'_, T>> {
+        let elems = self.elem_range(Op::Slice, &rows)?;
+        Ok(BufferSlice {
+            host: &self.host[elems],
+            device: self.device_view().rows(rows)?,
+        })
+    }
+
+    /// Changes the row count to `rows`, keeping the first `min(old, new)` rows of both sides;
+    /// new rows are zero. The flags are kept. Reallocates both sides (from the same pinned
+    /// manager, if any).
+    pub fn resize(&mut self, rows: usize) -> Result<()> {
+        let shape = self.shape.with_rows(Op::Resize, rows)?;
+        let mut next = Self::alloc(
+            &self.device,
+            self.manager.as_ref(),
+            self.name.clone(),
+            shape.dims(),
+            self.placement,
+        )?;
+        let keep = self.row_len() * self.rows().min(rows);
+        next.host[..keep].copy_from_slice(&self.host[..keep]);
+        if let (Some(old), Some(new)) = (&self.device_side, &mut next.device_side) {
+            let old = old.flat().rows(0..keep)?;
+            old.copy_to(&mut new.flat_mut().into_rows(0..keep)?)?;
+        }
+        next.host_dirty = self.host_dirty;
+        next.device_dirty = self.device_dirty;
+        *self = next;
+        Ok(())
+    }
+}
+
+impl<T: Element> fmt::Debug for CpuGpuBuffer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CpuGpuBuffer")
+            .field("name", &self.name)
+            .field("dtype", &std::any::type_name::<T>())
+            .field("shape", &self.shape)
+            .field("placement", &self.placement)
+            .field("host_dirty", &self.host_dirty)
+            .field("device_dirty", &self.device_dirty)
+            .finish()
+    }
+}
+
+/// A row range of both sides of a [`CpuGpuBuffer`].
+#[derive(Clone, Copy, Debug)]
+pub struct BufferSlice<'a, T: Element> {
+    /// The host rows.
+    pub host: &'a [T],
+    /// The device rows.
+    pub device: DeviceView<'a, T>,
+}

@@ -1,0 +1,526 @@
+//! Device buffers, device views and host buffers.
+//!
+//! [`DeviceBuffer<T>`] owns device memory the way `Vec<T>` owns host memory; [`DeviceView`] and
+//! [`DeviceViewMut`] borrow it (or part of it) the way `&[T]` and `&mut [T]` do, and carry a
+//! [`Shape`]. The operations on [`Device`] take views, so one call works on a whole buffer, a row
+//! range of it, or the device side of a [`CpuGpuBuffer`](crate::CpuGpuBuffer).
+//!
+//! On the host backend device memory is a second host allocation, and a view of a plain host
+//! slice ([`DeviceView::host`]) is a valid device view.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut, Range};
+
+use crate::device::{BackendKind, Device, MemoryPlacement};
+use crate::element::Element;
+use crate::error::{Error, Op, Result};
+use crate::pinned::{PinnedBuffer, PinnedMemoryManager};
+use crate::shape::Shape;
+
+/// Device memory holding a row-major array of `T`.
+pub struct DeviceBuffer<T: Element> {
+    storage: Storage<T>,
+    shape: Shape,
+    device: Device,
+}
+
+enum Storage<T> {
+    /// Host backend: a second host allocation.
+    Host(Vec<T>),
+}
+
+/// A `Vec` of `len` zeroed elements, or an allocation error naming `op`.
+pub(crate) fn zeroed_vec<T: Element>(op: Op, len: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
+        op,
+        bytes: len.saturating_mul(std::mem::size_of::<T>()),
+    })?;
+    v.resize(len, T::zeroed());
+    Ok(v)
+}
+
+impl<T: Element> DeviceBuffer<T> {
+    pub(crate) fn zeroed(device: &Device, shape: Shape) -> Result<Self> {
+        let storage = match device.kind() {
+            BackendKind::Host => Storage::Host(zeroed_vec(Op::Allocate, shape.numel())?),
+        };
+        Ok(DeviceBuffer {
+            storage,
+            shape,
+            device: device.clone(),
+        })
+    }
+
+    /// A host-backend buffer taking ownership of `data` (`shape.numel()` elements).
+    pub(crate) fn from_host_vec(device: &Device, data: Vec<T>, shape: Shape) -> Self {
+        debug_assert_eq!(data.len(), shape.numel());
+        DeviceBuffer {
+            storage: Storage::Host(data),
+            shape,
+            device: device.clone(),
+        }
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// The element count.
+    pub fn len(&self) -> usize {
+        self.shape.numel()
+    }
+
+    /// True when the buffer has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of device memory.
+    pub fn size_bytes(&self) -> usize {
+        std::mem::size_of_val(self.host_slice())
+    }
+
+    /// The device that owns the memory.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn host_slice(&self) -> &[T] {
+        match &self.storage {
+            Storage::Host(v) => v,
+        }
+    }
+
+    fn host_slice_mut(&mut self) -> &mut [T] {
+        match &mut self.storage {
+            Storage::Host(v) => v,
+        }
+    }
+
+    /// A view of the whole buffer.
+    pub fn view(&self) -> DeviceView<'_, T> {
+        DeviceView {
+            repr: ViewRepr::Host(self.host_slice()),
+            shape: self.shape,
+        }
+    }
+
+    /// A mutable view of the whole buffer.
+    pub fn view_mut(&mut self) -> DeviceViewMut<'_, T> {
+        let shape = self.shape;
+        DeviceViewMut {
+            repr: ViewReprMut::Host(self.host_slice_mut()),
+            shape,
+        }
+    }
+
+    /// A one-dimensional view of all elements.
+    pub fn flat(&self) -> DeviceView<'_, T> {
+        DeviceView::from_host_parts(self.host_slice(), Shape::vector(self.len()))
+    }
+
+    /// A one-dimensional mutable view of all elements.
+    pub fn flat_mut(&mut self) -> DeviceViewMut<'_, T> {
+        let len = self.len();
+        DeviceViewMut::from_host_parts(self.host_slice_mut(), Shape::vector(len))
+    }
+
+    /// Copies `src` (exactly [`DeviceBuffer::len`] elements) from the host into the buffer.
+    pub fn copy_from_host(&mut self, src: &[T]) -> Result<()> {
+        self.view_mut().copy_from_host(src)
+    }
+
+    /// Copies the buffer into `dst` (exactly [`DeviceBuffer::len`] elements) on the host.
+    pub fn copy_to_host(&self, dst: &mut [T]) -> Result<()> {
+        self.view().copy_to_host(dst)
+    }
+
+    /// The buffer's contents, downloaded into a new `Vec`.
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        let mut v = zeroed_vec(Op::CopyToHost, self.len())?;
+        self.copy_to_host(&mut v)?;
+        Ok(v)
+    }
+
+    /// Sets every element to `value`.
+    pub fn fill(&mut self, value: T) {
+        self.view_mut().fill(value)
+    }
+}
+
+impl<T: Element> fmt::Debug for DeviceBuffer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceBuffer")
+            .field("shape", &self.shape)
+            .field("dtype", &std::any::type_name::<T>())
+            .field("device", &self.device.kind())
+            .finish()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ViewRepr<'a, T> {
+    Host(&'a [T]),
+}
+
+enum ViewReprMut<'a, T> {
+    Host(&'a mut [T]),
+}
+
+/// A shaped, shared view of device memory: the device-side `&[T]`.
+#[derive(Clone, Copy)]
+pub struct DeviceView<'a, T> {
+    repr: ViewRepr<'a, T>,
+    shape: Shape,
+}
+
+/// A shaped, exclusive view of device memory: the device-side `&mut [T]`.
+pub struct DeviceViewMut<'a, T> {
+    repr: ViewReprMut<'a, T>,
+    shape: Shape,
+}
+
+fn check_len(op: Op, what: &'static str, shape: &Shape, len: usize) -> Result<()> {
+    if shape.numel() != len {
+        return Err(Error::LengthMismatch {
+            op,
+            what,
+            expected: shape.numel(),
+            actual: len,
+        });
+    }
+    Ok(())
+}
+
+fn row_range(op: Op, shape: &Shape, rows: &Range<usize>) -> Result<(Shape, Range<usize>)> {
+    if rows.start > rows.end || rows.end > shape.rows() {
+        return Err(Error::RowRangeOutOfBounds {
+            op,
+            start: rows.start,
+            end: rows.end,
+            rows: shape.rows(),
+        });
+    }
+    let rl = shape.row_len();
+    // Cannot overflow: end <= rows and rows * row_len = numel fits in usize.
+    let elems = rows.start * rl..rows.end * rl;
+    Ok((shape.with_rows(op, rows.end - rows.start)?, elems))
+}
+
+impl<'a, T: Element> DeviceView<'a, T> {
+    /// A view of `data`, whose length is `shape.numel()` (the caller guarantees it).
+    pub(crate) fn from_host_parts(data: &'a [T], shape: Shape) -> Self {
+        debug_assert_eq!(data.len(), shape.numel());
+        DeviceView {
+            repr: ViewRepr::Host(data),
+            shape,
+        }
+    }
+
+    /// A host-backend view of a host slice with the given shape.
+    ///
+    /// ```
+    /// use cpugpu::DeviceView;
+    /// let data = [1.0f32, 2.0, 3.0, 4.0];
+    /// let v = DeviceView::host(&data, &[2, 2])?;
+    /// assert_eq!(v.shape().rows(), 2);
+    /// # Ok::<(), cpugpu::Error>(())
+    /// ```
+    pub fn host(data: &'a [T], shape: &[usize]) -> Result<Self> {
+        let shape = Shape::for_op(Op::Slice, shape)?;
+        check_len(Op::Slice, "data.len()", &shape, data.len())?;
+        Ok(DeviceView {
+            repr: ViewRepr::Host(data),
+            shape,
+        })
+    }
+
+    /// A one-dimensional host-backend view of a host slice.
+    pub fn host_vector(data: &'a [T]) -> Self {
+        DeviceView {
+            repr: ViewRepr::Host(data),
+            shape: Shape::vector(data.len()),
+        }
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// The element count.
+    pub fn len(&self) -> usize {
+        self.shape.numel()
+    }
+
+    /// True when the view has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The backend whose memory this views.
+    pub fn backend(&self) -> BackendKind {
+        match self.repr {
+            ViewRepr::Host(_) => BackendKind::Host,
+        }
+    }
+
+    /// The memory as a host slice, when it is host-addressable (the host backend).
+    pub fn as_host_slice(&self) -> Option<&'a [T]> {
+        match self.repr {
+            ViewRepr::Host(s) => Some(s),
+        }
+    }
+
+    /// Rows `rows` of the view (axis 0).
+    pub fn rows(&self, rows: Range<usize>) -> Result<DeviceView<'a, T>> {
+        let (shape, elems) = row_range(Op::Slice, &self.shape, &rows)?;
+        Ok(DeviceView {
+            repr: match self.repr {
+                ViewRepr::Host(s) => ViewRepr::Host(&s[elems]),
+            },
+            shape,
+        })
+    }
+
+    /// The same memory with another shape of the same element count.
+    pub fn reshape(&self, shape: &[usize]) -> Result<DeviceView<'a, T>> {
+        let shape = Shape::for_op(Op::Slice, shape)?;
+        check_len(Op::Slice, "the view's element count", &shape, self.len())?;
+        Ok(DeviceView {
+            repr: self.repr,
+            shape,
+        })
+    }
+
+    /// Copies the view into `dst` (exactly [`DeviceView::len`] elements) on the host.
+    pub fn copy_to_host(&self, dst: &mut [T]) -> Result<()> {
+        check_len(Op::CopyToHost, "dst.len()", &self.shape, dst.len())?;
+        match self.repr {
+            ViewRepr::Host(s) => crate::ops::par_copy(dst, s),
+        }
+        Ok(())
+    }
+
+    /// Copies this view into `dst` on the device; the element counts must match.
+    pub fn copy_to(&self, dst: &mut DeviceViewMut<'_, T>) -> Result<()> {
+        check_len(Op::CopyToDevice, "dst.len()", &self.shape, dst.len())?;
+        match (self.repr, &mut dst.repr) {
+            (ViewRepr::Host(s), ViewReprMut::Host(d)) => crate::ops::par_copy(d, s),
+        }
+        Ok(())
+    }
+
+    /// The slice a host-backend operation works on.
+    pub(crate) fn on_host(&self) -> &'a [T] {
+        match self.repr {
+            ViewRepr::Host(s) => s,
+        }
+    }
+}
+
+impl<'a, T: Element> DeviceViewMut<'a, T> {
+    /// A view of `data`, whose length is `shape.numel()` (the caller guarantees it).
+    pub(crate) fn from_host_parts(data: &'a mut [T], shape: Shape) -> Self {
+        debug_assert_eq!(data.len(), shape.numel());
+        DeviceViewMut {
+            repr: ViewReprMut::Host(data),
+            shape,
+        }
+    }
+
+    /// A host-backend mutable view of a host slice with the given shape.
+    pub fn host(data: &'a mut [T], shape: &[usize]) -> Result<Self> {
+        let shape = Shape::for_op(Op::Slice, shape)?;
+        check_len(Op::Slice, "data.len()", &shape, data.len())?;
+        Ok(DeviceViewMut {
+            repr: ViewReprMut::Host(data),
+            shape,
+        })
+    }
+
+    /// A one-dimensional host-backend mutable view of a host slice.
+    pub fn host_vector(data: &'a mut [T]) -> Self {
+        let shape = Shape::vector(data.len());
+        DeviceViewMut {
+            repr: ViewReprMut::Host(data),
+            shape,
+        }
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// The element count.
+    pub fn len(&self) -> usize {
+        self.shape.numel()
+    }
+
+    /// True when the view has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The backend whose memory this views.
+    pub fn backend(&self) -> BackendKind {
+        match self.repr {
+            ViewReprMut::Host(_) => BackendKind::Host,
+        }
+    }
+
+    /// A shorter-lived mutable view of the same memory (like `&mut *r`).
+    pub fn reborrow(&mut self) -> DeviceViewMut<'_, T> {
+        DeviceViewMut {
+            repr: match &mut self.repr {
+                ViewReprMut::Host(s) => ViewReprMut::Host(s),
+            },
+            shape: self.shape,
+        }
+    }
+
+    /// A shared view of the same memory.
+    pub fn as_view(&self) -> DeviceView<'_, T> {
+        DeviceView {
+            repr: match &self.repr {
+                ViewReprMut::Host(s) => ViewRepr::Host(s),
+            },
+            shape: self.shape,
+        }
+    }
+
+    /// The memory as a mutable host slice, when it is host-addressable (the host backend).
+    pub fn as_host_slice_mut(&mut self) -> Option<&mut [T]> {
+        match &mut self.repr {
+            ViewReprMut::Host(s) => Some(s),
+        }
+    }
+
+    /// Rows `rows` of the view (axis 0), consuming it.
+    pub fn into_rows(self, rows: Range<usize>) -> Result<DeviceViewMut<'a, T>> {
+        let (shape, elems) = row_range(Op::Slice, &self.shape, &rows)?;
+        Ok(DeviceViewMut {
+            repr: match self.repr {
+                ViewReprMut::Host(s) => ViewReprMut::Host(&mut s[elems]),
+            },
+            shape,
+        })
+    }
+
+    /// The same memory with another shape of the same element count, consuming the view.
+    pub fn into_reshape(self, shape: &[usize]) -> Result<DeviceViewMut<'a, T>> {
+        let shape = Shape::for_op(Op::Slice, shape)?;
+        check_len(Op::Slice, "the view's element count", &shape, self.len())?;
+        Ok(DeviceViewMut {
+            repr: self.repr,
+            shape,
+        })
+    }
+
+    /// Copies `src` (exactly [`DeviceViewMut::len`] elements) from the host into the view.
+    pub fn copy_from_host(&mut self, src: &[T]) -> Result<()> {
+        check_len(Op::CopyToDevice, "src.len()", &self.shape, src.len())?;
+        match &mut self.repr {
+            ViewReprMut::Host(d) => crate::ops::par_copy(d, src),
+        }
+        Ok(())
+    }
+
+    /// Sets every element to `value`.
+    pub fn fill(&mut self, value: T) {
+        match &mut self.repr {
+            ViewReprMut::Host(d) => crate::ops::par_fill(d, value),
+        }
+    }
+
+    /// The slice a host-backend operation works on, consuming the view.
+    pub(crate) fn into_host(self) -> &'a mut [T] {
+        match self.repr {
+            ViewReprMut::Host(s) => s,
+        }
+    }
+}
+
+impl<T: Element> fmt::Debug for DeviceView<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "DeviceView<{}>{}",
+            std::any::type_name::<T>(),
+            self.shape
+        )
+    }
+}
+
+impl<T: Element> fmt::Debug for DeviceViewMut<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "DeviceViewMut<{}>{}",
+            std::any::type_name::<T>(),
+            self.shape
+        )
+    }
+}
+
+/// The host side of a paired buffer: pageable or pinned host memory. Dereferences to `[T]`.
+pub enum HostBuffer<T: Element> {
+    /// Pageable memory.
+    Pageable(Vec<T>),
+    /// Pinned memory, budgeted by a manager or not.
+    Pinned(PinnedBuffer<T>),
+}
+
+impl<T: Element> HostBuffer<T> {
+    /// A zeroed host buffer of `len` elements at `placement` (`Host`, `Pinned` or `Uva`; a
+    /// UVA buffer's host side is pinned memory). With a manager, pinned memory comes from its
+    /// budget.
+    pub(crate) fn zeroed(
+        placement: MemoryPlacement,
+        len: usize,
+        manager: Option<&PinnedMemoryManager>,
+    ) -> Result<Self> {
+        match (placement, manager) {
+            (MemoryPlacement::Host, _) => Ok(HostBuffer::Pageable(zeroed_vec(Op::Allocate, len)?)),
+            (MemoryPlacement::Pinned | MemoryPlacement::Uva, Some(m)) => {
+                Ok(HostBuffer::Pinned(m.allocate(len)?))
+            }
+            (MemoryPlacement::Pinned | MemoryPlacement::Uva, None) => {
+                Ok(HostBuffer::Pinned(PinnedBuffer::new(len)?))
+            }
+            (MemoryPlacement::Device, _) => Err(Error::InvalidArgument {
+                op: Op::Allocate,
+                name: "placement",
+                value: 0,
+                reason: "a host buffer cannot live in device memory; use Host, Pinned or Uva",
+            }),
+        }
+    }
+
+    /// True for pinned memory.
+    pub fn is_pinned(&self) -> bool {
+        matches!(self, HostBuffer::Pinned(_))
+    }
+}
+
+impl<T: Element> Deref for HostBuffer<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match self {
+            HostBuffer::Pageable(v) => v,
+            HostBuffer::Pinned(p) => p,
+        }
+    }
+}
+
+impl<T: Element> DerefMut for HostBuffer<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        match self {
+            HostBuffer::Pageable(v) => v,
+            HostBuffer::Pinned(p) => p,
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! A pool of named paired buffers reused across steps, with a round-robin depth.
+//!
+//! Batching code asks for the same buffers (`"input_ids"`, `"positions"`, `"slot_mapping"`, ...)
+//! every step. [`UvaBufferPool`] keeps them by name and element type. Each name has `depth`
+//! slots (vLLM's `max_concurrency`): step *k* gets one slot, step *k + 1* the next, so the host
+//! can prepare step *k + 1* while step *k*'s copies are still in flight.
+//!
+//! A slot is handed out as a [`PoolBuffer`] guard that owns it. While the guard lives no other
+//! step can get that slot, so a host write can never race a copy that still reads it (the
+//! vllm-project/vllm#25279 bug): this is enforced by ownership, not by a comment. Dropping the
+//! guard returns the slot.
+//!
+//! ```
+//! use cpugpu::{Device, UvaBufferPool, Error};
+//!
+//! let pool = UvaBufferPool::new(&Device::auto(), 2);
+//! let mut step0 = pool.allocate::<i32>("input_ids", &[8192])?;
+//! step0.host_mut()[..3].copy_from_slice(&[101, 2009, 102]);
+//! step0.copy_to_device_rows(3)?;
+//!
+//! let step1 = pool.get::<i32>("input_ids")?;          // the other slot
+//! assert_ne!(step0.slot(), step1.slot());
+//! assert!(matches!(pool.get::<i32>("input_ids"), Err(Error::PoolSlotsBusy { .. })));
+//! drop(step0);                                         // step 0 finished
+//! let step2 = pool.get::<i32>("input_ids")?;          // its slot is free again
+//! assert_eq!(step2.host()[..3], [101, 2009, 102]);     // get does not reset; allocate does
+//! println!("{}", pool.stats());
+//! # Ok::<(), cpugpu::Error>(())
+//! ```
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::buffer::{CpuGpuBuffer, SyncOutcome};
+use crate::device::{Device, MemoryPlacement};
+use crate::element::Element;
+use crate::error::{Error, Op, Result};
+use crate::pinned::PinnedMemoryManager;
+use crate::shape::Shape;
+
+/// A type-erased pool slot.
+trait Slot: Any + Send {
+    fn sync(&mut self) -> Result<SyncOutcome>;
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+impl<T: Element> Slot for CpuGpuBuffer<T> {
+    fn sync(&mut self) -> Result<SyncOutcome> {
+        CpuGpuBuffer::sync(self)
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
+struct Entry {
+    type_id: TypeId,
+    type_name: &'static str,
+    shape: Shape,
+    placement: MemoryPlacement,
+    host_bytes: usize,
+    device_bytes: usize,
+    state: Mutex<EntryState>,
+}
+
+struct EntryState {
+    /// `None` while the slot is handed out.
+    slots: Vec<Option<Box<dyn Slot>>>,
+    next: usize,
+    /// Set when the name was released or the pool cleared: returning guards drop their buffer.
+    released: bool,
+}
+
+impl Entry {
+    fn lock(&self) -> MutexGuard<'_, EntryState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    created: u64,
+    reused: u64,
+}
+
+/// Named paired buffers of mixed element types, each with `depth` round-robin slots.
+///
+/// Cheap to clone (an `Arc` inside) and safe to share between threads.
+#[derive(Clone)]
+pub struct UvaBufferPool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
+    device: Device,
+    depth: usize,
+    manager: Option<PinnedMemoryManager>,
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
+    counters: Mutex<Counters>,
+}
+
+impl UvaBufferPool {
+    /// A pool whose buffers have `depth` slots each (at least 1; 0 is taken as 1).
+    pub fn new(device: &Device, depth: usize) -> Self {
+        Self::build(device, depth, None)
+    }
+
+    /// Like [`UvaBufferPool::new`], with every pinned host side drawn from `manager`'s budget.
+    pub fn with_manager(manager: &PinnedMemoryManager, depth: usize) -> Self {
+        Self::build(manager.device(), depth, Some(manager.clone()))
+    }
+
+    fn build(device: &Device, depth: usize, manager: Option<PinnedMemoryManager>) -> Self {
+        UvaBufferPool {
+            inner: Arc::new(PoolInner {
+                device: device.clone(),
+                depth: depth.max(1),
+                manager,
+                entries: Mutex::new(HashMap::new()),
+                counters: Mutex::new(Counters::default()),
+            }),
+        }
+    }
+
+    /// The round-robin depth.
+    pub fn depth(&self) -> usize {
+        self.inner.depth
+    }
+
+    /// The pool's device.
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    fn entries(&self) -> MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+        self.inner.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next slot of `name`, zeroed, as a pinned host side plus a device side. Creates the
+    /// name on first use. The same name with another shape, element type or placement is
+    /// [`Error::PoolKeyMismatch`]; all slots held is [`Error::PoolSlotsBusy`].
+    pub fn allocate<T: Element>(&self, name: &str, shape: &[usize]) -> Result<PoolBuffer<T>> {
+        self.allocate_at(name, shape, MemoryPlacement::Pinned)
+    }
+
+    /// Like [`allocate`](Self::allocate), for a zero-copy UVA buffer: mapped pinned memory the
+    /// device reads directly, with no device-side copy.
+    pub fn allocate_uva<T: Element>(&self, name: &str, shape: &[usize]) -> Result<PoolBuffer<T>> {
+        self.allocate_at(name, shape, MemoryPlacement::Uva)
+    }
+
+    fn allocate_at<T: Element>(
+        &self,
+        name: &str,
+        shape: &[usize],
+        placement: MemoryPlacement,
+    ) -> Result<PoolBuffer<T>> {
+        let shape = Shape::for_op(Op::PoolAllocate, shape)?;
+        let entry = {
+            let mut entries = self.entries();
+            match entries.get(name) {
+                Some(e) => {
+                    if e.type_id != TypeId::of::<T>()
+                        || e.shape != shape
+                        || e.placement != placement
+                    {
+                        return Err(Error::PoolKeyMismatch {
+                            name: name.to_owned(),
+                            existing_shape: e.shape,
+                            existing_type: e.type_name,
+                            existing_placement: e.placement,
+                            requested_shape: shape,
+                            requested_type: std::any::type_name::<T>(),
+                            requested_placement: placement,
+                        });
+                    }
+                    self.count(|c| c.reused += 1);
+                    e.clone()
+                }
+                None => {
+                    let e = Arc::new(self.new_entry::<T>(name, shape, placement)?);
+                    entries.insert(name.to_owned(), e.clone());
+                    self.count(|c| c.created += 1);
+                    e
+                }
+            }
+        };
+        let mut buf = Self::take_slot::<T>(name, &entry)?;
+        buf.reset();
+        Ok(buf)
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut self
+            .inner
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn new_entry<T: Element>(
+        &self,
+        name: &str,
+        shape: Shape,
+        placement: MemoryPlacement,
+    ) -> Result<Entry> {
+        let mut slots: Vec<Option<Box<dyn Slot>>> = Vec::with_capacity(self.inner.depth);
+        for _ in 0..self.inner.depth {
+            let buf = CpuGpuBuffer::<T>::alloc(
+                &self.inner.device,
+                self.inner.manager.as_ref(),
+                name.to_owned(),
+                shape.dims(),
+                placement,
+            )?;
+            slots.push(Some(Box::new(buf)));
+        }
+        let host_bytes = shape.numel() * std::mem::size_of::<T>();
+        Ok(Entry {
+            type_id: TypeId::of::<T>(),
+            type_name: std::any::type_name::<T>(),
+            shape,
+            placement,
+            host_bytes,
+            device_bytes: if placement == MemoryPlacement::Uva {
+                0
+            } else {
+                host_bytes
+            },
+            state: Mutex::new(EntryState {
+                slots,
+                next: 0,
+                released: false,
+            }),
+        })
+    }
+
+    /// The next free slot of `name`, contents as the last step left them. A wrong element type
+    /// is [`Error::PoolKeyMismatch`], an unknown name [`Error::PoolNameNotFound`], all slots
+    /// held [`Error::PoolSlotsBusy`].
+    pub fn get<T: Element>(&self, name: &str) -> Result<PoolBuffer<T>> {
+        let entry = self
+            .entries()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::PoolNameNotFound {
+                name: name.to_owned(),
+            })?;
+        if entry.type_id != TypeId::of::<T>() {
+            return Err(Error::PoolKeyMismatch {
+                name: name.to_owned(),
+                existing_shape: entry.shape,
+                existing_type: entry.type_name,
+                existing_placement: entry.placement,
+                requested_shape: entry.shape,
+                requested_type: std::any::type_name::<T>(),
+                requested_placement: entry.placement,
+            });
+        }
+        Self::take_slot(name, &entry)
+    }
+
+    fn take_slot<T: Element>(name: &str, entry: &Arc<Entry>) -> Result<PoolBuffer<T>> {
+        let mut st = entry.lock();
+        if st.released {
+            return Err(Error::PoolNameNotFound {
+                name: name.to_owned(),
+            });
+        }
+        let depth = st.slots.len();
+        let start = st.next;
+        let Some(slot) = (0..depth)
+            .map(|k| (start + k) % depth)
+            .find(|&s| st.slots[s].is_some())
+        else {
+            return Err(Error::PoolSlotsBusy {
+                name: name.to_owned(),
+                depth,
+            });
+        };
+        st.next = (slot + 1) % depth;
+        let boxed = st.slots[slot].take().map(Slot::into_any);
+        let buf = boxed
+            .and_then(|b| b.downcast::<CpuGpuBuffer<T>>().ok())
+            .map(|b| *b);
+        match buf {
+            Some(buf) => Ok(PoolBuffer {
+                buf: Some(buf),
+                entry: entry.clone(),
+                slot,
+            }),
+            // Unreachable: the slot was Some and the entry's TypeId is T's (checked by callers).
+            None => Err(Error::PoolNameNotFound {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Forgets `name`: its idle slots are freed now, held ones when their guards drop. Returns
+    /// whether the name existed.
+    pub fn release(&self, name: &str) -> bool {
+        let Some(entry) = self.entries().remove(name) else {
+            return false;
+        };
+        let mut st = entry.lock();
+        st.released = true;
+        st.slots.clear();
+        true
+    }
+
+    /// Releases every name.
+    pub fn clear(&self) {
+        let all: Vec<_> = self.entries().drain().map(|(_, e)| e).collect();
+        for e in all {
+            let mut st = e.lock();
+            st.released = true;
+            st.slots.clear();
+        }
+    }
+
+    /// The number of names.
+    pub fn num_buffers(&self) -> usize {
+        self.entries().len()
+    }
+
+    /// Host plus device bytes of every slot of every name (UVA buffers count once).
+    pub fn total_bytes(&self) -> usize {
+        let s = self.stats();
+        s.host_bytes + s.device_bytes
+    }
+
+    /// Syncs every idle slot in the direction its dirty flags say. Slots held by a step are
+    /// skipped (their owner syncs them). Every slot is tried; the first error is returned after.
+    pub fn sync_all(&self) -> Result<SyncReport> {
+        let entries: Vec<_> = self.entries().values().cloned().collect();
+        let mut report = SyncReport::default();
+        let mut first_err = None;
+        for e in entries {
+            let mut st = e.lock();
+            for slot in st.slots.iter_mut() {
+                match slot {
+                    None => report.skipped_in_use += 1,
+                    Some(b) => match b.sync() {
+                        Ok(SyncOutcome::UpToDate) => report.up_to_date += 1,
+                        Ok(SyncOutcome::CopiedToDevice) => report.copied_to_device += 1,
+                        Ok(SyncOutcome::CopiedToHost) => report.copied_to_host += 1,
+                        Err(err) => {
+                            report.conflicts += 1;
+                            first_err.get_or_insert(err);
+                        }
+                    },
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// A snapshot of the pool's size and counters.
+    pub fn stats(&self) -> PoolStats {
+        let entries: Vec<_> = self.entries().values().cloned().collect();
+        let depth = self.inner.depth;
+        let mut s = PoolStats {
+            buffers: entries.len(),
+            depth,
+            ..PoolStats::default()
+        };
+        for e in &entries {
+            s.slots += depth;
+            s.slots_in_use += e.lock().slots.iter().filter(|x| x.is_none()).count();
+            s.host_bytes += e.host_bytes * depth;
+            s.device_bytes += e.device_bytes * depth;
+            if e.placement == MemoryPlacement::Uva {
+                s.uva_buffers += 1;
+            }
+        }
+        let c = self
+            .inner
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        s.created = c.created;
+        s.reused = c.reused;
+        s
+    }
+}
+
+impl fmt::Debug for UvaBufferPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UvaBufferPool")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// What [`UvaBufferPool::sync_all`] did, slot by slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Slots with nothing to copy.
+    pub up_to_date: usize,
+    /// Slots copied host to device.
+    pub copied_to_device: usize,
+    /// Slots copied device to host.
+    pub copied_to_host: usize,
+    /// Slots dirty on both sides (left alone).
+    pub conflicts: usize,
+    /// Slots held by a step, not touched.
+    pub skipped_in_use: usize,
+}
+
+/// Size and counters of a [`UvaBufferPool`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Names in the pool.
+    pub buffers: usize,
+    /// Of which UVA.
+    pub uva_buffers: usize,
+    /// Slots per name.
+    pub depth: usize,
+    /// Slots in all.
+    pub slots: usize,
+    /// Slots held by steps now.
+    pub slots_in_use: usize,
+    /// Host bytes, all slots.
+    pub host_bytes: usize,
+    /// Device bytes, all slots (UVA buffers have none).
+    pub device_bytes: usize,
+    /// `allocate` calls that created a name.
+    pub created: u64,
+    /// `allocate` calls that reused one.
+    pub reused: u64,
+}
+
+impl fmt::Display for PoolStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "pool: {} buffers ({} uva) x depth {} = {} slots, {} in use",
+            self.buffers, self.uva_buffers, self.depth, self.slots, self.slots_in_use
+        )?;
+        write!(
+            f,
+            "      {} host bytes + {} device bytes; allocate: {} created, {} reused",
+            self.host_bytes, self.device_bytes, self.created, self.reused
+        )
+    }
+}
+
+/// One slot of a pool buffer, owned by the step that got it. Dereferences to
+/// [`CpuGpuBuffer<T>`]; dropping it returns the slot to the pool.
+pub struct PoolBuffer<T: Element> {
+    buf: Option<CpuGpuBuffer<T>>,
+    entry: Arc<Entry>,
+    slot: usize,
+}
+
+impl<T: Element> PoolBuffer<T> {
+    /// Which of the `depth` slots this is.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+}
+
+impl<T: Element> Deref for PoolBuffer<T> {
+    type Target = CpuGpuBuffer<T>;
+    fn deref(&self) -> &CpuGpuBuffer<T> {
+        // Invariant: `buf` is Some from construction until drop.
+        self.buf
+            .as_ref()
+            .expect("PoolBuffer holds its buffer until dropped")
+    }
+}
+
+impl<T: Element> DerefMut for PoolBuffer<T> {
+    fn deref_mut(&mut self) -> &mut CpuGpuBuffer<T> {
+        self.buf
+            .as_mut()
+            .expect("PoolBuffer holds its buffer until dropped")
+    }
+}
+
+impl<T: Element> Drop for PoolBuffer<T> {
+    fn drop(&mut self) {
+        let Some(buf) = self.buf.take() else { return };
+        let mut st = self.entry.lock();
+        if !st.released {
+            st.slots[self.slot] = Some(Box::new(buf));
+        }
+    }
+}
+
+impl<T: Element> fmt::Debug for PoolBuffer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuffer")
+            .field("slot", &self.slot)
+            .field("buffer", &**self)
+            .finish()
+    }
+}
