@@ -1,5 +1,54 @@
 //! `cpugpu`: paired CPU/GPU buffers, a pinned-memory manager, a pool of named buffers and the six
 //! data-movement operations that batching code in inference engines runs every step.
+//!
+//! # A batching step
+//!
+//! ```
+//! use cpugpu::{Device, DeviceView, GatherPolicy, UvaBufferPool};
+//!
+//! let dev = Device::auto();
+//! let pool = UvaBufferPool::new(&dev, 2); // two steps in flight at most
+//!
+//! // Three requests with ragged token lists.
+//! let requests: [&[i32]; 3] = [&[101, 7592, 2088], &[101], &[101, 2129]];
+//! let parts: Vec<_> = requests.iter().map(|r| DeviceView::host_vector(r)).collect();
+//!
+//! // input_ids and query_start_loc in one call.
+//! let (input_ids, query_start_loc) = dev.flatten::<i32, i32>(&parts)?;
+//! assert_eq!(query_start_loc.to_vec()?, [0, 3, 4, 6]);
+//!
+//! // Pad to a CUDA-graph size.
+//! let padded = dev.pad_to_multiple(input_ids.view(), 0, 8, 0)?;
+//! assert_eq!(padded.shape().rows(), 8);
+//!
+//! // Each token's row of a per-request table (here: the request's id times 10).
+//! let table = dev.upload(&[0i64, 10, 20], &[3, 1])?;
+//! let req_of_token = dev.upload(&[0i32, 0, 0, 1, 2, 2], &[6])?;
+//! let per_token = dev.gather_rows(table.view(), req_of_token.view(), GatherPolicy::Checked)?;
+//! assert_eq!(per_token.to_vec()?, [0, 0, 0, 10, 20, 20]);
+//!
+//! // Stage through the pool and upload only the active prefix.
+//! let mut ids = pool.allocate::<i32>("input_ids", &[8192])?;
+//! ids.host_mut()[..8].copy_from_slice(padded.view().as_host_slice().unwrap());
+//! ids.copy_to_device_rows(8)?;
+//! # Ok::<(), cpugpu::Error>(())
+//! ```
+//!
+//! # Map
+//!
+//! * [`Device`]: the backend handle; the six operations are its methods
+//!   ([`Device::gather_rows`], [`Device::scatter_rows_into`], [`Device::pad_to_multiple`],
+//!   [`Device::prefix_sum_offsets`], [`Device::flatten`], [`Device::split`]), each with an
+//!   allocation-free `_into` form.
+//! * [`DeviceBuffer`], [`DeviceView`], [`DeviceViewMut`]: device memory as `Vec<T>`, `&[T]` and
+//!   `&mut [T]`, with a [`Shape`].
+//! * [`CpuGpuBuffer`]: a host side and a device side with dirty tracking.
+//! * [`UvaBufferPool`]: named buffers with round-robin slots owned by [`PoolBuffer`] guards.
+//! * [`PinnedMemoryManager`]: pinned host memory under a byte budget.
+//! * [`host`]: the six operations on plain slices, the reference implementation.
+//! * [`Error`]: one error type; every variant names the [`Op`] and the offending value.
+//!
+//! [`MemoryPlacement`] explains where each kind of allocation lives and when to use it.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -26,6 +75,11 @@ pub use pinned::{
 };
 pub use pool::{PoolBuffer, PoolStats, SyncReport, UvaBufferPool};
 pub use shape::Shape;
+
+// The README's code blocks run as doc tests, so the README stays true to the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// The host implementations of the six operations, on plain slices.
 ///
