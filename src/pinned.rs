@@ -119,7 +119,14 @@ struct State {
 impl State {
     /// Frees cached blocks, largest first, until `need` more bytes fit in the budget.
     fn evict_for(&mut self, need: usize) {
-        while self.allocated + self.cached_bytes + need > self.budget {
+        // Checked: near usize::MAX the sum can overflow, which means "does not fit".
+        let fits = |st: &Self| {
+            st.allocated
+                .checked_add(st.cached_bytes)
+                .and_then(|b| b.checked_add(need))
+                .is_some_and(|total| total <= st.budget)
+        };
+        while !fits(self) {
             let Some(mut entry) = self.cache.last_entry() else {
                 break;
             };
@@ -212,8 +219,9 @@ impl PinnedMemoryManager {
                 });
             }
             st.evict_for(bytes);
-            st.allocations += 1;
-            RawBlock::new(bytes)?
+            let block = RawBlock::new(bytes)?;
+            st.allocations += 1; // counted only once the block exists
+            block
         };
         st.allocated += block.bytes;
         Ok(PinnedBuffer {
