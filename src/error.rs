@@ -133,6 +133,13 @@ pub enum Error {
         value: i128,
         reason: &'static str,
     },
+    /// `placement` cannot be used here (for example a paired buffer's host side in device
+    /// memory).
+    UnsupportedPlacement {
+        op: Op,
+        placement: MemoryPlacement,
+        reason: &'static str,
+    },
     /// A size computed from the arguments (`what`) overflows `usize`.
     SizeOverflow { op: Op, what: &'static str },
     /// A shape has more dimensions than [`Shape::MAX_DIMS`].
@@ -237,6 +244,11 @@ impl fmt::Display for Error {
                 value,
                 reason,
             } => write!(f, "{op}: {name} = {value}: {reason}"),
+            Error::UnsupportedPlacement {
+                op,
+                placement,
+                reason,
+            } => write!(f, "{op}: placement {placement}: {reason}"),
             Error::SizeOverflow { op, what } => write!(f, "{op}: {what} overflows usize"),
             Error::TooManyDims { op, ndim, max } => {
                 write!(f, "{op}: {ndim} dimensions, at most {max} are supported")

@@ -109,16 +109,19 @@ fn new_geometry_of_higher_rank_and_scalar_shapes() {
 }
 
 #[test]
-fn new_with_device_placement_is_invalid_argument() {
+fn new_with_device_placement_is_unsupported_placement() {
     let err = CpuGpuBuffer::<f32>::new(&dev(), "d", &[4], MemoryPlacement::Device).unwrap_err();
     match &err {
-        Error::InvalidArgument { op, name, .. } => {
+        Error::UnsupportedPlacement { op, placement, .. } => {
             assert_eq!(*op, Op::Allocate);
-            assert_eq!(*name, "placement");
+            assert_eq!(*placement, MemoryPlacement::Device);
         }
-        other => panic!("expected InvalidArgument, got {other:?}"),
+        other => panic!("expected UnsupportedPlacement, got {other:?}"),
     }
-    assert!(err.to_string().starts_with("allocate: placement"), "{err}");
+    assert!(
+        err.to_string().starts_with("allocate: placement device:"),
+        "{err}"
+    );
 
     // The same through a manager, and nothing is drawn from its budget.
     let mgr = PinnedMemoryManager::new(&dev(), 1 << 20);
@@ -126,13 +129,33 @@ fn new_with_device_placement_is_invalid_argument() {
         CpuGpuBuffer::<f32>::with_manager(&mgr, "d", &[4], MemoryPlacement::Device).unwrap_err();
     assert!(matches!(
         err,
-        Error::InvalidArgument {
+        Error::UnsupportedPlacement {
             op: Op::Allocate,
-            name: "placement",
+            placement: MemoryPlacement::Device,
             ..
         }
     ));
     assert_eq!(mgr.allocated_bytes(), 0);
+}
+
+#[test]
+fn a_whole_copy_resolves_a_sync_conflict() {
+    for placement in [MemoryPlacement::Host, MemoryPlacement::Pinned] {
+        let mut b = CpuGpuBuffer::<u32>::new(&dev(), "c", &[3], placement).unwrap();
+        b.host_mut().fill(1);
+        b.device_view_mut().fill(2);
+        assert_eq!(
+            b.sync().unwrap_err(),
+            Error::SyncConflict { name: "c".into() }
+        );
+        assert_eq!(b.host(), &[1; 3], "a conflict overwrites neither side");
+        b.copy_to_device().unwrap(); // the caller decides: the host side wins
+        assert!(!b.is_host_dirty() && !b.is_device_dirty());
+        assert_eq!(b.sync().unwrap(), cpugpu::SyncOutcome::UpToDate);
+        let mut d = vec![0; 3];
+        b.device_view().copy_to_host(&mut d).unwrap();
+        assert_eq!(d, [1; 3]);
+    }
 }
 
 #[test]
@@ -1042,13 +1065,16 @@ fn run_model(placement: MemoryPlacement, rows: usize, rl: usize, steps: &[Step])
                 if !uva {
                     m.dev = m.host.clone();
                 }
+                // Both sides are equal after a whole copy.
                 m.hd = false;
+                m.dd = false;
             }
             Step::CopyToHost => {
                 b.copy_to_host().unwrap();
                 if !uva {
                     m.host = m.dev.clone();
                 }
+                m.hd = false;
                 m.dd = false;
             }
             Step::CopyToDeviceRows(n) => {

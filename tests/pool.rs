@@ -435,7 +435,7 @@ fn clear_while_guards_are_held() {
             Error::PoolNameNotFound { .. }
         ));
     }
-    assert_eq!(p.sync_all().unwrap(), SyncReport::default());
+    assert_eq!(p.sync_all().into_result().unwrap(), SyncReport::default());
     drop(a);
     drop(b);
     assert_eq!(p.num_buffers(), 0);
@@ -547,14 +547,14 @@ fn sync_all_copies_dirty_idle_slots_and_skips_held_ones() {
     drop((g0, g1));
     drop(p.allocate_uva::<u8>("u", &[4]).unwrap()); // never dirty, 3 slots up to date
 
-    let report = p.sync_all().unwrap();
+    let report = p.sync_all().into_result().unwrap();
     assert_eq!(
         report,
         SyncReport {
             up_to_date: 3,
             copied_to_device: 1,
             copied_to_host: 1,
-            conflicts: 0,
+            errors: vec![],
             skipped_in_use: 1,
         }
     );
@@ -572,15 +572,15 @@ fn sync_all_copies_dirty_idle_slots_and_skips_held_ones() {
     drop((g, h));
 
     // Now slot 2 is idle and dirty; everything else is up to date.
-    let report = p.sync_all().unwrap();
+    let report = p.sync_all().into_result().unwrap();
     assert_eq!(report.copied_to_device, 1);
     assert_eq!(report.up_to_date, 5);
     assert_eq!(report.skipped_in_use, 0);
-    assert_eq!(p.sync_all().unwrap().up_to_date, 6);
+    assert_eq!(p.sync_all().into_result().unwrap().up_to_date, 6);
 }
 
 #[test]
-fn sync_all_counts_conflicts_returns_the_first_error_and_syncs_the_rest() {
+fn sync_all_reports_every_conflict_and_syncs_the_rest() {
     let p = pool(2);
     let mut c0 = p.allocate::<u16>("both", &[3]).unwrap();
     let mut c1 = p.get::<u16>("both").unwrap();
@@ -593,13 +593,16 @@ fn sync_all_counts_conflicts_returns_the_first_error_and_syncs_the_rest() {
     ok.host_mut().fill(7);
     drop(ok);
 
-    let err = p.sync_all().unwrap_err();
+    let report = p.sync_all();
+    let conflict = Error::SyncConflict {
+        name: "both".into(),
+    };
+    assert_eq!(report.errors, vec![conflict.clone(), conflict.clone()]);
     assert_eq!(
-        err,
-        Error::SyncConflict {
-            name: "both".into()
-        }
+        report.copied_to_device, 1,
+        "the other dirty slot was synced"
     );
+    assert_eq!(report.into_result().unwrap_err(), conflict);
     // The conflicting slots are left alone; the other dirty slot was still synced.
     for _ in 0..2 {
         let g = p.get::<u16>("both").unwrap();
@@ -841,7 +844,7 @@ fn concurrent_mixed_names_types_and_releases() {
     for t in 0..4 {
         assert!(p.release(&format!("own{t}")));
     }
-    assert!(p.sync_all().is_ok());
+    assert!(p.sync_all().errors.is_empty());
 }
 
 #[test]
