@@ -111,15 +111,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // capped at MAX_TOKENS in all.
         let mut tokens: Vec<Vec<i32>> = Vec::with_capacity(n_req);
         let mut budget = MAX_TOKENS;
-        for r in 0..n_req {
+        for (r, &done) in computed.iter().enumerate() {
             let want = if r % 4 == 0 {
                 rng.gen_range(32..512)
             } else {
                 1
             };
-            let n = want
-                .min(budget)
-                .min(MAX_BLOCKS_PER_REQ * BLOCK_SIZE - computed[r]);
+            let n = want.min(budget).min(MAX_BLOCKS_PER_REQ * BLOCK_SIZE - done);
             budget -= n;
             tokens.push((0..n).map(|_| rng.gen_range(0..50_000)).collect());
         }

@@ -170,10 +170,10 @@ impl UvaBufferPool {
                     {
                         return Err(Error::PoolKeyMismatch {
                             name: name.to_owned(),
-                            existing_shape: e.shape,
+                            existing_shape: Box::new(e.shape),
                             existing_type: e.type_name,
                             existing_placement: e.placement,
-                            requested_shape: shape,
+                            requested_shape: Box::new(shape),
                             requested_type: std::any::type_name::<T>(),
                             requested_placement: placement,
                         });
@@ -257,10 +257,10 @@ impl UvaBufferPool {
         if entry.type_id != TypeId::of::<T>() {
             return Err(Error::PoolKeyMismatch {
                 name: name.to_owned(),
-                existing_shape: entry.shape,
+                existing_shape: Box::new(entry.shape),
                 existing_type: entry.type_name,
                 existing_placement: entry.placement,
-                requested_shape: entry.shape,
+                requested_shape: Box::new(entry.shape),
                 requested_type: std::any::type_name::<T>(),
                 requested_placement: entry.placement,
             });

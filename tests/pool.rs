@@ -152,10 +152,10 @@ fn same_name_with_another_shape_type_or_placement_is_a_key_mismatch() {
             err,
             Error::PoolKeyMismatch {
                 name: "a".into(),
-                existing_shape: shape(&[8, 4]),
+                existing_shape: Box::new(shape(&[8, 4])),
                 existing_type: tn::<f32>(),
                 existing_placement: MemoryPlacement::Pinned,
-                requested_shape,
+                requested_shape: Box::new(requested_shape),
                 requested_type,
                 requested_placement,
             }
@@ -172,10 +172,10 @@ fn same_name_with_another_shape_type_or_placement_is_a_key_mismatch() {
         err_of(p.allocate::<u8>("u", &[3])),
         Error::PoolKeyMismatch {
             name: "u".into(),
-            existing_shape: shape(&[3]),
+            existing_shape: Box::new(shape(&[3])),
             existing_type: "u8",
             existing_placement: MemoryPlacement::Uva,
-            requested_shape: shape(&[3]),
+            requested_shape: Box::new(shape(&[3])),
             requested_type: "u8",
             requested_placement: MemoryPlacement::Pinned,
         }
@@ -195,10 +195,10 @@ fn get_with_the_wrong_type_is_a_key_mismatch() {
         err_of(p.get::<u64>("pos")),
         Error::PoolKeyMismatch {
             name: "pos".into(),
-            existing_shape: shape(&[16]),
+            existing_shape: Box::new(shape(&[16])),
             existing_type: "i64",
             existing_placement: MemoryPlacement::Pinned,
-            requested_shape: shape(&[16]),
+            requested_shape: Box::new(shape(&[16])),
             requested_type: "u64",
             requested_placement: MemoryPlacement::Pinned,
         }
