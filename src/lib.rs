@@ -90,5 +90,5 @@ pub mod host {
     pub use crate::ops::offsets::host::{prefix_sum_offsets, prefix_sum_offsets_into};
     pub use crate::ops::pad::host::{pad_to_multiple, pad_to_multiple_into, Padded};
     pub use crate::ops::scatter::host::scatter_rows_into;
-    pub use crate::ops::split::host::{split, split_into, Segments};
+    pub use crate::ops::split::host::{split, split_into, Segments, SegmentsIter};
 }
