@@ -68,7 +68,7 @@ fn main() {
             build
                 .opt_level(1)
                 .debug(true)
-                .flag(&format!("-fsanitize={sanitize}"))
+                .flag(format!("-fsanitize={sanitize}"))
                 .flag("-fno-omit-frame-pointer");
             println!("cargo:rustc-cfg=cpugpu_emu_sanitize=\"{sanitize}\"");
         }
@@ -125,7 +125,9 @@ fn parse_kernel_list(text: &str) -> Vec<Kernel> {
         } else {
             continue;
         };
-        let inner = rest.strip_suffix(')').expect("kernel_list.h: one entry per line");
+        let inner = rest
+            .strip_suffix(')')
+            .expect("kernel_list.h: one entry per line");
         let mut parts = inner.split(',').map(str::trim);
         let (Some(name), Some(params), None) = (parts.next(), parts.next(), parts.next()) else {
             panic!("kernel_list.h: bad entry {line:?}");
@@ -189,10 +191,7 @@ fn parse_abi_structs(text: &str) -> Vec<AbiStruct> {
         } else if let Some(s) = current.as_mut() {
             if let Some(decl) = line.strip_suffix(';') {
                 let decl = decl.split('[').next().unwrap_or(decl);
-                let field = decl
-                    .rsplit(|c: char| c == ' ' || c == '*')
-                    .next()
-                    .expect("a field name");
+                let field = decl.rsplit([' ', '*']).next().expect("a field name");
                 s.fields.push(field.to_string());
             }
         }
@@ -220,7 +219,12 @@ fn abi_layout(structs: &[AbiStruct]) -> (String, String) {
             n = st.name
         )
         .unwrap();
-        writeln!(cpp, "    {{\"{n}\", \"\", (long long)sizeof({n})}},", n = st.name).unwrap();
+        writeln!(
+            cpp,
+            "    {{\"{n}\", \"\", (long long)sizeof({n})}},",
+            n = st.name
+        )
+        .unwrap();
         for f in &st.fields {
             writeln!(
                 rs,

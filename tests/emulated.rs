@@ -4,6 +4,8 @@
 //! that are not a multiple of 16 bytes, misaligned base pointers), bounds and overflow errors,
 //! scatter duplicates, and the multi-tile scan.
 #![cfg(feature = "emulator")]
+// The reference functions return `cpugpu::Error` by value, like the host API (see src/lib.rs).
+#![allow(clippy::result_large_err)]
 
 mod common;
 
@@ -24,7 +26,11 @@ fn idx_vec<I: Index>(v: &[i64]) -> Vec<I> {
 }
 
 fn width_name<T>() -> String {
-    format!("{}B {}", std::mem::size_of::<T>(), std::any::type_name::<T>())
+    format!(
+        "{}B {}",
+        std::mem::size_of::<T>(),
+        std::any::type_name::<T>()
+    )
 }
 
 #[test]
@@ -35,7 +41,13 @@ fn kernel_table_and_abi_match_the_rust_side() {
 
 // ---------------------------------------------------------------- gather
 
-fn gather_case<T: Element, I: Index>(seed: u64, n: usize, rows: usize, row_len: usize, policy_fill: bool) {
+fn gather_case<T: Element, I: Index>(
+    seed: u64,
+    n: usize,
+    rows: usize,
+    row_len: usize,
+    policy_fill: bool,
+) {
     let mut r = rng(seed);
     let src: Vec<T> = random_vec(&mut r, rows * row_len);
     let mut idx = random_indices(&mut r, n, rows.max(1));
@@ -56,7 +68,11 @@ fn gather_case<T: Element, I: Index>(seed: u64, n: usize, rows: usize, row_len: 
     let mut got = poisoned::<T>(n * row_len);
     let h = host::gather_rows_into(&src, &shape, &idx, &mut want, policy);
     let e = emu::gather_rows_into(&src, &shape, &idx, &mut got, policy);
-    let case = format!("gather {} {} n={n} rows={rows} row_len={row_len} fill={policy_fill}", width_name::<T>(), I::NAME);
+    let case = format!(
+        "gather {} {} n={n} rows={rows} row_len={row_len} fill={policy_fill}",
+        width_name::<T>(),
+        I::NAME
+    );
     assert_eq!(e, h, "{case}");
     assert_bits_eq(&got, &want, &case);
 }
@@ -85,7 +101,10 @@ fn gather_takes_every_access_width_path() {
     let mut want = poisoned::<u128>(300 * 4);
     emu::take_launch_log();
     emu::gather_rows_into(&src, &[40, 4], &idx, &mut got, GatherPolicy::Checked).unwrap();
-    assert_eq!(emu::take_launch_log(), ["validate_indices_i64", "gather_rows_w16_i64"]);
+    assert_eq!(
+        emu::take_launch_log(),
+        ["validate_indices_i64", "gather_rows_w16_i64"]
+    );
     host::gather_rows_into(&src, &[40, 4], &idx, &mut want, GatherPolicy::Checked).unwrap();
     assert_bits_eq(&got, &want, "w16");
 
@@ -95,7 +114,10 @@ fn gather_takes_every_access_width_path() {
     let mut got = poisoned::<f32>(300);
     let mut want = poisoned::<f32>(300);
     emu::gather_rows_into(&src, &[50, 3], &idx, &mut got, GatherPolicy::Checked).unwrap();
-    assert_eq!(emu::take_launch_log(), ["validate_indices_i32", "gather_rows_w4_i32"]);
+    assert_eq!(
+        emu::take_launch_log(),
+        ["validate_indices_i32", "gather_rows_w4_i32"]
+    );
     host::gather_rows_into(&src, &[50, 3], &idx, &mut want, GatherPolicy::Checked).unwrap();
     assert_bits_eq(&got, &want, "w4");
 
@@ -104,7 +126,10 @@ fn gather_takes_every_access_width_path() {
     let mut got = poisoned::<f64>(300);
     let mut want = poisoned::<f64>(300);
     emu::gather_rows_into(&src, &[50, 3], &idx, &mut got, GatherPolicy::Checked).unwrap();
-    assert_eq!(emu::take_launch_log(), ["validate_indices_i32", "gather_rows_w8_i32"]);
+    assert_eq!(
+        emu::take_launch_log(),
+        ["validate_indices_i32", "gather_rows_w8_i32"]
+    );
     host::gather_rows_into(&src, &[50, 3], &idx, &mut want, GatherPolicy::Checked).unwrap();
     assert_bits_eq(&got, &want, "w8");
 
@@ -115,7 +140,10 @@ fn gather_takes_every_access_width_path() {
     let mut got = poisoned::<f32>(257 * 4);
     let mut want = poisoned::<f32>(257 * 4);
     emu::gather_rows_into(&buf[1..], &[64, 4], &idx, &mut got, GatherPolicy::Checked).unwrap();
-    assert_eq!(emu::take_launch_log(), ["validate_indices_i64", "gather_rows_w4_i64"]);
+    assert_eq!(
+        emu::take_launch_log(),
+        ["validate_indices_i64", "gather_rows_w4_i64"]
+    );
     host::gather_rows_into(&buf[1..], &[64, 4], &idx, &mut want, GatherPolicy::Checked).unwrap();
     assert_bits_eq(&got, &want, "misaligned f32");
 
@@ -123,7 +151,10 @@ fn gather_takes_every_access_width_path() {
     let mut got = poisoned::<u8>(257 * 16);
     let mut want = poisoned::<u8>(257 * 16);
     emu::gather_rows_into(&buf[1..], &[64, 16], &idx, &mut got, GatherPolicy::Checked).unwrap();
-    assert_eq!(emu::take_launch_log(), ["validate_indices_i64", "gather_rows_w1_i64"]);
+    assert_eq!(
+        emu::take_launch_log(),
+        ["validate_indices_i64", "gather_rows_w1_i64"]
+    );
     host::gather_rows_into(&buf[1..], &[64, 16], &idx, &mut want, GatherPolicy::Checked).unwrap();
     assert_bits_eq(&got, &want, "misaligned u8");
 
@@ -131,7 +162,10 @@ fn gather_takes_every_access_width_path() {
     let mut got = poisoned::<half::f16>(257 * 8);
     let mut want = poisoned::<half::f16>(257 * 8);
     emu::gather_rows_into(&buf[1..], &[64, 8], &idx, &mut got, GatherPolicy::Checked).unwrap();
-    assert_eq!(emu::take_launch_log(), ["validate_indices_i64", "gather_rows_w2_i64"]);
+    assert_eq!(
+        emu::take_launch_log(),
+        ["validate_indices_i64", "gather_rows_w2_i64"]
+    );
     host::gather_rows_into(&buf[1..], &[64, 8], &idx, &mut want, GatherPolicy::Checked).unwrap();
     assert_bits_eq(&got, &want, "misaligned f16");
 
@@ -144,7 +178,10 @@ fn gather_takes_every_access_width_path() {
     let log = emu::take_launch_log();
     // `got` comes from the global allocator: 16-byte aligned on every 64-bit glibc, but only
     // the source's alignment is ours to promise here.
-    assert!(log[1] == "gather_rows_w16_i64" || (got.as_ptr() as usize) % 16 != 0, "{log:?}");
+    assert!(
+        log[1] == "gather_rows_w16_i64" || (got.as_ptr() as usize) % 16 != 0,
+        "{log:?}"
+    );
     host::gather_rows_into(bytes, &[64, 16], &idx, &mut want, GatherPolicy::Checked).unwrap();
     assert_bits_eq(&got, &want, "u8 as uint4");
 }
@@ -173,20 +210,32 @@ fn check_gather_error<T: Element, I: Index>(n: usize) {
     idx[p2] = rows as i64;
     idx[p1] = -5;
     let idx: Vec<I> = idx_vec(&idx);
-    for policy in [GatherPolicy::Checked, GatherPolicy::NegativeFill(T::zeroed())] {
+    for policy in [
+        GatherPolicy::Checked,
+        GatherPolicy::NegativeFill(T::zeroed()),
+    ] {
         let mut got = poisoned::<T>(n * 3);
         let mut want = poisoned::<T>(n * 3);
         let e = emu::gather_rows_into(&src, &[rows, 3], &idx, &mut got, policy).unwrap_err();
         let h = host::gather_rows_into(&src, &[rows, 3], &idx, &mut want, policy).unwrap_err();
         assert_eq!(e, h);
-        let expected_pos = if matches!(policy, GatherPolicy::Checked) { p1 } else { p2 };
-        assert!(matches!(e, Error::IndexOutOfBounds { op: Op::GatherRows, position, bound: 40, .. } if position == expected_pos), "{e:?}");
+        let expected_pos = if matches!(policy, GatherPolicy::Checked) {
+            p1
+        } else {
+            p2
+        };
+        assert!(
+            matches!(e, Error::IndexOutOfBounds { op: Op::GatherRows, position, bound: 40, .. } if position == expected_pos),
+            "{e:?}"
+        );
         assert_bits_eq(&got, &poisoned::<T>(n * 3), "dst untouched on error");
     }
     // A bad index and a wrong dst length: the index is reported first, as on the host.
     let mut short = poisoned::<T>(1);
-    let e = emu::gather_rows_into(&src, &[rows, 3], &idx, &mut short, GatherPolicy::Checked).unwrap_err();
-    let h = host::gather_rows_into(&src, &[rows, 3], &idx, &mut short, GatherPolicy::Checked).unwrap_err();
+    let e = emu::gather_rows_into(&src, &[rows, 3], &idx, &mut short, GatherPolicy::Checked)
+        .unwrap_err();
+    let h = host::gather_rows_into(&src, &[rows, 3], &idx, &mut short, GatherPolicy::Checked)
+        .unwrap_err();
     assert_eq!(e, h);
 }
 
@@ -210,7 +259,13 @@ fn gather_bounds_errors_match_host_and_leave_dst_untouched() {
 
 // ---------------------------------------------------------------- scatter
 
-fn scatter_case<T: Element, I: Index>(seed: u64, n: usize, rows: usize, row_len: usize, skip: bool) {
+fn scatter_case<T: Element, I: Index>(
+    seed: u64,
+    n: usize,
+    rows: usize,
+    row_len: usize,
+    skip: bool,
+) {
     let mut r = rng(seed);
     let src: Vec<T> = random_vec(&mut r, n * row_len);
     // Fewer destination rows than sources when rows < n: duplicates, last one wins.
@@ -233,7 +288,11 @@ fn scatter_case<T: Element, I: Index>(seed: u64, n: usize, rows: usize, row_len:
     let shape = [rows, row_len];
     let h = host::scatter_rows_into(&src, &idx, &mut want, &shape, policy);
     let e = emu::scatter_rows_into(&src, &idx, &mut got, &shape, policy);
-    let case = format!("scatter {} {} n={n} rows={rows} row_len={row_len} skip={skip}", width_name::<T>(), I::NAME);
+    let case = format!(
+        "scatter {} {} n={n} rows={rows} row_len={row_len} skip={skip}",
+        width_name::<T>(),
+        I::NAME
+    );
     assert_eq!(e, h, "{case}");
     assert_bits_eq(&got, &want, &case);
 }
@@ -267,7 +326,10 @@ fn scatter_duplicates_last_wins() {
     let mut got = poisoned::<u128>(3 * 4);
     emu::take_launch_log();
     emu::scatter_rows_into(&src, &idx, &mut got, &[3, 4], ScatterPolicy::Checked).unwrap();
-    assert_eq!(emu::take_launch_log(), ["scatter_winners_i64", "scatter_rows_w16_i64"]);
+    assert_eq!(
+        emu::take_launch_log(),
+        ["scatter_winners_i64", "scatter_rows_w16_i64"]
+    );
     let mut want = poisoned::<u128>(3 * 4);
     host::scatter_rows_into(&src, &idx, &mut want, &[3, 4], ScatterPolicy::Checked).unwrap();
     assert_bits_eq(&got, &want, "last wins, w16");
@@ -300,7 +362,16 @@ fn scatter_bounds_errors_match_host_and_leave_dst_untouched() {
                         host::scatter_rows_into(&src, &i32s, &mut want, &[10, 2], policy),
                     )
                 };
-                assert!(matches!(e, Err(Error::IndexOutOfBounds { op: Op::ScatterRows, .. })), "{e:?}");
+                assert!(
+                    matches!(
+                        e,
+                        Err(Error::IndexOutOfBounds {
+                            op: Op::ScatterRows,
+                            ..
+                        })
+                    ),
+                    "{e:?}"
+                );
                 assert_eq!(e, h);
                 assert_bits_eq(&got, &init, "dst untouched on error");
             }
@@ -322,7 +393,10 @@ fn pad_case<T: Element>(seed: u64, shape: &[usize], axis: usize, multiple: usize
     let mut got = poisoned::<T>(m);
     let h = reference::pad_to_multiple_into(&src, shape, axis, multiple, fill, &mut want);
     let e = emu::pad_to_multiple_into(&src, shape, axis, multiple, fill, &mut got);
-    let case = format!("pad {} {shape:?} axis {axis} to {multiple}", width_name::<T>());
+    let case = format!(
+        "pad {} {shape:?} axis {axis} to {multiple}",
+        width_name::<T>()
+    );
     assert_eq!(e, h, "{case}");
     assert_bits_eq(&got, &want, &case);
 }
@@ -351,7 +425,10 @@ fn pad_takes_every_access_width_path() {
     emu::take_launch_log();
     emu::pad_to_multiple_into(&src[..33 * 4], &[33, 4], 0, 64, 1.5, &mut got).unwrap();
     let log = emu::take_launch_log();
-    assert!(log == ["pad_w16"] || (got.as_ptr() as usize) % 16 != 0, "{log:?}");
+    assert!(
+        log == ["pad_w16"] || (got.as_ptr() as usize) % 16 != 0,
+        "{log:?}"
+    );
     reference::pad_to_multiple_into(&src[..33 * 4], &[33, 4], 0, 64, 1.5, &mut want).unwrap();
     assert_bits_eq(&got, &want, "pad w16");
     // The same from one element in: 4-byte units.
@@ -375,15 +452,28 @@ fn pad_errors_and_unchanged_input() {
     let mut dst = [0u8; 8];
     assert!(matches!(
         emu::pad_to_multiple_into(&src, &[3, 2], 2, 4, 0, &mut dst),
-        Err(Error::AxisOutOfRange { op: Op::PadToMultiple, axis: 2, ndim: 2 })
+        Err(Error::AxisOutOfRange {
+            op: Op::PadToMultiple,
+            axis: 2,
+            ndim: 2
+        })
     ));
     assert!(matches!(
         emu::pad_to_multiple_into(&src, &[3, 2], 0, 0, 0, &mut dst),
-        Err(Error::InvalidArgument { op: Op::PadToMultiple, name: "multiple", .. })
+        Err(Error::InvalidArgument {
+            op: Op::PadToMultiple,
+            name: "multiple",
+            ..
+        })
     ));
     assert!(matches!(
         emu::pad_to_multiple_into(&src, &[3, 2], 0, 4, 0, &mut dst[..6]),
-        Err(Error::LengthMismatch { op: Op::PadToMultiple, what: "dst.len()", expected: 8, actual: 6 })
+        Err(Error::LengthMismatch {
+            op: Op::PadToMultiple,
+            what: "dst.len()",
+            expected: 8,
+            actual: 6
+        })
     ));
     let p = emu::pad_to_multiple(&src, &[3, 2], 1, 2, 0).unwrap();
     assert!(matches!(p.data, std::borrow::Cow::Borrowed(_)));
@@ -395,7 +485,9 @@ fn pad_errors_and_unchanged_input() {
 
 fn offsets_case<L: Index, O: Index>(seed: u64, n: usize, max_len: i64) {
     let mut r = rng(seed);
-    let lengths: Vec<L> = (0..n).map(|_| L::from_i64(r.gen_range(0..=max_len)).unwrap()).collect();
+    let lengths: Vec<L> = (0..n)
+        .map(|_| L::from_i64(r.gen_range(0..=max_len)).unwrap())
+        .collect();
     let mut want = poisoned::<O>(n + 1);
     let mut got = poisoned::<O>(n + 1);
     let h = reference::prefix_sum_offsets_into(&lengths, &mut want);
@@ -409,7 +501,11 @@ fn offsets_case<L: Index, O: Index>(seed: u64, n: usize, max_len: i64) {
 fn offsets_match_reference_single_and_multi_tile() {
     // One tile is 4,096 lengths: 4,096 is the largest single launch, 4,097 the smallest
     // three-launch scan, 20,000 five tiles with a partial last one.
-    for (k, &n) in SIZES.iter().chain(&[4_095, 4_096, 4_097, 20_000]).enumerate() {
+    for (k, &n) in SIZES
+        .iter()
+        .chain(&[4_095, 4_096, 4_097, 20_000])
+        .enumerate()
+    {
         let s = 700 + k as u64;
         offsets_case::<i32, i32>(s, n, 1000);
         offsets_case::<i32, i64>(s, n, i64::from(i32::MAX));
@@ -421,7 +517,11 @@ fn offsets_match_reference_single_and_multi_tile() {
     emu::prefix_sum_offsets_into(&vec![1i32; 20_000], &mut out).unwrap();
     assert_eq!(
         emu::take_launch_log(),
-        ["offsets_reduce_i32", "offsets_scan_tiles", "offsets_downsweep_i32_i64"]
+        [
+            "offsets_reduce_i32",
+            "offsets_scan_tiles",
+            "offsets_downsweep_i32_i64"
+        ]
     );
     assert_eq!(out[20_000], 20_000);
     emu::set_grid_cap(2);
@@ -436,7 +536,11 @@ fn offsets_error_case<L: Index, O: Index>(lengths: &[L]) {
     let h = reference::prefix_sum_offsets_into(lengths, &mut want);
     assert!(e.is_err(), "{e:?}");
     assert_eq!(e, h, "{} -> {} n={}", L::NAME, O::NAME, lengths.len());
-    assert_bits_eq(&got, &poisoned::<O>(lengths.len() + 1), "offsets untouched on error");
+    assert_bits_eq(
+        &got,
+        &poisoned::<O>(lengths.len() + 1),
+        "offsets untouched on error",
+    );
 }
 
 #[test]
@@ -468,7 +572,12 @@ fn offsets_negative_and_overflow_are_reported_on_the_device() {
     let mut o = [0i32; 2];
     assert!(matches!(
         emu::prefix_sum_offsets_into(&[1i32, 2], &mut o),
-        Err(Error::LengthMismatch { what: "offsets.len()", expected: 3, actual: 2, .. })
+        Err(Error::LengthMismatch {
+            what: "offsets.len()",
+            expected: 3,
+            actual: 2,
+            ..
+        })
     ));
 }
 
@@ -487,13 +596,21 @@ fn flatten_case<T: Element, O: Index>(seed: u64, n: usize, skew: bool, misalign:
         .collect();
     let bufs: Vec<Vec<T>> = lens.iter().map(|&l| random_vec(&mut r, l + 1)).collect();
     let off = usize::from(misalign);
-    let arrays: Vec<&[T]> = bufs.iter().zip(&lens).map(|(b, &l)| &b[off..off + l]).collect();
+    let arrays: Vec<&[T]> = bufs
+        .iter()
+        .zip(&lens)
+        .map(|(b, &l)| &b[off..off + l])
+        .collect();
     let total: usize = lens.iter().sum();
     let (mut want, mut got) = (poisoned::<T>(total), poisoned::<T>(total));
     let (mut want_o, mut got_o) = (poisoned::<O>(n + 1), poisoned::<O>(n + 1));
     let h = reference::flatten_into(&arrays, &mut want, &mut want_o);
     let e = emu::flatten_into(&arrays, &mut got, &mut got_o);
-    let case = format!("flatten {} {} n={n} skew={skew} misalign={misalign}", width_name::<T>(), O::NAME);
+    let case = format!(
+        "flatten {} {} n={n} skew={skew} misalign={misalign}",
+        width_name::<T>(),
+        O::NAME
+    );
     assert_eq!(e, h, "{case}");
     assert_bits_eq(&got, &want, &case);
     assert_bits_eq(&got_o, &want_o, &case);
@@ -554,7 +671,12 @@ fn flatten_vector_paths_and_errors() {
     let mut outs: Vec<&mut [u16]> = vec![&mut out];
     assert!(matches!(
         emu::split_copy_into(&data, &[0i64, 5], &mut outs),
-        Err(Error::OffsetOutOfRange { op: Op::Split, position: 1, value: 5, len: 4 })
+        Err(Error::OffsetOutOfRange {
+            op: Op::Split,
+            position: 1,
+            value: 5,
+            len: 4
+        })
     ));
     assert!(matches!(
         emu::split_copy_into(&data, &[0i64, 3], &mut outs),
@@ -576,17 +698,31 @@ mod reference {
     ) -> Result<(), Error> {
         let op = Op::Flatten;
         if offsets.len() != arrays.len() + 1 {
-            return Err(Error::LengthMismatch { op, what: "offsets.len()", expected: arrays.len() + 1, actual: offsets.len() });
+            return Err(Error::LengthMismatch {
+                op,
+                what: "offsets.len()",
+                expected: arrays.len() + 1,
+                actual: offsets.len(),
+            });
         }
         let mut total = 0i64;
         for (position, a) in arrays.iter().enumerate() {
             total += a.as_ref().len() as i64;
             if total > O::MAX {
-                return Err(Error::OffsetOverflow { op, position, limit: O::MAX });
+                return Err(Error::OffsetOverflow {
+                    op,
+                    position,
+                    limit: O::MAX,
+                });
             }
         }
         if dst.len() as i64 != total {
-            return Err(Error::LengthMismatch { op, what: "dst.len()", expected: total as usize, actual: dst.len() });
+            return Err(Error::LengthMismatch {
+                op,
+                what: "dst.len()",
+                expected: total as usize,
+                actual: dst.len(),
+            });
         }
         let mut k = 0;
         offsets[0] = O::from_i64(0).unwrap();
@@ -617,7 +753,11 @@ mod reference {
         for o in 0..outer {
             for i in 0..pa {
                 for j in 0..inner {
-                    dst[k] = if i < a { src[(o * a + i) * inner + j] } else { fill };
+                    dst[k] = if i < a {
+                        src[(o * a + i) * inner + j]
+                    } else {
+                        fill
+                    };
                     k += 1;
                 }
             }
@@ -626,18 +766,31 @@ mod reference {
         Ok(Shape::new(&padded).unwrap())
     }
 
-    pub fn prefix_sum_offsets_into<L: Index, O: Index>(lengths: &[L], offsets: &mut [O]) -> Result<(), Error> {
+    pub fn prefix_sum_offsets_into<L: Index, O: Index>(
+        lengths: &[L],
+        offsets: &mut [O],
+    ) -> Result<(), Error> {
         let op = Op::PrefixSumOffsets;
         let mut out = vec![0i64];
         let mut total: i64 = 0;
         for (position, l) in lengths.iter().enumerate() {
             let value = l.to_i64();
             if value < 0 {
-                return Err(Error::NegativeLength { op, position, value });
+                return Err(Error::NegativeLength {
+                    op,
+                    position,
+                    value,
+                });
             }
             total = match total.checked_add(value) {
                 Some(t) if t <= O::MAX => t,
-                _ => return Err(Error::OffsetOverflow { op, position, limit: O::MAX }),
+                _ => {
+                    return Err(Error::OffsetOverflow {
+                        op,
+                        position,
+                        limit: O::MAX,
+                    })
+                }
             };
             out.push(total);
         }

@@ -64,12 +64,7 @@ unsafe fn launch<P>(kernel: Kernel<P>, cfg: LaunchConfig, params: &P) {
         )
     };
     // Only a bug in this crate's launch math can get here: configurations come from `launch`.
-    assert_eq!(
-        rc,
-        0,
-        "emulator refused {} with {cfg:?}",
-        kernel.name()
-    );
+    assert_eq!(rc, 0, "emulator refused {} with {cfg:?}", kernel.name());
 }
 
 thread_local! {
@@ -405,7 +400,10 @@ pub fn pad_to_multiple<'a, T: Element>(
 
 /// Emulated [`crate::host::prefix_sum_offsets_into`]: one launch up to one tile (4,096
 /// lengths), reduce / scan-tiles / downsweep beyond.
-pub fn prefix_sum_offsets_into<L: Index, O: Offset>(lengths: &[L], offsets: &mut [O]) -> Result<()> {
+pub fn prefix_sum_offsets_into<L: Index, O: Offset>(
+    lengths: &[L],
+    offsets: &mut [O],
+) -> Result<()> {
     let op = Op::PrefixSumOffsets;
     let n = lengths.len();
     if offsets.len() != n.saturating_add(1) {
@@ -483,7 +481,11 @@ pub fn prefix_sum_offsets<L: Index, O: Offset>(lengths: &[L]) -> Result<Vec<O>> 
 
 /// The flat-side offsets of `lens` in units of `unit_per_elem`, or the first position whose
 /// offset (in elements) exceeds `limit`.
-fn flat_offsets(lens: impl Iterator<Item = usize>, limit: i64, units_per_elem: usize) -> std::result::Result<Vec<i64>, usize> {
+fn flat_offsets(
+    lens: impl Iterator<Item = usize>,
+    limit: i64,
+    units_per_elem: usize,
+) -> std::result::Result<Vec<i64>, usize> {
     let mut out = vec![0i64];
     let mut total: i64 = 0;
     for (i, len) in lens.enumerate() {
@@ -520,13 +522,14 @@ pub fn flatten_into<T: Element, O: Offset, S: AsRef<[T]> + Sync>(
             actual: offsets.len(),
         });
     }
-    let elem_offsets = flat_offsets(arrays.iter().map(|a| a.as_ref().len()), O::MAX, 1).map_err(
-        |position| Error::OffsetOverflow {
-            op,
-            position,
-            limit: O::MAX,
-        },
-    )?;
+    let elem_offsets =
+        flat_offsets(arrays.iter().map(|a| a.as_ref().len()), O::MAX, 1).map_err(|position| {
+            Error::OffsetOverflow {
+                op,
+                position,
+                limit: O::MAX,
+            }
+        })?;
     let total = elem_offsets
         .last()
         .and_then(|&t| usize::try_from(t).ok())
@@ -570,7 +573,9 @@ pub fn flatten_into<T: Element, O: Offset, S: AsRef<[T]> + Sync>(
 }
 
 /// Emulated [`crate::host::flatten`].
-pub fn flatten<T: Element, O: Offset, S: AsRef<[T]> + Sync>(arrays: &[S]) -> Result<(Vec<T>, Vec<O>)> {
+pub fn flatten<T: Element, O: Offset, S: AsRef<[T]> + Sync>(
+    arrays: &[S],
+) -> Result<(Vec<T>, Vec<O>)> {
     let total = arrays
         .iter()
         .try_fold(0usize, |acc, a| acc.checked_add(a.as_ref().len()))
@@ -679,11 +684,13 @@ pub fn split_copy_into<T: Element, O: Offset>(
         .collect();
     addrs.push(base as usize);
     let v = launch::access_width(w, &addrs);
-    let seg_offsets = flat_offsets(views.iter().map(|s| s.len()), i64::MAX, w / v)
-        .map_err(|position| Error::OffsetOverflow {
-            op,
-            position,
-            limit: i64::MAX,
+    let seg_offsets =
+        flat_offsets(views.iter().map(|s| s.len()), i64::MAX, w / v).map_err(|position| {
+            Error::OffsetOverflow {
+                op,
+                position,
+                limit: i64::MAX,
+            }
         })?;
     let dst_ptrs: Vec<*mut c_void> = outs.iter_mut().map(|o| o.as_mut_ptr().cast()).collect();
     let total: usize = views.iter().map(|s| s.len()).sum();
@@ -731,7 +738,8 @@ pub fn self_check() -> Vec<String> {
         // SAFETY: returns null or a pointer to a static NUL-terminated string.
         let c = unsafe { cpugpu_emu_kernel_name(id) };
         // SAFETY: checked non-null; the table's strings are static.
-        let cname = (!c.is_null()).then(|| unsafe { CStr::from_ptr(c) }.to_string_lossy().into_owned());
+        let cname =
+            (!c.is_null()).then(|| unsafe { CStr::from_ptr(c) }.to_string_lossy().into_owned());
         if cname.as_deref() != Some(*name) {
             problems.push(format!("kernel {i}: C++ {cname:?}, Rust {name}"));
         }
@@ -747,6 +755,18 @@ pub fn self_check() -> Vec<String> {
         }
     }
     problems
+}
+
+/// The sanitizer the emulated kernels were built with (`CPUGPU_EMU_SANITIZE` at build time):
+/// `Some("address")`, `Some("thread")` or `None`.
+pub fn sanitizer() -> Option<&'static str> {
+    if cfg!(cpugpu_emu_sanitize = "address") {
+        Some("address")
+    } else if cfg!(cpugpu_emu_sanitize = "thread") {
+        Some("thread")
+    } else {
+        None
+    }
 }
 
 /// Test-only canaries: deliberately broken kernels that the sanitizer runs must catch.
@@ -765,7 +785,13 @@ pub mod canary {
         // SAFETY: none: this kernel is wrong on purpose (a one-element over-read of a heap
         // buffer), to prove AddressSanitizer reports it. Only the canary test calls it, in a
         // child process.
-        unsafe { launch(super::super::list::canary_read_past_end, launch::flat_launch(1, 1), &p) };
+        unsafe {
+            launch(
+                super::super::list::canary_read_past_end,
+                launch::flat_launch(1, 1),
+                &p,
+            )
+        };
         out[0]
     }
 
@@ -780,7 +806,13 @@ pub mod canary {
         // SAFETY: none in the language sense: the kernel races on purpose (a data race between
         // two emulated threads on a shared-memory word), to prove ThreadSanitizer reports it.
         // Only the canary test calls it, in a child process.
-        unsafe { launch(super::super::list::canary_shared_race, launch::flat_launch(1, 1), &p) };
+        unsafe {
+            launch(
+                super::super::list::canary_shared_race,
+                launch::flat_launch(1, 1),
+                &p,
+            )
+        };
         out[0]
     }
 }
