@@ -107,19 +107,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for step in 0..args.steps {
         let t_step = Instant::now();
         let mut stages = Vec::new();
-        // Schedule: a quarter of the requests prefill 32..512 tokens, the rest decode 1 token,
+        // Schedule: an eighth of the requests prefill 32..512 tokens, the rest decode 1 token,
         // capped at MAX_TOKENS in all.
         let mut tokens: Vec<Vec<i32>> = Vec::with_capacity(n_req);
         let mut budget = MAX_TOKENS;
-        for r in 0..n_req {
-            let want = if r % 4 == 0 {
+        for (r, &done) in computed.iter().enumerate() {
+            let want = if r % 8 == 0 {
                 rng.gen_range(32..512)
             } else {
                 1
             };
-            let n = want
-                .min(budget)
-                .min(MAX_BLOCKS_PER_REQ * BLOCK_SIZE - computed[r]);
+            let n = want.min(budget).min(MAX_BLOCKS_PER_REQ * BLOCK_SIZE - done);
             budget -= n;
             tokens.push((0..n).map(|_| rng.gen_range(0..50_000)).collect());
         }

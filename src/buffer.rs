@@ -50,7 +50,8 @@ pub enum SyncOutcome {
 /// * [`host_mut`](Self::host_mut) and [`host_rows_mut`](Self::host_rows_mut) mark the host side
 ///   dirty; [`device_view_mut`](Self::device_view_mut) and
 ///   [`device_rows_mut`](Self::device_rows_mut) mark the device side dirty.
-/// * A whole-buffer copy clears the flag of the side it copied from. A prefix copy
+/// * A whole-buffer copy makes both sides equal and clears both flags (it is also how a
+///   [`Error::SyncConflict`] is resolved: copy in the direction you mean). A prefix copy
 ///   ([`copy_to_device_rows`](Self::copy_to_device_rows)) leaves the flags alone: rows past the
 ///   prefix may still differ, and the flag keeps saying so.
 /// * [`sync`](Self::sync) copies in the direction the flags say; when both sides are dirty it
@@ -241,10 +242,12 @@ impl<T: Element> CpuGpuBuffer<T> {
         Ok(rows.start * rl..rows.end * rl)
     }
 
-    /// Copies the whole host side to the device side and clears the host-dirty flag.
+    /// Copies the whole host side to the device side; both sides are then equal, so both flags
+    /// clear.
     pub fn copy_to_device(&mut self) -> Result<()> {
         self.copy_rows(Op::CopyToDevice, self.rows())?;
         self.host_dirty = false;
+        self.device_dirty = false;
         Ok(())
     }
 
@@ -254,9 +257,11 @@ impl<T: Element> CpuGpuBuffer<T> {
         self.copy_rows(Op::CopyToDevice, n)
     }
 
-    /// Copies the whole device side to the host side and clears the device-dirty flag.
+    /// Copies the whole device side to the host side; both sides are then equal, so both flags
+    /// clear.
     pub fn copy_to_host(&mut self) -> Result<()> {
         self.copy_rows(Op::CopyToHost, self.rows())?;
+        self.host_dirty = false;
         self.device_dirty = false;
         Ok(())
     }

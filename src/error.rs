@@ -10,6 +10,8 @@ use crate::device::MemoryPlacement;
 use crate::shape::Shape;
 
 /// `Result<T, cpugpu::Error>`.
+///
+/// `Error` is kept small (shapes are boxed), so returning it costs little on the success path.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The operation an [`Error`] comes from.
@@ -121,8 +123,8 @@ pub enum Error {
     ShapeMismatch {
         op: Op,
         what: &'static str,
-        expected: Shape,
-        actual: Shape,
+        expected: Box<Shape>,
+        actual: Box<Shape>,
     },
     /// `axis` does not exist in an array of `ndim` dimensions.
     AxisOutOfRange { op: Op, axis: usize, ndim: usize },
@@ -131,6 +133,13 @@ pub enum Error {
         op: Op,
         name: &'static str,
         value: i128,
+        reason: &'static str,
+    },
+    /// `placement` cannot be used here (for example a paired buffer's host side in device
+    /// memory).
+    UnsupportedPlacement {
+        op: Op,
+        placement: MemoryPlacement,
         reason: &'static str,
     },
     /// A size computed from the arguments (`what`) overflows `usize`.
@@ -150,10 +159,10 @@ pub enum Error {
     /// The pool already holds `name` with another shape or element type.
     PoolKeyMismatch {
         name: String,
-        existing_shape: Shape,
+        existing_shape: Box<Shape>,
         existing_type: &'static str,
         existing_placement: MemoryPlacement,
-        requested_shape: Shape,
+        requested_shape: Box<Shape>,
         requested_type: &'static str,
         requested_placement: MemoryPlacement,
     },
@@ -237,6 +246,11 @@ impl fmt::Display for Error {
                 value,
                 reason,
             } => write!(f, "{op}: {name} = {value}: {reason}"),
+            Error::UnsupportedPlacement {
+                op,
+                placement,
+                reason,
+            } => write!(f, "{op}: placement {placement}: {reason}"),
             Error::SizeOverflow { op, what } => write!(f, "{op}: {what} overflows usize"),
             Error::TooManyDims { op, ndim, max } => {
                 write!(f, "{op}: {ndim} dimensions, at most {max} are supported")
@@ -290,3 +304,19 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_stays_small() {
+        // Every fallible call returns Result<_, Error>; a large Err makes every return slot large
+        // (clippy::result_large_err warns at 128 bytes, in user code too).
+        assert!(
+            std::mem::size_of::<Error>() <= 96,
+            "{}",
+            std::mem::size_of::<Error>()
+        );
+    }
+}

@@ -52,9 +52,6 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
-// `Error` carries shapes so that a caller sees what was expected (about 180 bytes). It is only
-// built on the cold error path, and the operations return once per batch, not per element.
-#![allow(clippy::result_large_err)]
 
 mod buffer;
 mod device;

@@ -31,11 +31,15 @@ enum Storage<T> {
 
 /// A `Vec` of `len` zeroed elements, or an allocation error naming `op`.
 pub(crate) fn zeroed_vec<T: Element>(op: Op, len: usize) -> Result<Vec<T>> {
+    let bytes = len
+        .checked_mul(std::mem::size_of::<T>())
+        .ok_or(Error::SizeOverflow {
+            op,
+            what: "len * size_of::<T>()",
+        })?;
     let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
-        op,
-        bytes: len.saturating_mul(std::mem::size_of::<T>()),
-    })?;
+    v.try_reserve_exact(len)
+        .map_err(|_| Error::OutOfMemory { op, bytes })?;
     v.resize(len, T::zeroed());
     Ok(v)
 }
@@ -491,10 +495,9 @@ impl<T: Element> HostBuffer<T> {
             (MemoryPlacement::Pinned | MemoryPlacement::Uva, None) => {
                 Ok(HostBuffer::Pinned(PinnedBuffer::new(len)?))
             }
-            (MemoryPlacement::Device, _) => Err(Error::InvalidArgument {
+            (MemoryPlacement::Device, _) => Err(Error::UnsupportedPlacement {
                 op: Op::Allocate,
-                name: "placement",
-                value: 0,
+                placement,
                 reason: "a host buffer cannot live in device memory; use Host, Pinned or Uva",
             }),
         }

@@ -118,8 +118,17 @@ struct State {
 
 impl State {
     /// Frees cached blocks, largest first, until `need` more bytes fit in the budget.
-    fn evict_for(&mut self, need: usize) {
-        while self.allocated + self.cached_bytes + need > self.budget {
+    /// The evicted blocks are returned so that the caller frees them after unlocking.
+    fn evict_for(&mut self, need: usize) -> Vec<RawBlock> {
+        let mut evicted = Vec::new();
+        // Checked: near usize::MAX the sum can overflow, which means "does not fit".
+        let fits = |st: &Self| {
+            st.allocated
+                .checked_add(st.cached_bytes)
+                .and_then(|b| b.checked_add(need))
+                .is_some_and(|total| total <= st.budget)
+        };
+        while !fits(self) {
             let Some(mut entry) = self.cache.last_entry() else {
                 break;
             };
@@ -130,9 +139,10 @@ impl State {
             if let Some(block) = block {
                 self.cached_bytes -= block.bytes;
                 self.evictions += 1;
-                drop(block);
+                evicted.push(block);
             }
         }
+        evicted
     }
 
     /// The smallest cached block that serves `bytes`.
@@ -186,7 +196,7 @@ impl PinnedMemoryManager {
     /// Errors: [`Error::PinnedBudgetExceeded`] when `len * size_of::<T>()` bytes do not fit in
     /// the budget next to the blocks in use; [`Error::SizeOverflow`] when that product overflows.
     pub fn allocate<T: Element>(&self, len: usize) -> Result<PinnedBuffer<T>> {
-        check_align::<T>()?;
+        check_align::<T>(Op::PinnedAllocate)?;
         let bytes = len
             .checked_mul(std::mem::size_of::<T>())
             .ok_or(Error::SizeOverflow {
@@ -196,10 +206,15 @@ impl PinnedMemoryManager {
         if bytes == 0 {
             return Ok(PinnedBuffer::empty());
         }
+        // Only bookkeeping happens under the lock; zeroing, allocating and freeing memory (slow
+        // for large blocks, and a driver call on a GPU) happen after it is released, so one
+        // thread's big request does not stall every other thread's small one.
         let mut st = self.lock();
         let block = if let Some(mut block) = st.take_cached(bytes) {
             st.cached_bytes -= block.bytes;
+            st.allocated += block.bytes;
             st.reuses += 1;
+            drop(st);
             block.zero();
             block
         } else {
@@ -211,11 +226,21 @@ impl PinnedMemoryManager {
                     budget: st.budget,
                 });
             }
-            st.evict_for(bytes);
-            st.allocations += 1;
-            RawBlock::new(bytes)?
+            let evicted = st.evict_for(bytes);
+            st.allocated += bytes; // reserved now, so concurrent requests see it
+            drop(st);
+            drop(evicted);
+            match RawBlock::new(bytes) {
+                Ok(block) => {
+                    self.lock().allocations += 1; // counted only once the block exists
+                    block
+                }
+                Err(e) => {
+                    self.lock().allocated -= bytes;
+                    return Err(e);
+                }
+            }
         };
-        st.allocated += block.bytes;
         Ok(PinnedBuffer {
             block: Some(block),
             len,
@@ -322,10 +347,10 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn check_align<T>() -> Result<()> {
+fn check_align<T>(op: Op) -> Result<()> {
     if std::mem::align_of::<T>() > PINNED_ALIGN {
         return Err(Error::InvalidArgument {
-            op: Op::PinnedAllocate,
+            op,
             name: "align_of::<T>()",
             value: std::mem::align_of::<T>() as i128,
             reason: "element alignment exceeds the 256-byte pinned block alignment",
@@ -357,7 +382,7 @@ impl<T: Element> PinnedBuffer<T> {
 
     /// A zeroed pinned buffer of `len` elements outside any manager's budget.
     pub fn new(len: usize) -> Result<Self> {
-        check_align::<T>()?;
+        check_align::<T>(Op::Allocate)?;
         let bytes = len
             .checked_mul(std::mem::size_of::<T>())
             .ok_or(Error::SizeOverflow {

@@ -31,13 +31,14 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
-use std::ops::{Deref, DerefMut};
+use std::ops::{Deref, Range};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::buffer::{CpuGpuBuffer, SyncOutcome};
 use crate::device::{Device, MemoryPlacement};
 use crate::element::Element;
 use crate::error::{Error, Op, Result};
+use crate::memory::DeviceViewMut;
 use crate::pinned::PinnedMemoryManager;
 use crate::shape::Shape;
 
@@ -169,26 +170,30 @@ impl UvaBufferPool {
                     {
                         return Err(Error::PoolKeyMismatch {
                             name: name.to_owned(),
-                            existing_shape: e.shape,
+                            existing_shape: Box::new(e.shape),
                             existing_type: e.type_name,
                             existing_placement: e.placement,
-                            requested_shape: shape,
+                            requested_shape: Box::new(shape),
                             requested_type: std::any::type_name::<T>(),
                             requested_placement: placement,
                         });
                     }
-                    self.count(|c| c.reused += 1);
-                    e.clone()
+                    (e.clone(), false)
                 }
                 None => {
                     let e = Arc::new(self.new_entry::<T>(name, shape, placement)?);
                     entries.insert(name.to_owned(), e.clone());
-                    self.count(|c| c.created += 1);
-                    e
+                    (e, true)
                 }
             }
         };
+        let (entry, created) = entry;
         let mut buf = Self::take_slot::<T>(name, &entry)?;
+        if created {
+            self.count(|c| c.created += 1);
+        } else {
+            self.count(|c| c.reused += 1);
+        }
         buf.reset();
         Ok(buf)
     }
@@ -252,10 +257,10 @@ impl UvaBufferPool {
         if entry.type_id != TypeId::of::<T>() {
             return Err(Error::PoolKeyMismatch {
                 name: name.to_owned(),
-                existing_shape: entry.shape,
+                existing_shape: Box::new(entry.shape),
                 existing_type: entry.type_name,
                 existing_placement: entry.placement,
-                requested_shape: entry.shape,
+                requested_shape: Box::new(entry.shape),
                 requested_type: std::any::type_name::<T>(),
                 requested_placement: entry.placement,
             });
@@ -333,11 +338,12 @@ impl UvaBufferPool {
     }
 
     /// Syncs every idle slot in the direction its dirty flags say. Slots held by a step are
-    /// skipped (their owner syncs them). Every slot is tried; the first error is returned after.
-    pub fn sync_all(&self) -> Result<SyncReport> {
+    /// skipped (their owner syncs them). Every slot is tried; each failure (a
+    /// [`Error::SyncConflict`] when both sides of a slot changed) is kept in
+    /// [`SyncReport::errors`].
+    pub fn sync_all(&self) -> SyncReport {
         let entries: Vec<_> = self.entries().values().cloned().collect();
         let mut report = SyncReport::default();
-        let mut first_err = None;
         for e in entries {
             let mut st = e.lock();
             for slot in st.slots.iter_mut() {
@@ -347,18 +353,12 @@ impl UvaBufferPool {
                         Ok(SyncOutcome::UpToDate) => report.up_to_date += 1,
                         Ok(SyncOutcome::CopiedToDevice) => report.copied_to_device += 1,
                         Ok(SyncOutcome::CopiedToHost) => report.copied_to_host += 1,
-                        Err(err) => {
-                            report.conflicts += 1;
-                            first_err.get_or_insert(err);
-                        }
+                        Err(err) => report.errors.push(err),
                     },
                 }
             }
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(report),
-        }
+        report
     }
 
     /// A snapshot of the pool's size and counters.
@@ -390,6 +390,16 @@ impl UvaBufferPool {
     }
 }
 
+impl SyncReport {
+    /// `Ok(self)` when no slot failed, else the first failure.
+    pub fn into_result(self) -> Result<SyncReport> {
+        match self.errors.first() {
+            Some(e) => Err(e.clone()),
+            None => Ok(self),
+        }
+    }
+}
+
 impl fmt::Debug for UvaBufferPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UvaBufferPool")
@@ -399,7 +409,8 @@ impl fmt::Debug for UvaBufferPool {
 }
 
 /// What [`UvaBufferPool::sync_all`] did, slot by slot.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "a sync can fail per slot: check `errors`"]
 pub struct SyncReport {
     /// Slots with nothing to copy.
     pub up_to_date: usize,
@@ -407,8 +418,9 @@ pub struct SyncReport {
     pub copied_to_device: usize,
     /// Slots copied device to host.
     pub copied_to_host: usize,
-    /// Slots dirty on both sides (left alone).
-    pub conflicts: usize,
+    /// Slots that could not be synced, e.g. [`Error::SyncConflict`] for a slot dirty on both
+    /// sides (left alone).
+    pub errors: Vec<Error>,
     /// Slots held by a step, not touched.
     pub skipped_in_use: usize,
 }
@@ -451,8 +463,18 @@ impl fmt::Display for PoolStats {
     }
 }
 
-/// One slot of a pool buffer, owned by the step that got it. Dereferences to
-/// [`CpuGpuBuffer<T>`]; dropping it returns the slot to the pool.
+/// One slot of a pool buffer, owned by the step that got it; dropping it returns the slot to
+/// the pool.
+///
+/// It dereferences to [`CpuGpuBuffer<T>`] for reading and offers the buffer's writing methods
+/// itself. It does not hand out `&mut CpuGpuBuffer<T>`: a step could then `resize` the slot or
+/// swap in another buffer and break the pool's key (name, shape, type, placement).
+///
+/// ```compile_fail
+/// let pool = cpugpu::UvaBufferPool::new(&cpugpu::Device::host(), 2);
+/// let mut step = pool.allocate::<u8>("x", &[4]).unwrap();
+/// step.resize(8).unwrap(); // no: the slot's shape is part of the pool's key
+/// ```
 pub struct PoolBuffer<T: Element> {
     buf: Option<CpuGpuBuffer<T>>,
     entry: Arc<Entry>,
@@ -464,6 +486,78 @@ impl<T: Element> PoolBuffer<T> {
     pub fn slot(&self) -> usize {
         self.slot
     }
+
+    fn buf(&mut self) -> &mut CpuGpuBuffer<T> {
+        // Invariant: `buf` is Some from construction until drop.
+        self.buf
+            .as_mut()
+            .expect("PoolBuffer holds its buffer until dropped")
+    }
+
+    /// [`CpuGpuBuffer::host_mut`].
+    pub fn host_mut(&mut self) -> &mut [T] {
+        self.buf().host_mut()
+    }
+
+    /// [`CpuGpuBuffer::host_rows_mut`].
+    pub fn host_rows_mut(&mut self, rows: Range<usize>) -> Result<&mut [T]> {
+        self.buf().host_rows_mut(rows)
+    }
+
+    /// [`CpuGpuBuffer::device_view_mut`].
+    pub fn device_view_mut(&mut self) -> DeviceViewMut<'_, T> {
+        self.buf().device_view_mut()
+    }
+
+    /// [`CpuGpuBuffer::device_rows_mut`].
+    pub fn device_rows_mut(&mut self, rows: Range<usize>) -> Result<DeviceViewMut<'_, T>> {
+        self.buf().device_rows_mut(rows)
+    }
+
+    /// [`CpuGpuBuffer::copy_to_device`].
+    pub fn copy_to_device(&mut self) -> Result<()> {
+        self.buf().copy_to_device()
+    }
+
+    /// [`CpuGpuBuffer::copy_to_device_rows`].
+    pub fn copy_to_device_rows(&mut self, n: usize) -> Result<()> {
+        self.buf().copy_to_device_rows(n)
+    }
+
+    /// [`CpuGpuBuffer::copy_to_host`].
+    pub fn copy_to_host(&mut self) -> Result<()> {
+        self.buf().copy_to_host()
+    }
+
+    /// [`CpuGpuBuffer::copy_to_host_rows`].
+    pub fn copy_to_host_rows(&mut self, n: usize) -> Result<()> {
+        self.buf().copy_to_host_rows(n)
+    }
+
+    /// [`CpuGpuBuffer::sync`].
+    pub fn sync(&mut self) -> Result<SyncOutcome> {
+        self.buf().sync()
+    }
+
+    /// [`CpuGpuBuffer::mark_host_dirty`].
+    pub fn mark_host_dirty(&mut self) {
+        self.buf().mark_host_dirty()
+    }
+
+    /// [`CpuGpuBuffer::mark_device_dirty`].
+    pub fn mark_device_dirty(&mut self) {
+        self.buf().mark_device_dirty()
+    }
+
+    /// [`CpuGpuBuffer::fill`].
+    pub fn fill(&mut self, value: T) {
+        self.buf().fill(value)
+    }
+
+    /// [`CpuGpuBuffer::reset`].
+    pub fn reset(&mut self) {
+        self.buf().reset()
+    }
 }
 
 impl<T: Element> Deref for PoolBuffer<T> {
@@ -472,14 +566,6 @@ impl<T: Element> Deref for PoolBuffer<T> {
         // Invariant: `buf` is Some from construction until drop.
         self.buf
             .as_ref()
-            .expect("PoolBuffer holds its buffer until dropped")
-    }
-}
-
-impl<T: Element> DerefMut for PoolBuffer<T> {
-    fn deref_mut(&mut self) -> &mut CpuGpuBuffer<T> {
-        self.buf
-            .as_mut()
             .expect("PoolBuffer holds its buffer until dropped")
     }
 }

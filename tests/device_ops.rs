@@ -104,8 +104,8 @@ fn gather_and_scatter_check_shapes() {
         Error::ShapeMismatch {
             op: Op::GatherRows,
             what: "dst's shape",
-            expected: Shape::new(&[2, 3]).unwrap(),
-            actual: Shape::new(&[2, 4]).unwrap(),
+            expected: Box::new(Shape::new(&[2, 3]).unwrap()),
+            actual: Box::new(Shape::new(&[2, 4]).unwrap()),
         }
     );
     assert!(err.to_string().starts_with("gather_rows:"), "{err}");

@@ -36,8 +36,8 @@ impl Device {
             return Err(Error::ShapeMismatch {
                 op: Op::GatherRows,
                 what: "dst's shape",
-                expected,
-                actual: dst.shape(),
+                expected: Box::new(expected),
+                actual: Box::new(dst.shape()),
             });
         }
         match self.kind() {

@@ -1,17 +1,166 @@
 //! Host prefix-sum offsets: n lengths to n + 1 offsets starting at 0.
-use crate::{Index, Offset, Result};
+//!
+//! Two passes over chunks of the lengths: the first sums each chunk and notes whether it holds a
+//! negative length (in parallel above [`crate::ops::PAR_MIN_BYTES`]); a sequential walk over
+//! the chunk sums then finds each chunk's starting offset, or the first error; the second pass
+//! writes every chunk's offsets from its start (in parallel). Below the threshold there is one
+//! chunk. The error reported is always the one a left-to-right loop would hit first, and nothing
+//! is written when there is one. Scratch memory is one summary per chunk.
+use rayon::prelude::*;
 
-/// `offsets[0] = 0`, `offsets[i + 1] = offsets[i] + lengths[i]`.
-pub fn prefix_sum_offsets<L: Index, O: Offset>(lengths: &[L]) -> Result<Vec<O>> {
-    let _ = lengths;
-    todo!()
+use crate::ops::{chunk_elems, use_par};
+use crate::{Error, Index, Offset, Op, Result};
+
+const OP: Op = Op::PrefixSumOffsets;
+
+/// A chunk's sum (`None` when it overflows `i64`) and whether it holds a negative length.
+#[derive(Clone, Copy)]
+struct Summary {
+    sum: Option<i64>,
+    negative: bool,
 }
 
-/// Allocation-free form: `offsets` must hold exactly `lengths.len() + 1` elements.
+fn summarize<L: Index>(chunk: &[L]) -> Summary {
+    let mut sum = Some(0i64);
+    let mut negative = false;
+    for &l in chunk {
+        let v = l.to_i64();
+        negative |= v < 0;
+        sum = sum.and_then(|s| s.checked_add(v));
+    }
+    Summary { sum, negative }
+}
+
+/// The first error in `chunk` (starting at position `base`, offset `start`), walking it as a
+/// sequential loop would.
+fn first_error<L: Index>(chunk: &[L], base: usize, start: i64, limit: i64) -> Error {
+    let mut acc = start;
+    for (j, &l) in chunk.iter().enumerate() {
+        let v = l.to_i64();
+        if v < 0 {
+            return Error::NegativeLength {
+                op: OP,
+                position: base + j,
+                value: v,
+            };
+        }
+        match acc.checked_add(v).filter(|&a| a <= limit) {
+            Some(a) => acc = a,
+            None => {
+                return Error::OffsetOverflow {
+                    op: OP,
+                    position: base + j,
+                    limit,
+                }
+            }
+        }
+    }
+    unreachable!("first_error is called only for a chunk that has an error")
+}
+
+fn write_chunk<L: Index, O: Offset>(lengths: &[L], out: &mut [O], start: i64) {
+    let mut acc = start;
+    for (o, &l) in out.iter_mut().zip(lengths) {
+        acc += l.to_i64(); // validated: no overflow, and acc <= O::MAX
+        *o = O::from_i64(acc).unwrap_or_default();
+    }
+}
+
+/// `offsets[0] = 0`, `offsets[i + 1] = offsets[i] + lengths[i]`, as a new `Vec` of
+/// `lengths.len() + 1` offsets.
+///
+/// # Errors
+/// See [`prefix_sum_offsets_into`].
+///
+/// # Example
+/// ```
+/// use cpugpu::host::prefix_sum_offsets;
+/// let query_start_loc: Vec<i32> = prefix_sum_offsets(&[3i64, 1, 0, 4]).unwrap();
+/// assert_eq!(query_start_loc, [0, 3, 4, 4, 8]);
+/// assert_eq!(prefix_sum_offsets::<i32, i64>(&[]).unwrap(), [0]);
+/// ```
+pub fn prefix_sum_offsets<L: Index, O: Offset>(lengths: &[L]) -> Result<Vec<O>> {
+    let n = lengths.len().checked_add(1).ok_or(Error::SizeOverflow {
+        op: OP,
+        what: "lengths.len() + 1",
+    })?;
+    let mut out = crate::memory::zeroed_vec(OP, n)?;
+    prefix_sum_offsets_into(lengths, &mut out)?;
+    Ok(out)
+}
+
+/// Allocation-free form of [`prefix_sum_offsets`]: `offsets` must hold exactly
+/// `lengths.len() + 1` elements.
+///
+/// # Errors
+/// - [`Error::LengthMismatch`] (`what: "offsets.len()"`) for an `offsets` of the wrong length;
+/// - [`Error::NegativeLength`] for a negative length;
+/// - [`Error::OffsetOverflow`] when an offset would exceed the offset type's maximum
+///   (`position` is the length whose addition overflowed).
+///
+/// The error is the first a left-to-right loop would hit. On error `offsets` is untouched.
+///
+/// # Example
+/// ```
+/// use cpugpu::host::prefix_sum_offsets_into;
+/// use cpugpu::{Error, Op};
+/// let mut out = [0i32; 3];
+/// let err = prefix_sum_offsets_into(&[i32::MAX, 1], &mut out).unwrap_err();
+/// assert_eq!(err, Error::OffsetOverflow { op: Op::PrefixSumOffsets, position: 1, limit: i32::MAX as i64 });
+/// assert_eq!(out, [0; 3]);
+/// ```
 pub fn prefix_sum_offsets_into<L: Index, O: Offset>(
     lengths: &[L],
     offsets: &mut [O],
 ) -> Result<()> {
-    let _ = (lengths, offsets);
-    todo!()
+    let n = lengths.len();
+    if offsets.len() != n.saturating_add(1) {
+        return Err(Error::LengthMismatch {
+            op: OP,
+            what: "offsets.len()",
+            expected: n.saturating_add(1),
+            actual: offsets.len(),
+        });
+    }
+    let par = use_par(std::mem::size_of_val(lengths));
+    let c = if par { chunk_elems::<L>() } else { n.max(1) };
+    let summaries: Vec<Summary> = if par {
+        lengths.par_chunks(c).map(summarize).collect()
+    } else {
+        lengths.chunks(c).map(summarize).collect()
+    };
+    // Each chunk's starting offset, or the first error.
+    let limit = O::MAX;
+    let mut starts = Vec::with_capacity(summaries.len());
+    let mut acc = 0i64;
+    for (k, s) in summaries.iter().enumerate() {
+        let next = s
+            .sum
+            .and_then(|sum| acc.checked_add(sum))
+            .filter(|&a| a <= limit);
+        match next {
+            Some(next) if !s.negative => {
+                starts.push(acc);
+                acc = next;
+            }
+            _ => {
+                let base = k * c;
+                let chunk = &lengths[base..(base + c).min(n)];
+                return Err(first_error(chunk, base, acc, limit));
+            }
+        }
+    }
+    offsets[0] = O::default();
+    let out = &mut offsets[1..];
+    if par {
+        out.par_chunks_mut(c)
+            .zip(lengths.par_chunks(c))
+            .zip(starts.par_iter())
+            .for_each(|((o, l), &start)| write_chunk(l, o, start));
+    } else {
+        for ((o, l), &start) in out.chunks_mut(c).zip(lengths.chunks(c)).zip(&starts) {
+            write_chunk(l, o, start);
+        }
+    }
+    Ok(())
 }

@@ -1,7 +1,20 @@
 //! Host pad-to-multiple along one axis.
+//!
+//! The array is viewed as `[outer, axis_len, inner]` and written as `[outer, padded_len, inner]`:
+//! each of the `outer` blocks is one copy of `axis_len * inner` elements followed by one fill of
+//! `(padded_len - axis_len) * inner`. Padding axis 0 (`outer == 1`) is one big copy plus one
+//! fill, each split over the thread pool when large; other axes run the blocks in parallel.
 use std::borrow::Cow;
 
-use crate::{Element, Result, Shape};
+use rayon::prelude::*;
+
+use super::padded_shape;
+use crate::element::width_of;
+use crate::memory::zeroed_vec;
+use crate::ops::{par_copy, par_fill, use_par};
+use crate::{Element, Error, Op, Result, Shape};
+
+const OP: Op = Op::PadToMultiple;
 
 /// The result of [`pad_to_multiple`]: borrowed when no padding was needed.
 #[derive(Clone, Debug, PartialEq)]
@@ -12,7 +25,82 @@ pub struct Padded<'a, T: Clone> {
     pub shape: Shape,
 }
 
-/// Pads `src` (shape `shape`) along `axis` up to the next multiple of `multiple` with `fill`.
+/// Validates `src` against `shape` and returns (input shape, padded shape).
+fn plan<T>(src: &[T], shape: &[usize], axis: usize, multiple: usize) -> Result<(Shape, Shape)> {
+    let shape = Shape::for_op(OP, shape)?;
+    if src.len() != shape.numel() {
+        return Err(Error::LengthMismatch {
+            op: OP,
+            what: "src.len()",
+            expected: shape.numel(),
+            actual: src.len(),
+        });
+    }
+    let padded = padded_shape(&shape, axis, multiple)?;
+    Ok((shape, padded))
+}
+
+/// The copy and fill, after validation; `dst.len() == padded.numel()`.
+fn pad_validated<T: Element>(
+    src: &[T],
+    shape: &Shape,
+    padded: &Shape,
+    axis: usize,
+    fill: T,
+    dst: &mut [T],
+) {
+    let dims = shape.dims();
+    let inner: usize = dims[axis + 1..].iter().product();
+    let src_block = dims[axis] * inner;
+    let dst_block = padded.dims()[axis] * inner;
+    if dst_block == 0 {
+        return; // nothing to write
+    }
+    if src_block == 0 {
+        par_fill(dst, fill); // the axis was empty: every element is padding
+        return;
+    }
+    let one_block = |d: &mut [T], s: &[T]| {
+        let (copy, pad) = d.split_at_mut(s.len());
+        copy.copy_from_slice(s);
+        pad.fill(fill);
+    };
+    if dst.len() == dst_block {
+        // One block (axis 0, or every outer dimension 1): split the copy itself.
+        let (copy, pad) = dst.split_at_mut(src_block);
+        par_copy(copy, src);
+        par_fill(pad, fill);
+    } else if use_par(std::mem::size_of_val(dst)) {
+        dst.par_chunks_mut(dst_block)
+            .zip(src.par_chunks(src_block))
+            .for_each(|(d, s)| one_block(d, s));
+    } else {
+        for (d, s) in dst.chunks_mut(dst_block).zip(src.chunks(src_block)) {
+            one_block(d, s);
+        }
+    }
+}
+
+/// Pads `src` (shape `shape`) along `axis` up to the next multiple of `multiple` with `fill`, at
+/// the end of the axis (numpy's `np.pad(..., mode="constant")` after the data). An array whose
+/// axis is already a multiple comes back borrowed, without a copy.
+///
+/// # Errors
+/// [`Error::AxisOutOfRange`] when `axis >= shape.len()` (a zero-dimensional array has no axis);
+/// [`Error::InvalidArgument`] for `multiple == 0`; [`Error::LengthMismatch`] when `src.len()` is
+/// not the shape's element count; [`Error::SizeOverflow`] / [`Error::TooManyDims`] for shapes
+/// that do not fit.
+///
+/// # Example
+/// ```
+/// use cpugpu::host::pad_to_multiple;
+/// let x = [1u8, 2, 3, 4, 5, 6]; // [2, 3]
+/// let p = pad_to_multiple(&x, &[2, 3], 1, 4, 0).unwrap();
+/// assert_eq!(p.shape.dims(), &[2, 4]);
+/// assert_eq!(&*p.data, &[1, 2, 3, 0, 4, 5, 6, 0]);
+/// let same = pad_to_multiple(&x, &[2, 3], 0, 2, 0).unwrap();
+/// assert!(matches!(same.data, std::borrow::Cow::Borrowed(_)));
+/// ```
 pub fn pad_to_multiple<'a, T: Element>(
     src: &'a [T],
     shape: &[usize],
@@ -20,12 +108,38 @@ pub fn pad_to_multiple<'a, T: Element>(
     multiple: usize,
     fill: T,
 ) -> Result<Padded<'a, T>> {
-    let _ = (src, shape, axis, multiple, fill);
-    todo!()
+    width_of::<T>();
+    let (shape, padded) = plan(src, shape, axis, multiple)?;
+    if padded == shape {
+        return Ok(Padded {
+            data: Cow::Borrowed(src),
+            shape,
+        });
+    }
+    let mut dst = zeroed_vec(OP, padded.numel())?;
+    pad_validated(src, &shape, &padded, axis, fill, &mut dst);
+    Ok(Padded {
+        data: Cow::Owned(dst),
+        shape: padded,
+    })
 }
 
-/// Allocation-free form: `dst` must hold exactly the padded element count. Returns the padded
-/// shape.
+/// Allocation-free form of [`pad_to_multiple`]: `dst` must hold exactly the padded element
+/// count, and is written even when no padding is needed. Returns the padded shape.
+///
+/// # Errors
+/// Those of [`pad_to_multiple`], and [`Error::LengthMismatch`] (`what: "dst.len()"`) for a
+/// `dst` of the wrong length. On error `dst` is untouched.
+///
+/// # Example
+/// ```
+/// use cpugpu::host::pad_to_multiple_into;
+/// let ids = [7i32, 8, 9];
+/// let mut out = [0i32; 8];
+/// let shape = pad_to_multiple_into(&ids, &[3], 0, 8, -1, &mut out).unwrap();
+/// assert_eq!(shape.dims(), &[8]);
+/// assert_eq!(out, [7, 8, 9, -1, -1, -1, -1, -1]);
+/// ```
 pub fn pad_to_multiple_into<T: Element>(
     src: &[T],
     shape: &[usize],
@@ -34,6 +148,16 @@ pub fn pad_to_multiple_into<T: Element>(
     fill: T,
     dst: &mut [T],
 ) -> Result<Shape> {
-    let _ = (src, shape, axis, multiple, fill, dst);
-    todo!()
+    width_of::<T>();
+    let (shape, padded) = plan(src, shape, axis, multiple)?;
+    if dst.len() != padded.numel() {
+        return Err(Error::LengthMismatch {
+            op: OP,
+            what: "dst.len()",
+            expected: padded.numel(),
+            actual: dst.len(),
+        });
+    }
+    pad_validated(src, &shape, &padded, axis, fill, dst);
+    Ok(padded)
 }

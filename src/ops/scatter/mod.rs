@@ -37,8 +37,8 @@ impl Device {
             return Err(Error::ShapeMismatch {
                 op: Op::ScatterRows,
                 what: "src's shape",
-                expected,
-                actual: src.shape(),
+                expected: Box::new(expected),
+                actual: Box::new(src.shape()),
             });
         }
         let dst_shape = dst.shape();

@@ -9,7 +9,7 @@ use crate::memory::DeviceView;
 
 impl Device {
     /// Splits `data` (read as flat) at `offsets` into zero-copy views, pushed into `out` after
-    /// clearing it. Offsets must be non-decreasing, start at 0 or more and end within the
+    /// clearing it (`out` allocates only when its capacity is too small). Offsets must be non-decreasing, start at 0 or more and end within the
     /// buffer; the first that is not is an error and `out` is left empty.
     ///
     /// ```
@@ -30,14 +30,20 @@ impl Device {
     ) -> Result<()> {
         width_of::<T>();
         out.clear();
+        host::validate(offsets, data.len())?;
+        // Views are descriptors on the host whatever the backend: no kernel runs.
         match self.kind() {
             BackendKind::Host => {
-                let mut host_parts = Vec::new();
-                host::split_into(data.on_host(), offsets, &mut host_parts)?;
-                out.extend(host_parts.into_iter().map(DeviceView::host_vector));
-                Ok(())
+                let flat = data.on_host();
+                out.extend(
+                    offsets
+                        .iter()
+                        .zip(&offsets[1..])
+                        .map(|(&s, &e)| DeviceView::host_vector(host::segment(flat, s, e))),
+                );
             }
         }
+        Ok(())
     }
 
     /// Allocating form of [`Device::split_into`].
