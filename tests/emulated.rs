@@ -4,13 +4,12 @@
 //! that are not a multiple of 16 bytes, misaligned base pointers), bounds and overflow errors,
 //! scatter duplicates, and the multi-tile scan.
 #![cfg(feature = "emulator")]
-// The reference functions return `cpugpu::Error` by value, like the host API (see src/lib.rs).
-#![allow(clippy::result_large_err)]
 
 mod common;
 
 use common::{assert_bits_eq, poisoned, random_elem, random_indices, random_vec, rng};
 use cpugpu::{emu, host, Element, Error, GatherPolicy, Index, Op, ScatterPolicy};
+
 use rand::Rng;
 
 /// Index counts / lengths: the boundary sizes, a few hundred and a few thousand (several blocks
@@ -391,7 +390,7 @@ fn pad_case<T: Element>(seed: u64, shape: &[usize], axis: usize, multiple: usize
     let m: usize = padded_shape.iter().product();
     let mut want = poisoned::<T>(m);
     let mut got = poisoned::<T>(m);
-    let h = reference::pad_to_multiple_into(&src, shape, axis, multiple, fill, &mut want);
+    let h = host::pad_to_multiple_into(&src, shape, axis, multiple, fill, &mut want);
     let e = emu::pad_to_multiple_into(&src, shape, axis, multiple, fill, &mut got);
     let case = format!(
         "pad {} {shape:?} axis {axis} to {multiple}",
@@ -411,7 +410,7 @@ fn pad_matrix<T: Element>() {
 }
 
 #[test]
-fn pad_matches_reference_for_every_width_and_size() {
+fn pad_matches_host_for_every_width_and_size() {
     for_each_width!(pad_matrix);
 }
 
@@ -429,12 +428,12 @@ fn pad_takes_every_access_width_path() {
         log == ["pad_w16"] || (got.as_ptr() as usize) % 16 != 0,
         "{log:?}"
     );
-    reference::pad_to_multiple_into(&src[..33 * 4], &[33, 4], 0, 64, 1.5, &mut want).unwrap();
+    host::pad_to_multiple_into(&src[..33 * 4], &[33, 4], 0, 64, 1.5, &mut want).unwrap();
     assert_bits_eq(&got, &want, "pad w16");
     // The same from one element in: 4-byte units.
     emu::pad_to_multiple_into(&src[1..], &[33, 4], 0, 64, 1.5, &mut got).unwrap();
     assert_eq!(emu::take_launch_log(), ["pad_w4"]);
-    reference::pad_to_multiple_into(&src[1..], &[33, 4], 0, 64, 1.5, &mut want).unwrap();
+    host::pad_to_multiple_into(&src[1..], &[33, 4], 0, 64, 1.5, &mut want).unwrap();
     assert_bits_eq(&got, &want, "pad w4 misaligned");
     // u16 [5, 3] padded on axis 1 to 4: 6-byte source rows, 8-byte destination rows: 2-byte units.
     let src: Vec<u16> = random_vec(&mut r, 15);
@@ -442,7 +441,7 @@ fn pad_takes_every_access_width_path() {
     let mut want = poisoned::<u16>(20);
     emu::pad_to_multiple_into(&src, &[5, 3], 1, 4, 7, &mut got).unwrap();
     assert_eq!(emu::take_launch_log(), ["pad_w2"]);
-    reference::pad_to_multiple_into(&src, &[5, 3], 1, 4, 7, &mut want).unwrap();
+    host::pad_to_multiple_into(&src, &[5, 3], 1, 4, 7, &mut want).unwrap();
     assert_bits_eq(&got, &want, "pad w2");
 }
 
@@ -490,7 +489,7 @@ fn offsets_case<L: Index, O: Index>(seed: u64, n: usize, max_len: i64) {
         .collect();
     let mut want = poisoned::<O>(n + 1);
     let mut got = poisoned::<O>(n + 1);
-    let h = reference::prefix_sum_offsets_into(&lengths, &mut want);
+    let h = host::prefix_sum_offsets_into(&lengths, &mut want);
     let e = emu::prefix_sum_offsets_into(&lengths, &mut got);
     let case = format!("offsets {}->{} n={n}", L::NAME, O::NAME);
     assert_eq!(e, h, "{case}");
@@ -498,7 +497,7 @@ fn offsets_case<L: Index, O: Index>(seed: u64, n: usize, max_len: i64) {
 }
 
 #[test]
-fn offsets_match_reference_single_and_multi_tile() {
+fn offsets_match_host_single_and_multi_tile() {
     // One tile is 4,096 lengths: 4,096 is the largest single launch, 4,097 the smallest
     // three-launch scan, 20,000 five tiles with a partial last one.
     for (k, &n) in SIZES
@@ -533,7 +532,7 @@ fn offsets_error_case<L: Index, O: Index>(lengths: &[L]) {
     let mut got = poisoned::<O>(lengths.len() + 1);
     let mut want = poisoned::<O>(lengths.len() + 1);
     let e = emu::prefix_sum_offsets_into(lengths, &mut got);
-    let h = reference::prefix_sum_offsets_into(lengths, &mut want);
+    let h = host::prefix_sum_offsets_into(lengths, &mut want);
     assert!(e.is_err(), "{e:?}");
     assert_eq!(e, h, "{} -> {} n={}", L::NAME, O::NAME, lengths.len());
     assert_bits_eq(
@@ -604,7 +603,7 @@ fn flatten_case<T: Element, O: Index>(seed: u64, n: usize, skew: bool, misalign:
     let total: usize = lens.iter().sum();
     let (mut want, mut got) = (poisoned::<T>(total), poisoned::<T>(total));
     let (mut want_o, mut got_o) = (poisoned::<O>(n + 1), poisoned::<O>(n + 1));
-    let h = reference::flatten_into(&arrays, &mut want, &mut want_o);
+    let h = host::flatten_into(&arrays, &mut want, &mut want_o);
     let e = emu::flatten_into(&arrays, &mut got, &mut got_o);
     let case = format!(
         "flatten {} {} n={n} skew={skew} misalign={misalign}",
@@ -659,11 +658,11 @@ fn flatten_vector_paths_and_errors() {
     let mut offs = [0i32; 2];
     assert_eq!(
         emu::flatten_into(&[[1u8, 2, 3]], &mut dst, &mut offs[..1]),
-        reference::flatten_into(&[[1u8, 2, 3]], &mut dst, &mut offs[..1])
+        host::flatten_into(&[[1u8, 2, 3]], &mut dst, &mut offs[..1])
     );
     assert_eq!(
         emu::flatten_into(&[[1u8, 2, 3]], &mut dst[..2], &mut offs),
-        reference::flatten_into(&[[1u8, 2, 3]], &mut dst[..2], &mut offs)
+        host::flatten_into(&[[1u8, 2, 3]], &mut dst[..2], &mut offs)
     );
     // Split errors are the host's (same validation).
     let data = [1u16, 2, 3, 4];
@@ -684,119 +683,93 @@ fn flatten_vector_paths_and_errors() {
     ));
 }
 
-// ---------------------------------------------------------------- reference for the ops whose
-// host path has not landed on this branch yet (pad, offsets, flatten): plain sequential loops
-// with the host signatures and the host's documented errors. Once they are merged, replace this
-// module with `use cpugpu::host as reference;`.
-mod reference {
-    use cpugpu::{Error, Index, Op, Shape};
+// ---------------------------------------------------------------- errors, op by op
 
-    pub fn flatten_into<T: Copy, O: Index, S: AsRef<[T]>>(
-        arrays: &[S],
-        dst: &mut [T],
-        offsets: &mut [O],
-    ) -> Result<(), Error> {
-        let op = Op::Flatten;
-        if offsets.len() != arrays.len() + 1 {
-            return Err(Error::LengthMismatch {
-                op,
-                what: "offsets.len()",
-                expected: arrays.len() + 1,
-                actual: offsets.len(),
-            });
-        }
-        let mut total = 0i64;
-        for (position, a) in arrays.iter().enumerate() {
-            total += a.as_ref().len() as i64;
-            if total > O::MAX {
-                return Err(Error::OffsetOverflow {
-                    op,
-                    position,
-                    limit: O::MAX,
-                });
-            }
-        }
-        if dst.len() as i64 != total {
-            return Err(Error::LengthMismatch {
-                op,
-                what: "dst.len()",
-                expected: total as usize,
-                actual: dst.len(),
-            });
-        }
-        let mut k = 0;
-        offsets[0] = O::from_i64(0).unwrap();
-        for (i, a) in arrays.iter().enumerate() {
-            for &x in a.as_ref() {
-                dst[k] = x;
-                k += 1;
-            }
-            offsets[i + 1] = O::from_i64(k as i64).unwrap();
-        }
-        Ok(())
+#[test]
+fn bad_inputs_give_the_host_errors() {
+    // pad: shape, length, axis and multiple errors in the host's order.
+    let src = [1u8, 2, 3, 4, 5, 6];
+    let mut dst = [0u8; 8];
+    for (shape, axis, multiple, n) in [
+        (&[3usize, 2][..], 2usize, 4usize, 6usize),
+        (&[3, 2], 0, 0, 6),
+        (&[3, 2], 0, 4, 5),
+        (&[4, 2], 7, 0, 6),
+        (&[1, 1, 1, 1, 1, 1, 1, 1, 6], 0, 2, 6),
+    ] {
+        let e = emu::pad_to_multiple_into(&src[..n], shape, axis, multiple, 0, &mut dst);
+        let h = host::pad_to_multiple_into(&src[..n], shape, axis, multiple, 0, &mut dst);
+        assert!(e.is_err());
+        assert_eq!(e, h, "{shape:?} axis {axis} multiple {multiple}");
+        assert_eq!(
+            emu::pad_to_multiple(&src[..n], shape, axis, multiple, 0).map(|p| p.shape),
+            host::pad_to_multiple(&src[..n], shape, axis, multiple, 0).map(|p| p.shape)
+        );
     }
-
-    pub fn pad_to_multiple_into<T: Copy>(
-        src: &[T],
-        shape: &[usize],
-        axis: usize,
-        multiple: usize,
-        fill: T,
-        dst: &mut [T],
-    ) -> Result<Shape, Error> {
-        let mut padded = shape.to_vec();
-        padded[axis] = shape[axis].next_multiple_of(multiple);
-        let outer: usize = shape[..axis].iter().product();
-        let inner: usize = shape[axis + 1..].iter().product();
-        let (a, pa) = (shape[axis], padded[axis]);
-        let mut k = 0;
-        for o in 0..outer {
-            for i in 0..pa {
-                for j in 0..inner {
-                    dst[k] = if i < a {
-                        src[(o * a + i) * inner + j]
-                    } else {
-                        fill
-                    };
-                    k += 1;
-                }
-            }
-        }
-        assert_eq!(k, dst.len());
-        Ok(Shape::new(&padded).unwrap())
+    // offsets: wrong output length, negative, overflow.
+    let mut o = [0i32; 3];
+    for lens in [&[1i64, 2][..], &[1, -2, 3, 4][..], &[1, 2, i64::MAX][..]] {
+        let mut o2 = vec![0i32; lens.len() + 1];
+        assert_eq!(
+            emu::prefix_sum_offsets_into(lens, &mut o),
+            host::prefix_sum_offsets_into(lens, &mut o)
+        );
+        assert_eq!(
+            emu::prefix_sum_offsets_into(lens, &mut o2),
+            host::prefix_sum_offsets_into(lens, &mut o2)
+        );
+        assert_eq!(
+            emu::prefix_sum_offsets::<i64, i32>(lens),
+            host::prefix_sum_offsets::<i64, i32>(lens)
+        );
     }
+    // flatten: wrong offsets and data lengths.
+    let arrays = [vec![1u16, 2], vec![], vec![3]];
+    let mut flat = [0u16; 3];
+    let mut offs = [0i64; 4];
+    assert_eq!(
+        emu::flatten_into(&arrays, &mut flat, &mut offs[..3]),
+        host::flatten_into(&arrays, &mut flat, &mut offs[..3])
+    );
+    assert_eq!(
+        emu::flatten_into(&arrays, &mut flat[..2], &mut offs),
+        host::flatten_into(&arrays, &mut flat[..2], &mut offs)
+    );
+    assert_eq!(
+        emu::flatten::<u16, i32, _>(&arrays),
+        host::flatten::<u16, i32, _>(&arrays)
+    );
+    // split: the views and every offsets error.
+    let data: Vec<u32> = (0..10).collect();
+    for offsets in [
+        &[0i64, 3, 3, 10][..],
+        &[2, 5],
+        &[],
+        &[-1, 3],
+        &[0, 11],
+        &[0, 5, 4],
+        &[0, 12, 4],
+    ] {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let e = emu::split_into(&data, offsets, &mut a);
+        let h = host::split_into(&data, offsets, &mut b);
+        assert_eq!(e, h, "{offsets:?}");
+        assert_eq!(a, b, "{offsets:?}");
+    }
+}
 
-    pub fn prefix_sum_offsets_into<L: Index, O: Index>(
-        lengths: &[L],
-        offsets: &mut [O],
-    ) -> Result<(), Error> {
-        let op = Op::PrefixSumOffsets;
-        let mut out = vec![0i64];
-        let mut total: i64 = 0;
-        for (position, l) in lengths.iter().enumerate() {
-            let value = l.to_i64();
-            if value < 0 {
-                return Err(Error::NegativeLength {
-                    op,
-                    position,
-                    value,
-                });
-            }
-            total = match total.checked_add(value) {
-                Some(t) if t <= O::MAX => t,
-                _ => {
-                    return Err(Error::OffsetOverflow {
-                        op,
-                        position,
-                        limit: O::MAX,
-                    })
-                }
-            };
-            out.push(total);
-        }
-        for (o, v) in offsets.iter_mut().zip(out) {
-            *o = O::from_i64(v).unwrap();
-        }
-        Ok(())
+#[test]
+fn split_copy_with_a_nonzero_first_offset() {
+    let data: Vec<u64> = (0..100).collect();
+    let offsets = [10i32, 10, 45, 99];
+    let mut parts: Vec<Vec<u64>> = vec![poisoned(0), poisoned(35), poisoned(54)];
+    let mut refs: Vec<&mut [u64]> = parts.iter_mut().map(|p| p.as_mut_slice()).collect();
+    emu::take_launch_log();
+    emu::split_copy_into(&data, &offsets, &mut refs).unwrap();
+    assert_eq!(emu::take_launch_log(), ["split_copy_w8"]);
+    let mut views = Vec::new();
+    host::split_into(&data, &offsets, &mut views).unwrap();
+    for (p, v) in parts.iter().zip(&views) {
+        assert_eq!(p.as_slice(), *v);
     }
 }

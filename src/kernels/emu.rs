@@ -311,7 +311,6 @@ pub fn pad_to_multiple_into<T: Element>(
     let w = width_of::<T>();
     let op = Op::PadToMultiple;
     let s = Shape::for_op(op, shape)?;
-    let padded = padded_shape(&s, axis, multiple)?;
     if src.len() != s.numel() {
         return Err(Error::LengthMismatch {
             op,
@@ -320,6 +319,7 @@ pub fn pad_to_multiple_into<T: Element>(
             actual: src.len(),
         });
     }
+    let padded = padded_shape(&s, axis, multiple)?;
     if dst.len() != padded.numel() {
         return Err(Error::LengthMismatch {
             op,
@@ -375,7 +375,6 @@ pub fn pad_to_multiple<'a, T: Element>(
     width_of::<T>();
     let op = Op::PadToMultiple;
     let s = Shape::for_op(op, shape)?;
-    let padded = padded_shape(&s, axis, multiple)?;
     if src.len() != s.numel() {
         return Err(Error::LengthMismatch {
             op,
@@ -384,6 +383,7 @@ pub fn pad_to_multiple<'a, T: Element>(
             actual: src.len(),
         });
     }
+    let padded = padded_shape(&s, axis, multiple)?;
     if padded == s {
         return Ok(Padded {
             data: Cow::Borrowed(src),
