@@ -187,8 +187,8 @@ fn gather_takes_every_access_width_path() {
 
 #[test]
 fn gather_grid_stride_loops_match_host() {
-    // Capping the grid at 2 blocks makes every kernel loop; results must not change. (The cap
-    // is process-wide; other tests running meanwhile are unaffected in their results.)
+    // Capping the grid at 2 blocks (for this thread's launches) makes every kernel loop; results
+    // must not change.
     emu::set_grid_cap(2);
     for (k, &n) in [2_100usize, 999].iter().enumerate() {
         gather_case::<f32, i64>(50 + k as u64, n, 77, 5, true);

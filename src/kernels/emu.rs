@@ -713,9 +713,9 @@ pub fn split_copy_into<T: Element, O: Offset>(
     Ok(())
 }
 
-/// Test hook: caps every emulated launch's grid at `cap` blocks (0 restores the default), so
-/// that small inputs also run the kernels' grid-stride loops more than once. Results must not
-/// depend on it.
+/// Test hook: caps the grid of every launch made from this thread at `cap` blocks (0 restores
+/// the default), so that small inputs also run the kernels' grid-stride loops more than once.
+/// Results must not depend on it.
 pub fn set_grid_cap(cap: u32) {
     launch::set_grid_cap(cap);
 }

@@ -15,7 +15,7 @@
 //! - Row kernels (gather, scatter) give each row a group of `lanes_per_row` threads, the next
 //!   power of two of the row's unit count, at most a warp ([`rows_launch`]).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::cell::Cell;
 
 use super::abi;
 
@@ -25,13 +25,16 @@ pub(crate) const BLOCK_THREADS: u32 = 256;
 /// The largest grid a launch uses; kernels are grid-stride, so larger work just loops.
 pub(crate) const MAX_GRID: u32 = 65_535;
 
-/// Test hook: a lower grid cap (0 = none), so that small emulated inputs also take the
-/// grid-stride loops' second iteration. Any cap gives the same results.
-static GRID_CAP: AtomicU32 = AtomicU32::new(0);
+thread_local! {
+    /// Test hook: a lower grid cap for launches planned on this thread (0 = none), so that small
+    /// emulated inputs also take the grid-stride loops' second iteration. Any cap gives the same
+    /// results. Per thread, so concurrently running tests do not see each other's cap.
+    static GRID_CAP: Cell<u32> = const { Cell::new(0) };
+}
 
-/// Sets the emulator tests' grid cap (0 restores [`MAX_GRID`]).
+/// Sets this thread's grid cap for the emulator tests (0 restores [`MAX_GRID`]).
 pub(crate) fn set_grid_cap(cap: u32) {
-    GRID_CAP.store(cap, Ordering::Relaxed);
+    GRID_CAP.with(|c| c.set(cap));
 }
 
 /// A kernel launch's shape: a 1-D grid of 1-D blocks.
@@ -47,7 +50,7 @@ pub(crate) struct LaunchConfig {
 
 /// Blocks for `work` items at `per_block` items per block: at least 1, at most the cap.
 pub(crate) fn grid_for(work: u64, per_block: u64) -> u32 {
-    let cap = match GRID_CAP.load(Ordering::Relaxed) {
+    let cap = match GRID_CAP.with(Cell::get) {
         0 => MAX_GRID,
         c => c.min(MAX_GRID),
     };
