@@ -14,10 +14,22 @@ __device__ __forceinline__ void pad_body(const CpugpuPadParams& p) {
     const U* src = static_cast<const U*>(p.src);
     U* dst = static_cast<U*>(p.dst);
     const long long total = p.outer * p.dst_row_units;  // Rust checked it fits
-    for (long long e = global_thread(); e < total; e += total_threads()) {
-        const long long row = e / p.dst_row_units;
-        const long long c = e - row * p.dst_row_units;
+    const long long stride = total_threads();
+    // Row and column of e, advanced incrementally: one 64-bit division per thread, not one
+    // per unit.
+    const long long stride_rows = stride / p.dst_row_units;
+    const long long stride_cols = stride - stride_rows * p.dst_row_units;
+    long long e = global_thread();
+    long long row = e / p.dst_row_units;
+    long long c = e - row * p.dst_row_units;
+    for (; e < total; e += stride) {
         dst[e] = c < p.src_row_units ? src[row * p.src_row_units + c] : fill_unit<V>(p.fill, c);
+        row += stride_rows;
+        c += stride_cols;
+        if (c >= p.dst_row_units) {
+            c -= p.dst_row_units;
+            ++row;
+        }
     }
 }
 
