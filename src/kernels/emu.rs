@@ -3,7 +3,7 @@
 //! Every function mirrors its host counterpart in [`crate::host`] (same signature, same errors
 //! for the same bad input, same output) but does the work by launching the crate's CUDA kernels,
 //! compiled as C++ against `kernels/emu/cuda_emu.h`, with the launch configuration and parameter
-//! structs of [`super::launch`], the code a GPU launch uses. "Device memory" is the caller's
+//! structs of `src/kernels/launch.rs`, the code a GPU launch uses. "Device memory" is the caller's
 //! host memory. Bounds, negative lengths and overflow are found by the kernels (the error word)
 //! and turned into [`Error`] values here, after the launches, as the CUDA backend does at its
 //! next synchronisation.
