@@ -80,3 +80,4 @@ CPUGPU_KERNEL(split_copy_w16, CpugpuBatchedCopyParams)
 /* test_only/canary.cu: deliberately broken, emulator builds only */
 CPUGPU_TEST_KERNEL(canary_read_past_end, CpugpuCanaryParams)
 CPUGPU_TEST_KERNEL(canary_shared_race, CpugpuCanaryParams)
+CPUGPU_TEST_KERNEL(canary_divergent_barrier, CpugpuCanaryParams)

@@ -19,6 +19,7 @@ fn canary_child() {
     let src = vec![7u64; 8];
     match std::env::var(CHILD_ENV).as_deref() {
         Ok("read_past_end") => println!("read {}", emu::canary::read_past_end(&src)),
+        Ok("divergent_barrier") => println!("read {}", emu::canary::divergent_barrier(&src)),
         Ok("shared_race") => {
             // Several launches: each is a fresh chance for the two threads to interleave, but
             // ThreadSanitizer's happens-before analysis reports the race on the first.
@@ -87,5 +88,16 @@ fn thread_sanitizer_reports_a_shared_memory_race() {
     assert!(
         stderr.contains("ThreadSanitizer: data race") && stderr.contains("canary_shared_race"),
         "no ThreadSanitizer report naming the canary kernel:\n{stderr}"
+    );
+}
+
+#[test]
+fn the_emulator_aborts_on_a_divergent_barrier() {
+    // No sanitizer needed: the emulator checks that all threads meet at the same barrier.
+    let (ok, stderr) = run_child("divergent_barrier");
+    assert!(!ok, "the child passed: {stderr}");
+    assert!(
+        stderr.contains("cuda_emu: divergent __syncthreads"),
+        "no divergence report:\n{stderr}"
     );
 }

@@ -4,7 +4,8 @@
 // Model (see docs/EMULATOR.md for what is NOT modelled):
 // - A launch runs its blocks one after another. Each block's threads are real concurrent
 //   std::threads (a pool, reused across launches), so `__syncthreads` is a real barrier
-//   (std::barrier) and a missing one is a real data race that ThreadSanitizer can see.
+//   (std::barrier) and a missing one is a real data race that ThreadSanitizer can see. A
+//   divergent barrier (threads meeting at different barriers) aborts with a message.
 // - Warps are groups of 32 consecutive threads of a block. Shuffles and votes exchange values
 //   through a per-warp slot array and a per-warp std::barrier: every lane named in the mask
 //   must take part (the emulator requires the mask to name every lane of the warp and aborts
@@ -83,7 +84,9 @@ namespace cuda_emu {
 }
 
 // Block-wide barrier; its completion step (run by one thread while all wait) reduces the
-// per-thread predicates for __syncthreads_count/_or/_and.
+// per-thread predicates for __syncthreads_count/_or/_and, and checks that every thread arrived
+// at the same kind of barrier: a thread that left the kernel (or skipped a __syncthreads) while
+// the others wait at one is a divergent barrier, undefined on a GPU and an abort here.
 struct BlockState;
 struct BlockCompletion {
     BlockState* block;
@@ -99,15 +102,28 @@ struct WarpState {
 struct BlockState {
     std::barrier<BlockCompletion>* barrier = nullptr;
     int* predicates = nullptr;  // one per thread
+    int* kinds = nullptr;       // one per thread: which barrier it arrived at (Barrier)
     unsigned threads = 0;
     int reduced = 0;  // sum of predicates of the last barrier phase
     WarpState* warps = nullptr;
     unsigned char* dynamic_shared = nullptr;
 };
 
+// The barriers a block's threads meet at.
+enum Barrier : int { kSyncthreads = 0, kBlockStart = 1, kBlockEnd = 2 };
+
 inline void BlockCompletion::operator()() noexcept {
     int sum = 0;
-    for (unsigned i = 0; i < block->threads; ++i) sum += block->predicates[i];
+    for (unsigned i = 0; i < block->threads; ++i) {
+        sum += block->predicates[i];
+        if (block->kinds[i] != block->kinds[0]) {
+            std::fprintf(stderr,
+                         "cuda_emu: divergent __syncthreads: thread %u is at %s while thread 0 is at %s\n", i,
+                         block->kinds[i] == kSyncthreads ? "__syncthreads" : "the kernel's end",
+                         block->kinds[0] == kSyncthreads ? "__syncthreads" : "the kernel's end");
+            fail("divergent barrier");
+        }
+    }
     block->reduced = sum;
 }
 
@@ -118,9 +134,10 @@ inline thread_local unsigned tls_warp_calls = 0;   // warp collectives this thre
 
 inline unsigned char* dynamic_shared() { return tls_block->dynamic_shared; }
 
-inline int block_sync(int predicate) {
+inline int block_sync(int predicate, Barrier kind = kSyncthreads) {
     BlockState* b = tls_block;
     b->predicates[tls_linear] = predicate;
+    b->kinds[tls_linear] = kind;
     b->barrier->arrive_and_wait();
     return b->reduced;
 }

@@ -66,6 +66,7 @@ public:
         std::lock_guard<std::mutex> serial(launch_mutex_);
         // Per-launch block state: barriers sized to the block, one warp state per 32 threads.
         std::vector<int> predicates(job.block, 0);
+        std::vector<int> kinds(job.block, 0);
         cuda_emu::BlockState block;
         std::barrier<cuda_emu::BlockCompletion> block_barrier(job.block, cuda_emu::BlockCompletion{&block});
         const unsigned warps = (job.block + 31) / 32;
@@ -81,6 +82,7 @@ public:
         std::unique_ptr<unsigned char[]> dynamic_shared(job.shared ? new unsigned char[job.shared] : nullptr);
         block.barrier = &block_barrier;
         block.predicates = predicates.data();
+        block.kinds = kinds.data();
         block.threads = job.block;
         block.warps = warp_states.data();
         block.dynamic_shared = dynamic_shared.get();
@@ -131,9 +133,10 @@ private:
             blockIdx = uint3{b, 0, 0};
             // Fresh garbage in dynamic shared memory for every block, like a real SM.
             if (id == 0 && job.shared) std::memset(block->dynamic_shared, 0xA5, job.shared);
-            block->barrier->arrive_and_wait();  // block start
+            cuda_emu::block_sync(0, cuda_emu::kBlockStart);
             job.run(job.params);
-            block->barrier->arrive_and_wait();  // block end: the next block starts after all exit
+            // Block end: the next block starts after every thread has left this one.
+            cuda_emu::block_sync(0, cuda_emu::kBlockEnd);
         }
         cuda_emu::tls_block = nullptr;
     }

@@ -15,3 +15,11 @@ extern "C" __global__ void canary_shared_race(const CpugpuCanaryParams p) {
     if (threadIdx.x == 0) cell[0] = p.src[0];
     if (threadIdx.x == 1) p.dst[0] = cell[0];
 }
+
+// Thread 0 leaves before the __syncthreads the others wait at: a divergent barrier, undefined
+// on a GPU. The emulator must abort with a message (no sanitizer needed).
+extern "C" __global__ void canary_divergent_barrier(const CpugpuCanaryParams p) {
+    if (threadIdx.x == 0) return;
+    __syncthreads();
+    if (threadIdx.x == 1) p.dst[0] = p.src[0];
+}

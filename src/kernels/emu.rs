@@ -795,6 +795,28 @@ pub mod canary {
         out[0]
     }
 
+    /// Launches `canary_divergent_barrier` (thread 0 skips a `__syncthreads`): the emulator
+    /// aborts the process.
+    pub fn divergent_barrier(src: &[u64]) -> u64 {
+        let mut out = [0u64; 1];
+        let p = CpugpuCanaryParams {
+            src: src.as_ptr(),
+            dst: out.as_mut_ptr(),
+            n: i64_of(src.len()),
+        };
+        // SAFETY: the kernel reads src[0] and writes out[0], both live; its barrier divergence
+        // makes the emulator abort the process, on purpose. Only the canary test calls it, in a
+        // child process.
+        unsafe {
+            launch(
+                super::super::list::canary_divergent_barrier,
+                launch::flat_launch(1, 1),
+                &p,
+            )
+        };
+        out[0]
+    }
+
     /// Launches `canary_shared_race` (threads 0 and 1 race on shared memory).
     pub fn shared_race(src: &[u64]) -> u64 {
         let mut out = [0u64; 1];
