@@ -169,7 +169,13 @@ pub fn gather_rows_into<T: Element, I: Index>(
     }
     // dst_len > 0, so a row's bytes fit (they are at most dst's).
     let row_bytes = row_len * w;
-    let v = launch::access_width(row_bytes, &[src.as_ptr() as usize, dst.as_ptr() as usize]);
+    let v = launch::copy_policy(
+        w,
+        row_bytes,
+        &[src.as_ptr() as usize, dst.as_ptr() as usize],
+        None,
+    )
+    .access_width;
     let rl = launch::rows_launch(indices.len(), row_bytes / v);
     validate_indices(indices, rows, allow_negative, &mut error);
     let p = CpugpuGatherRowsParams {
@@ -259,7 +265,13 @@ pub fn scatter_rows_into<T: Element, I: Index>(
         // whenever a copy can happen; the winners scratch has one entry per dst row.
         let mut winners = vec![-1i64; rows];
         let row_bytes = row_len * w;
-        let v = launch::access_width(row_bytes, &[src.as_ptr() as usize, dst.as_ptr() as usize]);
+        let v = launch::copy_policy(
+            w,
+            row_bytes,
+            &[src.as_ptr() as usize, dst.as_ptr() as usize],
+            None,
+        )
+        .access_width;
         let rl = launch::rows_launch(indices.len(), row_bytes / v);
         let pw = CpugpuScatterWinnersParams {
             indices: indices.as_ptr().cast(),
@@ -337,10 +349,13 @@ pub fn pad_to_multiple_into<T: Element>(
     let inner: usize = dims[axis + 1..].iter().product();
     let src_row_bytes = dims[axis] * inner * w;
     let dst_row_bytes = padded.dims()[axis] * inner * w;
-    let v = launch::access_width(
+    let policy = launch::copy_policy(
+        w,
         gcd(src_row_bytes, dst_row_bytes),
         &[src.as_ptr() as usize, dst.as_ptr() as usize],
+        None,
     );
+    let v = policy.access_width;
     let p = CpugpuPadParams {
         src: src.as_ptr().cast(),
         dst: dst.as_mut_ptr().cast(),
@@ -349,7 +364,7 @@ pub fn pad_to_multiple_into<T: Element>(
         dst_row_units: i64_of(dst_row_bytes / v),
         fill: launch::fill_pattern(fill),
     };
-    let cfg = launch::flat_launch(dst.len() * w / v, launch::items_per_thread(v));
+    let cfg = launch::flat_launch(dst.len() * w / v, policy.items_per_thread);
     // SAFETY: v divides both row sizes and both base addresses; the kernel writes
     // outer * dst_row_units units (all of dst) and reads outer * src_row_units (all of src).
     unsafe { launch(launch::pad_kernel(v), cfg, &p) };
@@ -549,7 +564,7 @@ pub fn flatten_into<T: Element, O: Offset, S: AsRef<[T]> + Sync>(
         .map(|a| a.as_ptr() as usize)
         .collect();
     addrs.push(dst.as_ptr() as usize);
-    let v = launch::access_width(w, &addrs);
+    let v = launch::copy_policy(w, w, &addrs, None).access_width;
     let units_per_elem = i64_of(w / v);
     // Cannot overflow: total * w bytes of dst exist in memory.
     let seg_offsets: Vec<i64> = elem_offsets.iter().map(|&o| o * units_per_elem).collect();
@@ -683,7 +698,7 @@ pub fn split_copy_into<T: Element, O: Offset>(
         .map(|o| o.as_ptr() as usize)
         .collect();
     addrs.push(base as usize);
-    let v = launch::access_width(w, &addrs);
+    let v = launch::copy_policy(w, w, &addrs, None).access_width;
     let seg_offsets =
         flat_offsets(views.iter().map(|s| s.len()), i64::MAX, w / v).map_err(|position| {
             Error::OffsetOverflow {

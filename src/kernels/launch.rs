@@ -10,7 +10,7 @@
 //! - Grids are capped at [`MAX_GRID`] blocks and every kernel loops grid-stride over 64-bit
 //!   counts, so no size wraps a 32-bit grid dimension.
 //! - Data movement accesses memory in units of the widest of 16, 8, 4, 2, 1 bytes that divides
-//!   the row size and every base address ([`access_width`]): 16-byte (`uint4`) accesses whenever
+//!   the row size and every base address ([`copy_policy`]): 16-byte (`uint4`) accesses whenever
 //!   rows and pointers allow, whatever the element type.
 //! - Row kernels (gather, scatter) give each row a group of `lanes_per_row` threads, the next
 //!   power of two of the row's unit count, at most a warp ([`rows_launch`]).
@@ -83,14 +83,40 @@ pub(crate) fn flat_launch(n: usize, items_per_thread: u32) -> LaunchConfig {
     }
 }
 
-/// Items per thread of the flat copy kernels (pad) for an access width: about 64 bytes in
-/// flight per thread.
-pub(crate) fn items_per_thread(access_width: usize) -> u32 {
-    match access_width {
-        16 => 4,
-        8 => 8,
-        4 => 16,
-        _ => 16,
+/// The launch policy of a data-movement kernel: threads per block, items (access units) per
+/// thread, and the access width in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CopyPolicy {
+    pub block_threads: u32,
+    pub items_per_thread: u32,
+    pub access_width: usize,
+}
+
+/// The policy for moving elements of `elem_width` bytes in chunks of `chunk_bytes` (a row; a
+/// multiple of the element width, 0 for "any") between the addresses `addrs`, on a device of
+/// compute capability `cc` (None: unknown, as in the emulator).
+///
+/// The access width is the widest of 16, 8, 4, 2, 1 bytes dividing the chunk and every address
+/// (it may exceed the element width: rows of 16 `u8` move as one `uint4`); items per thread
+/// keep about 64 bytes in flight per thread. Not yet measured on a GPU: the same for sm_80 and
+/// sm_90 until the H100 benchmarks of issue 3 say otherwise.
+pub(crate) fn copy_policy(
+    elem_width: usize,
+    chunk_bytes: usize,
+    addrs: &[usize],
+    cc: Option<(u32, u32)>,
+) -> CopyPolicy {
+    let _ = cc;
+    debug_assert!(chunk_bytes % elem_width.max(1) == 0);
+    let access_width = access_width(chunk_bytes, addrs);
+    CopyPolicy {
+        block_threads: BLOCK_THREADS,
+        items_per_thread: match access_width {
+            16 => 4,
+            8 => 8,
+            _ => 16,
+        },
+        access_width,
     }
 }
 
@@ -326,6 +352,19 @@ mod tests {
         assert_eq!(access_width(24, &[0x1000, 0x2000]), 8);
         assert_eq!(access_width(64, &[0x1004, 0x2000]), 4);
         assert_eq!(access_width(3, &[0x1000]), 1);
+    }
+
+    #[test]
+    fn copy_policy_keeps_64_bytes_in_flight() {
+        let p = copy_policy(1, 32, &[0x1000, 0x3000], None);
+        assert_eq!(
+            (p.access_width, p.items_per_thread, p.block_threads),
+            (16, 4, 256)
+        );
+        let p = copy_policy(8, 24, &[0x1000, 0x3000], Some((9, 0)));
+        assert_eq!((p.access_width, p.items_per_thread), (8, 8));
+        let p = copy_policy(2, 6, &[0x1000], None);
+        assert_eq!((p.access_width, p.items_per_thread), (2, 16));
     }
 
     #[test]
