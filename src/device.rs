@@ -159,9 +159,18 @@ impl Device {
                 actual: data.len(),
             });
         }
-        let mut buf = DeviceBuffer::zeroed(self, shape)?;
-        buf.copy_from_host(data)?;
-        Ok(buf)
+        match self.kind() {
+            BackendKind::Host => {
+                let mut v = Vec::new();
+                v.try_reserve_exact(data.len())
+                    .map_err(|_| Error::OutOfMemory {
+                        op: Op::CopyToDevice,
+                        bytes: std::mem::size_of_val(data),
+                    })?;
+                v.extend_from_slice(data);
+                Ok(DeviceBuffer::from_host_vec(self, v, shape))
+            }
+        }
     }
 }
 

@@ -235,18 +235,12 @@ impl<'a, T: Element> DeviceView<'a, T> {
     pub fn host(data: &'a [T], shape: &[usize]) -> Result<Self> {
         let shape = Shape::for_op(Op::Slice, shape)?;
         check_len(Op::Slice, "data.len()", &shape, data.len())?;
-        Ok(DeviceView {
-            repr: ViewRepr::Host(data),
-            shape,
-        })
+        Ok(Self::from_host_parts(data, shape))
     }
 
     /// A one-dimensional host-backend view of a host slice.
     pub fn host_vector(data: &'a [T]) -> Self {
-        DeviceView {
-            repr: ViewRepr::Host(data),
-            shape: Shape::vector(data.len()),
-        }
+        Self::from_host_parts(data, Shape::vector(data.len()))
     }
 
     /// The shape.
@@ -339,19 +333,13 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
     pub fn host(data: &'a mut [T], shape: &[usize]) -> Result<Self> {
         let shape = Shape::for_op(Op::Slice, shape)?;
         check_len(Op::Slice, "data.len()", &shape, data.len())?;
-        Ok(DeviceViewMut {
-            repr: ViewReprMut::Host(data),
-            shape,
-        })
+        Ok(Self::from_host_parts(data, shape))
     }
 
     /// A one-dimensional host-backend mutable view of a host slice.
     pub fn host_vector(data: &'a mut [T]) -> Self {
         let shape = Shape::vector(data.len());
-        DeviceViewMut {
-            repr: ViewReprMut::Host(data),
-            shape,
-        }
+        Self::from_host_parts(data, shape)
     }
 
     /// The shape.
