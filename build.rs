@@ -25,7 +25,10 @@ const KERNEL_SOURCES: &[&str] = &[
     "kernels/batched_copy.cu",
 ];
 #[cfg(feature = "emulator")]
-const TEST_KERNEL_SOURCES: &[&str] = &["kernels/test_only/canary.cu"];
+const TEST_KERNEL_SOURCES: &[&str] = &[
+    "kernels/test_only/canary.cu",
+    "kernels/test_only/emu_selftest.cu",
+];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -81,3 +81,5 @@ CPUGPU_KERNEL(split_copy_w16, CpugpuBatchedCopyParams)
 CPUGPU_TEST_KERNEL(canary_read_past_end, CpugpuCanaryParams)
 CPUGPU_TEST_KERNEL(canary_shared_race, CpugpuCanaryParams)
 CPUGPU_TEST_KERNEL(canary_divergent_barrier, CpugpuCanaryParams)
+/* test_only/emu_selftest.cu: the emulator's own primitives */
+CPUGPU_TEST_KERNEL(emu_selftest_warp_ops, CpugpuCanaryParams)

@@ -773,3 +773,29 @@ fn split_copy_with_a_nonzero_first_offset() {
         assert_eq!(p.as_slice(), *v);
     }
 }
+
+// ---------------------------------------------------------------- the emulator itself
+
+#[test]
+fn emulator_primitives_exchange_lane_values() {
+    let threads = 64u64;
+    let out = emu::canary::warp_selftest(threads as u32);
+    let ballot: u64 = (0..32).filter(|l| l % 3 == 0).map(|l| 1u64 << l).sum();
+    for tid in 0..threads {
+        let lane = tid % 32;
+        let got = &out[tid as usize * 8..][..8];
+        let want = [
+            ((lane + 1) % 32) * 10,
+            if lane >= 3 { lane - 3 } else { lane },
+            if lane + 5 < 32 { lane + 5 } else { lane },
+            lane ^ 1,
+            ballot,
+            1 + 2, // any(lane == 7), all(lane < 32), not all(lane < 31)
+            lane & !7,
+            (threads / 2) * 1000 + 10 + 1,
+        ];
+        assert_eq!(got, want, "thread {tid}");
+    }
+    assert_eq!(out[threads as usize * 8], threads, "atomicAdd total");
+    assert_eq!(out[threads as usize * 8 + 1], threads - 1, "atomicMax");
+}

@@ -810,6 +810,26 @@ pub mod canary {
         out[0]
     }
 
+    /// Launches `emu_selftest_warp_ops` on one block of `threads` threads (a multiple of 32):
+    /// 8 results per thread, then the atomicAdd total and the atomicMax.
+    pub fn warp_selftest(threads: u32) -> Vec<u64> {
+        let n = usize::try_from(threads).unwrap_or(0) * 8 + 2;
+        let mut out = vec![0u64; n];
+        let p = CpugpuCanaryParams {
+            src: std::ptr::null(),
+            dst: out.as_mut_ptr(),
+            n: i64_of(n),
+        };
+        let cfg = LaunchConfig {
+            grid: 1,
+            block: threads,
+            shared_bytes: 0,
+        };
+        // SAFETY: the kernel writes out[0..threads * 8 + 2], which exists, and reads nothing.
+        unsafe { launch(super::super::list::emu_selftest_warp_ops, cfg, &p) };
+        out
+    }
+
     /// Launches `canary_divergent_barrier` (thread 0 skips a `__syncthreads`): the emulator
     /// aborts the process.
     pub fn divergent_barrier(src: &[u64]) -> u64 {
