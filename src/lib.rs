@@ -57,6 +57,8 @@ mod buffer;
 mod device;
 mod element;
 mod error;
+#[cfg(feature = "emulator")]
+mod kernels;
 mod memory;
 pub mod ops;
 mod pinned;
@@ -67,6 +69,8 @@ pub use buffer::{BufferSlice, CpuGpuBuffer, SyncOutcome};
 pub use device::{BackendKind, Device, MemoryPlacement};
 pub use element::{Element, Index, Offset};
 pub use error::{Error, Op, Result};
+#[cfg(feature = "emulator")]
+pub use kernels::emu;
 pub use memory::{DeviceBuffer, DeviceView, DeviceViewMut, HostBuffer};
 pub use ops::pad::DevicePadded;
 pub use ops::{GatherPolicy, ScatterPolicy};

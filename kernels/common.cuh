@@ -1,0 +1,101 @@
+// Shared device helpers of cpugpu's kernels. The one place that picks real CUDA or the CPU
+// emulator: everything below the #ifdef is the same source for nvcc and for g++.
+#ifndef CPUGPU_COMMON_CUH
+#define CPUGPU_COMMON_CUH
+
+#ifdef __CUDACC__
+#include <stdint.h>
+// Dynamic shared memory (the launch's shared_bytes), 16-byte aligned.
+#define CPUGPU_DYNAMIC_SHARED(T, name)                                  \
+    extern __shared__ __align__(16) unsigned char cpugpu_dyn_smem_[];   \
+    T* name = reinterpret_cast<T*>(cpugpu_dyn_smem_)
+#else
+#include "emu/cuda_emu.h"
+// `extern __shared__` has no C++ spelling: the emulator hands out its per-launch buffer.
+#define CPUGPU_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(::cuda_emu::dynamic_shared())
+#endif
+
+#include "cpugpu_abi.h"
+
+namespace cpugpu {
+
+constexpr unsigned FULL_MASK = 0xffffffffu;
+
+// The type a thread moves per access for an access width of V bytes. 16 bytes is uint4, so the
+// 16-byte paths compile to 128-bit loads and stores (LDG.E.128 / STG.E.128).
+template <int V> struct Unit;
+template <> struct Unit<1> { using type = unsigned char; };
+template <> struct Unit<2> { using type = unsigned short; };
+template <> struct Unit<4> { using type = unsigned int; };
+template <> struct Unit<8> { using type = uint2; };
+template <> struct Unit<16> { using type = uint4; };
+
+// 64-bit thread numbering: grids are capped and every loop is grid-stride over int64 counts.
+__device__ __forceinline__ long long global_thread() {
+    return static_cast<long long>(blockIdx.x) * static_cast<long long>(blockDim.x) +
+           static_cast<long long>(threadIdx.x);
+}
+__device__ __forceinline__ long long total_threads() {
+    return static_cast<long long>(gridDim.x) * static_cast<long long>(blockDim.x);
+}
+
+// The V-byte unit number `unit` of a row filled with the fill element. `fill` holds the element
+// repeated over 16 bytes; rows start on element boundaries and the element width divides 16, so
+// the unit's bytes are the pattern's bytes at (unit * V) mod 16.
+template <int V>
+__device__ __forceinline__ typename Unit<V>::type fill_unit(const uint64_t* fill, long long unit) {
+    const unsigned char* pattern = reinterpret_cast<const unsigned char*>(fill);
+    typename Unit<V>::type u;
+    memcpy(&u, pattern + ((unit * V) & 15), V);
+    return u;
+}
+
+// Saturating add for non-negative running offsets: a, b <= cap, result min(a + b, cap).
+__device__ __forceinline__ unsigned long long sat_add(unsigned long long a, unsigned long long b,
+                                                      unsigned long long cap) {
+    return b >= cap - a ? cap : a + b;
+}
+
+// Block-wide exclusive scan (saturating at cap) of one value per thread; *total gets the
+// block's saturated sum. Every thread of the block must call it; blockDim.x must be a multiple
+// of 32 (at most 1024). Warp scans use __shfl_up_sync, warp totals go through shared memory.
+__device__ __forceinline__ unsigned long long block_exclusive_scan(unsigned long long v,
+                                                                   unsigned long long cap,
+                                                                   unsigned long long* total) {
+    __shared__ unsigned long long warp_inclusive[32];
+    const unsigned lane = threadIdx.x % 32;
+    const unsigned warp = threadIdx.x / 32;
+    const unsigned warps = blockDim.x / 32;
+    unsigned long long inc = v;
+    for (unsigned d = 1; d < 32; d <<= 1) {
+        unsigned long long other = __shfl_up_sync(FULL_MASK, inc, d);
+        if (lane >= d) inc = sat_add(other, inc, cap);
+    }
+    unsigned long long excl = __shfl_up_sync(FULL_MASK, inc, 1);
+    if (lane == 0) excl = 0;
+    if (lane == 31) warp_inclusive[warp] = inc;
+    __syncthreads();
+    if (warp == 0) {
+        unsigned long long w = lane < warps ? warp_inclusive[lane] : 0;
+        for (unsigned d = 1; d < 32; d <<= 1) {
+            unsigned long long other = __shfl_up_sync(FULL_MASK, w, d);
+            if (lane >= d) w = sat_add(other, w, cap);
+        }
+        if (lane < warps) warp_inclusive[lane] = w;
+    }
+    __syncthreads();
+    const unsigned long long warp_prefix = warp == 0 ? 0 : warp_inclusive[warp - 1];
+    *total = warp_inclusive[warps - 1];
+    __syncthreads();  // warp_inclusive may be reused by the next call
+    return sat_add(warp_prefix, excl, cap);
+}
+
+// Index i of an index array of type I, widened.
+template <class I>
+__device__ __forceinline__ long long load_index(const void* indices, long long i) {
+    return static_cast<long long>(__ldg(static_cast<const I*>(indices) + i));
+}
+
+}  // namespace cpugpu
+
+#endif  // CPUGPU_COMMON_CUH

@@ -1,0 +1,128 @@
+/* The kernel ABI of cpugpu: constants, error-word convention and the parameter struct of every
+ * kernel. C, so that bindgen (issue 3) and the C++ emulator read the same text.
+ *
+ * Rules that keep the Rust mirror (src/kernels/abi.rs) trivially #[repr(C)]-compatible:
+ * - fields are pointers, int64_t or uint64_t only (no int, no bool, no padding);
+ * - one struct per kernel family, written as `typedef struct Name { ...; } Name;` with one field
+ *   per line: build.rs parses this file to generate the layout cross-check.
+ * Sizes and counts are 64-bit everywhere. */
+#ifndef CPUGPU_ABI_H
+#define CPUGPU_ABI_H
+
+#include <stdint.h>
+
+/* The error word: the host sets it to CPUGPU_NO_ERROR; a kernel that finds bad input atomicMin()s
+ * the first bad *position* into it and never dereferences the bad value. The host derives the
+ * error kind and value by re-reading the input at that position. */
+#define CPUGPU_NO_ERROR UINT64_MAX
+
+/* Items per thread of the prefix-sum kernels; a tile is blockDim.x * this many lengths. */
+#define CPUGPU_SCAN_ITEMS_PER_THREAD 16
+/* Threads per block of the prefix-sum kernels (the tile size depends on it). */
+#define CPUGPU_SCAN_BLOCK 256
+
+/* validate_indices_<idx>: every index must be in 0..bound (negatives allowed when
+ * allow_negative != 0). */
+typedef struct CpugpuValidateParams {
+    const void* indices;
+    uint64_t* error;
+    int64_t n;
+    int64_t bound;
+    int64_t allow_negative;
+} CpugpuValidateParams;
+
+/* gather_rows_w<V>_<idx>: dst[i, :] = src[indices[i], :], moved in V-byte units.
+ * Row sizes are in units of V bytes. A negative index writes the fill pattern (16 bytes holding
+ * the fill element repeated). Does nothing when *error != CPUGPU_NO_ERROR. */
+typedef struct CpugpuGatherRowsParams {
+    const void* src;
+    void* dst;
+    const void* indices;
+    const uint64_t* error;
+    int64_t n_indices;
+    int64_t src_rows;
+    int64_t row_units;
+    int64_t lanes_per_row;
+    uint64_t fill[2];
+} CpugpuGatherRowsParams;
+
+/* scatter_winners_<idx>: pass 1 of scatter. Validates every index (first bad position into
+ * *error) and records winners[indices[i]] = max i (atomicMax), so pass 2 can apply last-wins.
+ * winners holds one int64 per destination row, initialised to -1 by the host. */
+typedef struct CpugpuScatterWinnersParams {
+    const void* indices;
+    int64_t* winners;
+    uint64_t* error;
+    int64_t n;
+    int64_t dst_rows;
+    int64_t allow_negative;
+} CpugpuScatterWinnersParams;
+
+/* scatter_rows_w<V>_<idx>: pass 2 of scatter. Row i is copied to dst[indices[i]] only when it won
+ * (winners[indices[i]] == i). Does nothing when *error != CPUGPU_NO_ERROR. */
+typedef struct CpugpuScatterRowsParams {
+    const void* src;
+    void* dst;
+    const void* indices;
+    const int64_t* winners;
+    const uint64_t* error;
+    int64_t n_indices;
+    int64_t dst_rows;
+    int64_t row_units;
+    int64_t lanes_per_row;
+} CpugpuScatterRowsParams;
+
+/* pad_w<V>: dst is `outer` rows of dst_row_units; each row starts with the src row
+ * (src_row_units) and ends with the fill pattern. One kernel copies and fills. */
+typedef struct CpugpuPadParams {
+    const void* src;
+    void* dst;
+    int64_t outer;
+    int64_t src_row_units;
+    int64_t dst_row_units;
+    uint64_t fill[2];
+} CpugpuPadParams;
+
+/* Prefix-sum offsets. `limit` is the offset type's maximum. Negative lengths count as 0 in the
+ * sums and their position goes to *error; so does the position after which the running offset
+ * first exceeds `limit`. Nothing is written to `offsets` when there is any error.
+ * - offsets_single_<L>_<O>: one block, n <= tile: the whole job in one launch.
+ * - offsets_reduce_<L>: pass 1, tile_sums[t] = saturating sum of tile t.
+ * - offsets_scan_tiles: pass 2 (one block), tile_sums[t] = exclusive prefix, tile_sums[tiles] =
+ *   total (all saturated at limit + 1).
+ * - offsets_downsweep_<L>_<O>: pass 3, each tile rescans with its prefix and writes. */
+typedef struct CpugpuOffsetsParams {
+    const void* lengths;
+    void* offsets;
+    uint64_t* tile_sums;
+    uint64_t* error;
+    int64_t n;
+    int64_t limit;
+    int64_t tiles;
+} CpugpuOffsetsParams;
+
+/* flatten_w<V>_<O> and split_copy_w<V>: a batched copy of n segments in V-byte units.
+ * seg_offsets (n + 1 int64, in units) places segment s at [seg_offsets[s], seg_offsets[s+1]) of
+ * the flat side. Flatten: sources are src_ptrs[s], the destination is flat. Split: the source is
+ * flat, destinations are dst_ptrs[s]. Work is split by flat position, so skewed segment sizes
+ * stay balanced. Flatten also writes offsets_out[s] = seg_offsets[s] / units_per_elem. */
+typedef struct CpugpuBatchedCopyParams {
+    const void* const* src_ptrs;
+    void* const* dst_ptrs;
+    void* flat;
+    const int64_t* seg_offsets;
+    void* offsets_out;
+    int64_t n_segments;
+    int64_t units_per_elem;
+    int64_t tile_units;
+} CpugpuBatchedCopyParams;
+
+/* Test-only canary kernels (emulator feature only): deliberately wrong, to prove the sanitizers
+ * are live. */
+typedef struct CpugpuCanaryParams {
+    const uint64_t* src;
+    uint64_t* dst;
+    int64_t n;
+} CpugpuCanaryParams;
+
+#endif /* CPUGPU_ABI_H */

@@ -1,0 +1,85 @@
+/* The one list of kernels: name and parameter struct, read by
+ * - the C++ emulator (kernels/emu/launcher.cpp: its dispatch table, so a kernel missing from the
+ *   sources is a link error), and
+ * - build.rs (OUT_DIR/kernel_list.rs: one typed Rust handle per kernel, so launch code naming a
+ *   kernel that is not listed does not compile).
+ * One entry per line. `w<V>` is the access width in bytes (Rust picks it from the element size,
+ * the row size and the pointers' alignment); `i32`/`i64` the index or offset type. */
+#ifndef CPUGPU_KERNEL
+#error "define CPUGPU_KERNEL(name, params) before including kernel_list.h"
+#endif
+#ifndef CPUGPU_TEST_KERNEL
+#define CPUGPU_TEST_KERNEL(name, params)
+#endif
+
+/* gather.cu */
+CPUGPU_KERNEL(validate_indices_i32, CpugpuValidateParams)
+CPUGPU_KERNEL(validate_indices_i64, CpugpuValidateParams)
+CPUGPU_KERNEL(gather_rows_w1_i32, CpugpuGatherRowsParams)
+CPUGPU_KERNEL(gather_rows_w2_i32, CpugpuGatherRowsParams)
+CPUGPU_KERNEL(gather_rows_w4_i32, CpugpuGatherRowsParams)
+CPUGPU_KERNEL(gather_rows_w8_i32, CpugpuGatherRowsParams)
+CPUGPU_KERNEL(gather_rows_w16_i32, CpugpuGatherRowsParams)
+CPUGPU_KERNEL(gather_rows_w1_i64, CpugpuGatherRowsParams)
+CPUGPU_KERNEL(gather_rows_w2_i64, CpugpuGatherRowsParams)
+CPUGPU_KERNEL(gather_rows_w4_i64, CpugpuGatherRowsParams)
+CPUGPU_KERNEL(gather_rows_w8_i64, CpugpuGatherRowsParams)
+CPUGPU_KERNEL(gather_rows_w16_i64, CpugpuGatherRowsParams)
+
+/* scatter.cu */
+CPUGPU_KERNEL(scatter_winners_i32, CpugpuScatterWinnersParams)
+CPUGPU_KERNEL(scatter_winners_i64, CpugpuScatterWinnersParams)
+CPUGPU_KERNEL(scatter_rows_w1_i32, CpugpuScatterRowsParams)
+CPUGPU_KERNEL(scatter_rows_w2_i32, CpugpuScatterRowsParams)
+CPUGPU_KERNEL(scatter_rows_w4_i32, CpugpuScatterRowsParams)
+CPUGPU_KERNEL(scatter_rows_w8_i32, CpugpuScatterRowsParams)
+CPUGPU_KERNEL(scatter_rows_w16_i32, CpugpuScatterRowsParams)
+CPUGPU_KERNEL(scatter_rows_w1_i64, CpugpuScatterRowsParams)
+CPUGPU_KERNEL(scatter_rows_w2_i64, CpugpuScatterRowsParams)
+CPUGPU_KERNEL(scatter_rows_w4_i64, CpugpuScatterRowsParams)
+CPUGPU_KERNEL(scatter_rows_w8_i64, CpugpuScatterRowsParams)
+CPUGPU_KERNEL(scatter_rows_w16_i64, CpugpuScatterRowsParams)
+
+/* pad.cu */
+CPUGPU_KERNEL(pad_w1, CpugpuPadParams)
+CPUGPU_KERNEL(pad_w2, CpugpuPadParams)
+CPUGPU_KERNEL(pad_w4, CpugpuPadParams)
+CPUGPU_KERNEL(pad_w8, CpugpuPadParams)
+CPUGPU_KERNEL(pad_w16, CpugpuPadParams)
+
+/* offsets.cu (lengths type, then offsets type) */
+CPUGPU_KERNEL(offsets_single_i32_i32, CpugpuOffsetsParams)
+CPUGPU_KERNEL(offsets_single_i32_i64, CpugpuOffsetsParams)
+CPUGPU_KERNEL(offsets_single_i64_i32, CpugpuOffsetsParams)
+CPUGPU_KERNEL(offsets_single_i64_i64, CpugpuOffsetsParams)
+CPUGPU_KERNEL(offsets_reduce_i32, CpugpuOffsetsParams)
+CPUGPU_KERNEL(offsets_reduce_i64, CpugpuOffsetsParams)
+CPUGPU_KERNEL(offsets_scan_tiles, CpugpuOffsetsParams)
+CPUGPU_KERNEL(offsets_downsweep_i32_i32, CpugpuOffsetsParams)
+CPUGPU_KERNEL(offsets_downsweep_i32_i64, CpugpuOffsetsParams)
+CPUGPU_KERNEL(offsets_downsweep_i64_i32, CpugpuOffsetsParams)
+CPUGPU_KERNEL(offsets_downsweep_i64_i64, CpugpuOffsetsParams)
+
+/* batched_copy.cu (flatten writes offsets of type i32/i64; split does not) */
+CPUGPU_KERNEL(flatten_w1_i32, CpugpuBatchedCopyParams)
+CPUGPU_KERNEL(flatten_w2_i32, CpugpuBatchedCopyParams)
+CPUGPU_KERNEL(flatten_w4_i32, CpugpuBatchedCopyParams)
+CPUGPU_KERNEL(flatten_w8_i32, CpugpuBatchedCopyParams)
+CPUGPU_KERNEL(flatten_w16_i32, CpugpuBatchedCopyParams)
+CPUGPU_KERNEL(flatten_w1_i64, CpugpuBatchedCopyParams)
+CPUGPU_KERNEL(flatten_w2_i64, CpugpuBatchedCopyParams)
+CPUGPU_KERNEL(flatten_w4_i64, CpugpuBatchedCopyParams)
+CPUGPU_KERNEL(flatten_w8_i64, CpugpuBatchedCopyParams)
+CPUGPU_KERNEL(flatten_w16_i64, CpugpuBatchedCopyParams)
+CPUGPU_KERNEL(split_copy_w1, CpugpuBatchedCopyParams)
+CPUGPU_KERNEL(split_copy_w2, CpugpuBatchedCopyParams)
+CPUGPU_KERNEL(split_copy_w4, CpugpuBatchedCopyParams)
+CPUGPU_KERNEL(split_copy_w8, CpugpuBatchedCopyParams)
+CPUGPU_KERNEL(split_copy_w16, CpugpuBatchedCopyParams)
+
+/* test_only/canary.cu: deliberately broken, emulator builds only */
+CPUGPU_TEST_KERNEL(canary_read_past_end, CpugpuCanaryParams)
+CPUGPU_TEST_KERNEL(canary_shared_race, CpugpuCanaryParams)
+CPUGPU_TEST_KERNEL(canary_divergent_barrier, CpugpuCanaryParams)
+/* test_only/emu_selftest.cu: the emulator's own primitives */
+CPUGPU_TEST_KERNEL(emu_selftest_warp_ops, CpugpuCanaryParams)
