@@ -44,9 +44,17 @@ __device__ __forceinline__ long long total_threads() {
 // the unit's bytes are the pattern's bytes at (unit * V) mod 16.
 template <int V>
 __device__ __forceinline__ typename Unit<V>::type fill_unit(const uint64_t* fill, long long unit) {
-    const unsigned char* pattern = reinterpret_cast<const unsigned char*>(fill);
     typename Unit<V>::type u;
-    memcpy(&u, pattern + ((unit * V) & 15), V);
+    const uint64_t lo = fill[0];
+    const uint64_t hi = fill[1];
+    if constexpr (V == 16) {
+        const uint64_t both[2] = {lo, hi};
+        memcpy(&u, both, 16);
+    } else {
+        const unsigned off = static_cast<unsigned>((unit * V) & 15);
+        const uint64_t word = (off < 8 ? lo : hi) >> ((off & 7) * 8);
+        memcpy(&u, &word, V);
+    }
     return u;
 }
 
