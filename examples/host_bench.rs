@@ -1,0 +1,347 @@
+//! Host-backend workload benchmark: the issue's workloads, one JSON object per line.
+//!
+//! ```text
+//! cargo run --release --example host_bench [-- --quick] [-- --op NAME]
+//! ```
+//!
+//! Each line is `{"op": "<name>", "bytes": <bytes>, "median_s": <seconds>, ...}` followed by the
+//! extra fields `runs`, `min_s` and `threads` (rayon's pool size). `benches/compare_numpy.py`
+//! runs the same workloads in numpy and compares.
+//!
+//! `bytes` is the number of bytes of *output* the op writes per run (not read + written), so
+//! `bytes / median_s` is the output bandwidth and is comparable with `memcpy`'s:
+//! - `memcpy`, `gather_rows`, `scatter_rows`: the 64 MiB of rows written;
+//! - `memcpy_par` (extra, not an issue workload): the same 64 MiB copy split over rayon's pool
+//!   in 256 KiB chunks, the multi-threaded bandwidth ceiling (`memcpy` is one thread);
+//! - `pad_to_multiple`: the whole padded destination (data rows plus fill rows);
+//! - `offsets`: the `n + 1` i64 offsets;
+//! - `flatten`: the flattened f32 buffer plus its `n + 1` i64 offsets;
+//! - `split`: nothing is copied (the segments are views), so `bytes` is the size of the data
+//!   the views cover, a nominal figure for the table only;
+//! - `gather_small`: the 256 KiB of rows written.
+//!
+//! Timing: warm-up runs (at least 3 and 0.1 s), then timed runs until there are at least 15 runs
+//! *and* 1 s has passed (`--quick`: 5 runs and 0.2 s), stopping early after 5 s once 5 runs are
+//! in (slow ops), and at 100,000 runs (tiny ops). The median of the per-run wall times is
+//! reported. All data is generated from fixed seeds.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use cpugpu::{host, GatherPolicy, ScatterPolicy};
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
+const OPS: [&str; 9] = [
+    "memcpy",
+    "memcpy_par",
+    "gather_rows",
+    "scatter_rows",
+    "pad_to_multiple",
+    "offsets",
+    "flatten",
+    "split",
+    "gather_small",
+];
+
+/// Row width (f32 elements) of the row workloads: 16 f32 = 64 bytes.
+const COLS: usize = 16;
+/// Rows of the large row workloads.
+const ROWS: usize = 1_048_576;
+/// Rows of `pad_to_multiple`'s input (padded to a multiple of `PAD_MULTIPLE`).
+const PAD_ROWS: usize = 1_048_573;
+const PAD_MULTIPLE: usize = 64;
+/// Lengths in the `offsets` workload.
+const OFFSETS_N: usize = 4_194_304;
+/// Arrays in the `flatten` / `split` workloads, each of 1..=FLATTEN_MAX_LEN elements.
+const FLATTEN_N: usize = 8_192;
+const FLATTEN_MAX_LEN: usize = 511;
+/// Rows (source and gathered) of the `gather_small` workload.
+const SMALL_ROWS: usize = 4_096;
+
+struct Config {
+    warm_runs: usize,
+    warm_time: Duration,
+    min_runs: usize,
+    min_time: Duration,
+    max_time: Duration,
+    max_runs: usize,
+}
+
+struct Stats {
+    median_s: f64,
+    min_s: f64,
+    runs: usize,
+}
+
+fn time_it<F: FnMut()>(cfg: &Config, mut f: F) -> Stats {
+    let start = Instant::now();
+    let mut n = 0;
+    while n < cfg.warm_runs || start.elapsed() < cfg.warm_time {
+        f();
+        n += 1;
+        if n >= 1000 {
+            break;
+        }
+    }
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    loop {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed().as_secs_f64());
+        let elapsed = start.elapsed();
+        let enough = samples.len() >= cfg.min_runs && elapsed >= cfg.min_time;
+        let slow = samples.len() >= 5 && elapsed >= cfg.max_time;
+        if enough || slow || samples.len() >= cfg.max_runs {
+            break;
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    let mid = samples.len() / 2;
+    let median_s = if samples.len() % 2 == 1 {
+        samples[mid]
+    } else {
+        (samples[mid - 1] + samples[mid]) / 2.0
+    };
+    Stats {
+        median_s,
+        min_s: samples[0],
+        runs: samples.len(),
+    }
+}
+
+fn report(op: &str, bytes: usize, s: &Stats) {
+    println!(
+        "{{\"op\": \"{op}\", \"bytes\": {bytes}, \"median_s\": {:e}, \"runs\": {}, \"min_s\": {:e}, \"threads\": {}}}",
+        s.median_s,
+        s.runs,
+        s.min_s,
+        rayon::current_num_threads()
+    );
+}
+
+fn random_f32(rng: &mut SmallRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.gen::<f32>()).collect()
+}
+
+fn permutation(rng: &mut SmallRng, n: usize) -> Vec<i64> {
+    let mut idx: Vec<i64> = (0..n)
+        .map(|i| i64::try_from(i).expect("row index fits i64"))
+        .collect();
+    idx.shuffle(rng);
+    idx
+}
+
+fn ragged_arrays(rng: &mut SmallRng) -> Vec<Vec<f32>> {
+    (0..FLATTEN_N)
+        .map(|_| {
+            let len = rng.gen_range(1..=FLATTEN_MAX_LEN);
+            random_f32(rng, len)
+        })
+        .collect()
+}
+
+fn run_op(op: &str, cfg: &Config) {
+    let f32_bytes = std::mem::size_of::<f32>();
+    let i64_bytes = std::mem::size_of::<i64>();
+    match op {
+        "memcpy" => {
+            let mut rng = SmallRng::seed_from_u64(1);
+            let src = random_f32(&mut rng, ROWS * COLS);
+            let mut dst = vec![0f32; src.len()];
+            let s = time_it(cfg, || {
+                dst.copy_from_slice(black_box(&src));
+                black_box(&mut dst);
+            });
+            report(op, dst.len() * f32_bytes, &s);
+        }
+        "memcpy_par" => {
+            let mut rng = SmallRng::seed_from_u64(1);
+            let src = random_f32(&mut rng, ROWS * COLS);
+            let mut dst = vec![0f32; src.len()];
+            let chunk = 256 * 1024 / f32_bytes;
+            let s = time_it(cfg, || {
+                dst.par_chunks_mut(chunk)
+                    .zip(black_box(&src).par_chunks(chunk))
+                    .for_each(|(d, s)| d.copy_from_slice(s));
+                black_box(&mut dst);
+            });
+            report(op, dst.len() * f32_bytes, &s);
+        }
+        "gather_rows" => {
+            let mut rng = SmallRng::seed_from_u64(2);
+            let src = random_f32(&mut rng, ROWS * COLS);
+            let idx = permutation(&mut rng, ROWS);
+            let mut dst = vec![0f32; idx.len() * COLS];
+            let s = time_it(cfg, || {
+                host::gather_rows_into(
+                    black_box(&src),
+                    &[ROWS, COLS],
+                    black_box(&idx),
+                    &mut dst,
+                    GatherPolicy::Checked,
+                )
+                .expect("gather_rows_into");
+                black_box(&mut dst);
+            });
+            report(op, dst.len() * f32_bytes, &s);
+        }
+        "scatter_rows" => {
+            let mut rng = SmallRng::seed_from_u64(3);
+            let src = random_f32(&mut rng, ROWS * COLS);
+            let idx = permutation(&mut rng, ROWS);
+            let mut dst = vec![0f32; ROWS * COLS];
+            let s = time_it(cfg, || {
+                host::scatter_rows_into(
+                    black_box(&src),
+                    black_box(&idx),
+                    &mut dst,
+                    &[ROWS, COLS],
+                    ScatterPolicy::Checked,
+                )
+                .expect("scatter_rows_into");
+                black_box(&mut dst);
+            });
+            report(op, idx.len() * COLS * f32_bytes, &s);
+        }
+        "pad_to_multiple" => {
+            let mut rng = SmallRng::seed_from_u64(4);
+            let src = random_f32(&mut rng, PAD_ROWS * COLS);
+            let padded_rows = PAD_ROWS.div_ceil(PAD_MULTIPLE) * PAD_MULTIPLE;
+            let mut dst = vec![0f32; padded_rows * COLS];
+            let s = time_it(cfg, || {
+                let shape = host::pad_to_multiple_into(
+                    black_box(&src),
+                    &[PAD_ROWS, COLS],
+                    0,
+                    PAD_MULTIPLE,
+                    0.0f32,
+                    &mut dst,
+                )
+                .expect("pad_to_multiple_into");
+                black_box(shape);
+                black_box(&mut dst);
+            });
+            report(op, dst.len() * f32_bytes, &s);
+        }
+        "offsets" => {
+            let mut rng = SmallRng::seed_from_u64(5);
+            let lengths: Vec<i64> = (0..OFFSETS_N).map(|_| rng.gen_range(1..=511)).collect();
+            let mut offsets = vec![0i64; OFFSETS_N + 1];
+            let s = time_it(cfg, || {
+                host::prefix_sum_offsets_into(black_box(&lengths), &mut offsets)
+                    .expect("prefix_sum_offsets_into");
+                black_box(&mut offsets);
+            });
+            report(op, offsets.len() * i64_bytes, &s);
+        }
+        "flatten" => {
+            let mut rng = SmallRng::seed_from_u64(6);
+            let arrays = ragged_arrays(&mut rng);
+            let total: usize = arrays.iter().map(Vec::len).sum();
+            let mut dst = vec![0f32; total];
+            let mut offsets = vec![0i64; FLATTEN_N + 1];
+            let s = time_it(cfg, || {
+                host::flatten_into(black_box(&arrays), &mut dst, &mut offsets)
+                    .expect("flatten_into");
+                black_box(&mut dst);
+                black_box(&mut offsets);
+            });
+            report(op, total * f32_bytes + offsets.len() * i64_bytes, &s);
+        }
+        "split" => {
+            let mut rng = SmallRng::seed_from_u64(6);
+            let arrays = ragged_arrays(&mut rng);
+            let (data, offsets): (Vec<f32>, Vec<i64>) =
+                host::flatten(&arrays).expect("flatten for split");
+            let s = time_it(cfg, || {
+                let segs = host::split(black_box(&data), black_box(&offsets)).expect("split");
+                let mut touched = 0usize;
+                for seg in segs.iter() {
+                    touched += black_box(seg).len();
+                }
+                black_box(touched);
+            });
+            report(op, data.len() * f32_bytes, &s);
+        }
+        "gather_small" => {
+            let mut rng = SmallRng::seed_from_u64(8);
+            let src = random_f32(&mut rng, SMALL_ROWS * COLS);
+            let hi = i64::try_from(SMALL_ROWS).expect("fits i64");
+            let idx: Vec<i64> = (0..SMALL_ROWS).map(|_| rng.gen_range(0..hi)).collect();
+            let mut dst = vec![0f32; idx.len() * COLS];
+            let s = time_it(cfg, || {
+                host::gather_rows_into(
+                    black_box(&src),
+                    &[SMALL_ROWS, COLS],
+                    black_box(&idx),
+                    &mut dst,
+                    GatherPolicy::Checked,
+                )
+                .expect("gather_rows_into");
+                black_box(&mut dst);
+            });
+            report(op, dst.len() * f32_bytes, &s);
+        }
+        _ => unreachable!("op names are checked in main"),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: host_bench [--quick] [--op NAME]\n  NAME: one of {}",
+        OPS.join(", ")
+    );
+    std::process::exit(2);
+}
+
+fn main() {
+    let mut quick = false;
+    let mut only: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--op" => match args.next() {
+                Some(name) if OPS.contains(&name.as_str()) => only = Some(name),
+                Some(name) => {
+                    eprintln!("host_bench: unknown op {name:?}");
+                    usage();
+                }
+                None => usage(),
+            },
+            "-h" | "--help" => usage(),
+            other => {
+                eprintln!("host_bench: unknown argument {other:?}");
+                usage();
+            }
+        }
+    }
+    let cfg = if quick {
+        Config {
+            warm_runs: 1,
+            warm_time: Duration::from_millis(20),
+            min_runs: 5,
+            min_time: Duration::from_millis(200),
+            max_time: Duration::from_secs(2),
+            max_runs: 20_000,
+        }
+    } else {
+        Config {
+            warm_runs: 3,
+            warm_time: Duration::from_millis(100),
+            min_runs: 15,
+            min_time: Duration::from_secs(1),
+            max_time: Duration::from_secs(5),
+            max_runs: 100_000,
+        }
+    };
+    for op in OPS {
+        if only.as_deref().map_or(true, |o| o == op) {
+            run_op(op, &cfg);
+        }
+    }
+}
