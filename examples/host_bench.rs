@@ -340,7 +340,7 @@ fn main() {
         }
     };
     for op in OPS {
-        if only.as_deref().map_or(true, |o| o == op) {
+        if only.as_deref().is_none_or(|o| o == op) {
             run_op(op, &cfg);
         }
     }

@@ -130,7 +130,7 @@ fn skewed_for<T: Element>() {
 
     // Huge first and last, thousands of empty arrays between.
     let mut lens = vec![2 * chunk + 1];
-    lens.extend(std::iter::repeat(0).take(3_000));
+    lens.extend(std::iter::repeat_n(0, 3_000));
     lens.push(chunk - 1);
     let arrays = arrays_of::<T>(&mut r, &lens);
     check::<T, i64>(&arrays, "huge, empties, huge");

@@ -69,7 +69,7 @@ pub(crate) fn i64_of(v: usize) -> i64 {
 pub(crate) fn access_width(bytes: usize, addrs: &[usize]) -> usize {
     [16usize, 8, 4, 2]
         .into_iter()
-        .find(|&v| bytes % v == 0 && addrs.iter().all(|a| a % v == 0))
+        .find(|&v| bytes.is_multiple_of(v) && addrs.iter().all(|a| a % v == 0))
         .unwrap_or(1)
 }
 
@@ -107,7 +107,7 @@ pub(crate) fn copy_policy(
     cc: Option<(u32, u32)>,
 ) -> CopyPolicy {
     let _ = cc;
-    debug_assert!(chunk_bytes % elem_width.max(1) == 0);
+    debug_assert!(chunk_bytes.is_multiple_of(elem_width.max(1)));
     let access_width = access_width(chunk_bytes, addrs);
     CopyPolicy {
         block_threads: BLOCK_THREADS,

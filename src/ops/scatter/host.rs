@@ -35,17 +35,53 @@ fn scatter_range<T: Element, I: Index>(
     else {
         return;
     };
-    for (s, &idx) in src.chunks_exact(row_len).zip(indices) {
-        let v = idx.to_i64();
-        // Rows outside this range belong to another task; negative indices (kept only under
-        // `NegativeSkip`) are below every range, as `lo >= 0`.
-        if v < lo || v >= hi {
-            continue;
+    let (s, d): (&[u8], &mut [u8]) = (bytemuck::cast_slice(src), bytemuck::cast_slice_mut(dst));
+    match row_len * std::mem::size_of::<T>() {
+        4 => scatter_fixed::<4, I>(s, indices, d, lo, hi),
+        8 => scatter_fixed::<8, I>(s, indices, d, lo, hi),
+        16 => scatter_fixed::<16, I>(s, indices, d, lo, hi),
+        32 => scatter_fixed::<32, I>(s, indices, d, lo, hi),
+        64 => scatter_fixed::<64, I>(s, indices, d, lo, hi),
+        128 => scatter_fixed::<128, I>(s, indices, d, lo, hi),
+        256 => scatter_fixed::<256, I>(s, indices, d, lo, hi),
+        _ => {
+            for (s, &idx) in src.chunks_exact(row_len).zip(indices) {
+                if let Some(r) = local_row(idx, lo, hi) {
+                    dst[r * row_len..][..row_len].copy_from_slice(s);
+                }
+            }
         }
-        let Ok(r) = usize::try_from(v - lo) else {
-            continue;
-        };
-        dst[r * row_len..][..row_len].copy_from_slice(s);
+    }
+}
+
+/// The row of this task's range that `idx` names, if any. Rows outside `lo..hi` belong to
+/// another task; negative indices (kept only under `NegativeSkip`) are below every range, as
+/// `lo >= 0`.
+#[inline(always)]
+fn local_row<I: Index>(idx: I, lo: i64, hi: i64) -> Option<usize> {
+    let v = idx.to_i64();
+    if v < lo || v >= hi {
+        return None;
+    }
+    usize::try_from(v - lo).ok()
+}
+
+/// [`scatter_range`] for rows of exactly `N` bytes, moved as fixed-size arrays (a few vector
+/// moves instead of a `memcpy` call per row).
+#[inline]
+fn scatter_fixed<const N: usize, I: Index>(
+    src: &[u8],
+    indices: &[I],
+    dst: &mut [u8],
+    lo: i64,
+    hi: i64,
+) {
+    let (src_rows, _) = src.as_chunks::<N>();
+    let (dst_rows, _) = dst.as_chunks_mut::<N>();
+    for (s, &idx) in src_rows.iter().zip(indices) {
+        if let Some(r) = local_row(idx, lo, hi) {
+            dst_rows[r] = *s;
+        }
     }
 }
 
