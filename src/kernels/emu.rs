@@ -26,7 +26,9 @@ use super::abi::{self, *};
 use super::launch::{self, i64_of, LaunchConfig, ScanPlan};
 use super::Kernel;
 use crate::element::width_of;
-use crate::ops::pad::padded_shape;
+use crate::ops::gather::{self, GatherArgs};
+use crate::ops::pad;
+use crate::ops::scatter::{self, ScatterArgs};
 use crate::{Element, Error, GatherPolicy, Index, Offset, Op, Result, ScatterPolicy, Shape};
 
 pub use crate::host::Padded;
@@ -128,24 +130,11 @@ pub fn gather_rows_into<T: Element, I: Index>(
 ) -> Result<()> {
     let w = width_of::<T>();
     let op = Op::GatherRows;
-    let shape = Shape::for_op(op, src_shape)?;
-    if src.len() != shape.numel() {
-        return Err(Error::LengthMismatch {
-            op,
-            what: "src.len()",
-            expected: shape.numel(),
-            actual: src.len(),
-        });
-    }
-    let row_len = shape.row_len();
-    let rows = shape.rows();
-    let dst_len = indices
-        .len()
-        .checked_mul(row_len)
-        .ok_or(Error::SizeOverflow {
-            op,
-            what: "indices.len() * row_len",
-        })?;
+    let GatherArgs {
+        rows,
+        row_len,
+        dst_len,
+    } = gather::check_args(src.len(), src_shape, indices.len())?;
     let (allow_negative, fill) = match policy {
         GatherPolicy::Checked => (false, T::zeroed()),
         GatherPolicy::NegativeFill(v) => (true, v),
@@ -230,32 +219,9 @@ pub fn scatter_rows_into<T: Element, I: Index>(
 ) -> Result<()> {
     let w = width_of::<T>();
     let op = Op::ScatterRows;
-    let shape = Shape::for_op(op, dst_shape)?;
-    if dst.len() != shape.numel() {
-        return Err(Error::LengthMismatch {
-            op,
-            what: "dst.len()",
-            expected: shape.numel(),
-            actual: dst.len(),
-        });
-    }
-    let row_len = shape.row_len();
-    let src_len = indices
-        .len()
-        .checked_mul(row_len)
-        .ok_or(Error::SizeOverflow {
-            op,
-            what: "indices.len() * row_len",
-        })?;
-    if src.len() != src_len {
-        return Err(Error::LengthMismatch {
-            op,
-            what: "src.len()",
-            expected: src_len,
-            actual: src.len(),
-        });
-    }
-    let rows = shape.rows();
+    let ScatterArgs { rows, row_len } =
+        scatter::check_args(src.len(), indices.len(), dst.len(), dst_shape)?;
+    let src_len = src.len();
     let allow_negative = matches!(policy, ScatterPolicy::NegativeSkip);
     let mut error = abi::NO_ERROR;
     if src_len == 0 {
@@ -321,25 +287,7 @@ pub fn pad_to_multiple_into<T: Element>(
     dst: &mut [T],
 ) -> Result<Shape> {
     let w = width_of::<T>();
-    let op = Op::PadToMultiple;
-    let s = Shape::for_op(op, shape)?;
-    if src.len() != s.numel() {
-        return Err(Error::LengthMismatch {
-            op,
-            what: "src.len()",
-            expected: s.numel(),
-            actual: src.len(),
-        });
-    }
-    let padded = padded_shape(&s, axis, multiple)?;
-    if dst.len() != padded.numel() {
-        return Err(Error::LengthMismatch {
-            op,
-            what: "dst.len()",
-            expected: padded.numel(),
-            actual: dst.len(),
-        });
-    }
+    let (s, padded) = pad::check_args(src.len(), shape, axis, multiple, Some(dst.len()))?;
     if dst.is_empty() {
         return Ok(padded);
     }
@@ -389,16 +337,7 @@ pub fn pad_to_multiple<'a, T: Element>(
 ) -> Result<Padded<'a, T>> {
     width_of::<T>();
     let op = Op::PadToMultiple;
-    let s = Shape::for_op(op, shape)?;
-    if src.len() != s.numel() {
-        return Err(Error::LengthMismatch {
-            op,
-            what: "src.len()",
-            expected: s.numel(),
-            actual: src.len(),
-        });
-    }
-    let padded = padded_shape(&s, axis, multiple)?;
+    let (s, padded) = pad::check_args(src.len(), shape, axis, multiple, None)?;
     if padded == s {
         return Ok(Padded {
             data: Cow::Borrowed(src),

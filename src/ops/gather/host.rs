@@ -7,9 +7,10 @@
 //! source, so there is no data race for any input.
 use rayon::prelude::*;
 
+use super::{check_args, GatherArgs};
 use crate::element::width_of;
 use crate::ops::{chunk_elems, first_bad_index, use_par, PAR_CHUNK_BYTES};
-use crate::{Element, Error, GatherPolicy, Index, Op, Result, Shape};
+use crate::{Element, Error, GatherPolicy, Index, Op, Result};
 
 const OP: Op = Op::GatherRows;
 
@@ -28,30 +29,18 @@ fn plan<T: Element, I: Index>(
     indices: &[I],
     policy: GatherPolicy<T>,
 ) -> Result<Plan> {
-    let shape = Shape::for_op(OP, src_shape)?;
-    if src.len() != shape.numel() {
-        return Err(Error::LengthMismatch {
-            op: OP,
-            what: "src.len()",
-            expected: shape.numel(),
-            actual: src.len(),
-        });
-    }
-    let row_len = shape.row_len();
-    let dst_len = indices
-        .len()
-        .checked_mul(row_len)
-        .ok_or(Error::SizeOverflow {
-            op: OP,
-            what: "indices.len() * row_len",
-        })?;
+    let GatherArgs {
+        rows,
+        row_len,
+        dst_len,
+    } = check_args(src.len(), src_shape, indices.len())?;
     let allow_negative = matches!(policy, GatherPolicy::NegativeFill(_));
-    if let Some((position, index)) = first_bad_index(indices, shape.rows(), allow_negative) {
+    if let Some((position, index)) = first_bad_index(indices, rows, allow_negative) {
         return Err(Error::IndexOutOfBounds {
             op: OP,
             position,
             index,
-            bound: shape.rows(),
+            bound: rows,
         });
     }
     Ok(Plan { row_len, dst_len })

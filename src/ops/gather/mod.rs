@@ -7,6 +7,47 @@ use crate::element::{width_of, Element, Index};
 use crate::error::{Error, Op, Result};
 use crate::memory::{DeviceBuffer, DeviceView, DeviceViewMut};
 use crate::ops::GatherPolicy;
+use crate::shape::Shape;
+
+/// What every backend knows once a gather's arguments are checked.
+pub(crate) struct GatherArgs {
+    /// Rows of the source (the index bound).
+    pub rows: usize,
+    /// Elements per row.
+    pub row_len: usize,
+    /// Elements the destination must hold: `indices.len() * row_len`.
+    pub dst_len: usize,
+}
+
+/// The argument checks every backend makes before it looks at an index: the source shape, the
+/// source length and the destination size. (The destination's length is checked after the
+/// indices, so a bad index is reported first on every backend.)
+pub(crate) fn check_args(
+    src_len: usize,
+    src_shape: &[usize],
+    n_indices: usize,
+) -> Result<GatherArgs> {
+    let op = Op::GatherRows;
+    let shape = Shape::for_op(op, src_shape)?;
+    if src_len != shape.numel() {
+        return Err(Error::LengthMismatch {
+            op,
+            what: "src.len()",
+            expected: shape.numel(),
+            actual: src_len,
+        });
+    }
+    let row_len = shape.row_len();
+    let dst_len = n_indices.checked_mul(row_len).ok_or(Error::SizeOverflow {
+        op,
+        what: "indices.len() * row_len",
+    })?;
+    Ok(GatherArgs {
+        rows: shape.rows(),
+        row_len,
+        dst_len,
+    })
+}
 
 impl Device {
     /// Gathers rows of `src` (axis 0) into `dst`, whose shape must be `src`'s with axis 0 set to

@@ -8,11 +8,11 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use super::padded_shape;
+use super::check_args;
 use crate::element::width_of;
 use crate::memory::zeroed_vec;
 use crate::ops::{par_copy, par_fill, use_par};
-use crate::{Element, Error, Op, Result, Shape};
+use crate::{Element, Op, Result, Shape};
 
 const OP: Op = Op::PadToMultiple;
 
@@ -23,21 +23,6 @@ pub struct Padded<'a, T: Clone> {
     pub data: Cow<'a, [T]>,
     /// The padded shape.
     pub shape: Shape,
-}
-
-/// Validates `src` against `shape` and returns (input shape, padded shape).
-fn plan<T>(src: &[T], shape: &[usize], axis: usize, multiple: usize) -> Result<(Shape, Shape)> {
-    let shape = Shape::for_op(OP, shape)?;
-    if src.len() != shape.numel() {
-        return Err(Error::LengthMismatch {
-            op: OP,
-            what: "src.len()",
-            expected: shape.numel(),
-            actual: src.len(),
-        });
-    }
-    let padded = padded_shape(&shape, axis, multiple)?;
-    Ok((shape, padded))
 }
 
 /// The copy and fill, after validation; `dst.len() == padded.numel()`.
@@ -109,7 +94,7 @@ pub fn pad_to_multiple<'a, T: Element>(
     fill: T,
 ) -> Result<Padded<'a, T>> {
     width_of::<T>();
-    let (shape, padded) = plan(src, shape, axis, multiple)?;
+    let (shape, padded) = check_args(src.len(), shape, axis, multiple, None)?;
     if padded == shape {
         return Ok(Padded {
             data: Cow::Borrowed(src),
@@ -149,15 +134,7 @@ pub fn pad_to_multiple_into<T: Element>(
     dst: &mut [T],
 ) -> Result<Shape> {
     width_of::<T>();
-    let (shape, padded) = plan(src, shape, axis, multiple)?;
-    if dst.len() != padded.numel() {
-        return Err(Error::LengthMismatch {
-            op: OP,
-            what: "dst.len()",
-            expected: padded.numel(),
-            actual: dst.len(),
-        });
-    }
+    let (shape, padded) = check_args(src.len(), shape, axis, multiple, Some(dst.len()))?;
     pad_validated(src, &shape, &padded, axis, fill, dst);
     Ok(padded)
 }

@@ -10,6 +10,37 @@ use crate::error::{Error, Op, Result};
 use crate::memory::{DeviceBuffer, DeviceView, DeviceViewMut};
 use crate::shape::Shape;
 
+/// The argument checks every backend makes: the shape, the source length, the axis and the
+/// multiple, and, when a destination is given, its length. Returns (input shape, padded shape).
+pub(crate) fn check_args(
+    src_len: usize,
+    shape: &[usize],
+    axis: usize,
+    multiple: usize,
+    dst_len: Option<usize>,
+) -> Result<(Shape, Shape)> {
+    let op = Op::PadToMultiple;
+    let shape = Shape::for_op(op, shape)?;
+    if src_len != shape.numel() {
+        return Err(Error::LengthMismatch {
+            op,
+            what: "src.len()",
+            expected: shape.numel(),
+            actual: src_len,
+        });
+    }
+    let padded = padded_shape(&shape, axis, multiple)?;
+    match dst_len {
+        Some(actual) if actual != padded.numel() => Err(Error::LengthMismatch {
+            op,
+            what: "dst.len()",
+            expected: padded.numel(),
+            actual,
+        }),
+        _ => Ok((shape, padded)),
+    }
+}
+
 /// `shape` with `axis` rounded up to the next multiple of `multiple`.
 pub(crate) fn padded_shape(shape: &Shape, axis: usize, multiple: usize) -> Result<Shape> {
     let op = Op::PadToMultiple;

@@ -11,9 +11,10 @@
 //! index array, so the number of ranges follows the thread count rather than the data size.
 use rayon::prelude::*;
 
+use super::{check_args, ScatterArgs};
 use crate::element::width_of;
 use crate::ops::{first_bad_index, use_par};
-use crate::{Element, Error, Index, Op, Result, ScatterPolicy, Shape};
+use crate::{Element, Error, Index, Op, Result, ScatterPolicy};
 
 const OP: Op = Op::ScatterRows;
 
@@ -127,32 +128,7 @@ pub fn scatter_rows_into<T: Element, I: Index>(
     policy: ScatterPolicy,
 ) -> Result<()> {
     width_of::<T>();
-    let shape = Shape::for_op(OP, dst_shape)?;
-    if dst.len() != shape.numel() {
-        return Err(Error::LengthMismatch {
-            op: OP,
-            what: "dst.len()",
-            expected: shape.numel(),
-            actual: dst.len(),
-        });
-    }
-    let row_len = shape.row_len();
-    let src_len = indices
-        .len()
-        .checked_mul(row_len)
-        .ok_or(Error::SizeOverflow {
-            op: OP,
-            what: "indices.len() * row_len",
-        })?;
-    if src.len() != src_len {
-        return Err(Error::LengthMismatch {
-            op: OP,
-            what: "src.len()",
-            expected: src_len,
-            actual: src.len(),
-        });
-    }
-    let rows = shape.rows();
+    let ScatterArgs { rows, row_len } = check_args(src.len(), indices.len(), dst.len(), dst_shape)?;
     let allow_negative = matches!(policy, ScatterPolicy::NegativeSkip);
     if let Some((position, index)) = first_bad_index(indices, rows, allow_negative) {
         return Err(Error::IndexOutOfBounds {

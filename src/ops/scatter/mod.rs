@@ -7,6 +7,52 @@ use crate::element::{width_of, Element, Index};
 use crate::error::{Error, Op, Result};
 use crate::memory::{DeviceView, DeviceViewMut};
 use crate::ops::ScatterPolicy;
+use crate::shape::Shape;
+
+/// What every backend knows once a scatter's arguments are checked.
+pub(crate) struct ScatterArgs {
+    /// Rows of the destination (the index bound).
+    pub rows: usize,
+    /// Elements per row.
+    pub row_len: usize,
+}
+
+/// The argument checks every backend makes before it looks at an index: the destination shape
+/// and length, and the source length (`indices.len() * row_len`).
+pub(crate) fn check_args(
+    src_len: usize,
+    n_indices: usize,
+    dst_len: usize,
+    dst_shape: &[usize],
+) -> Result<ScatterArgs> {
+    let op = Op::ScatterRows;
+    let shape = Shape::for_op(op, dst_shape)?;
+    if dst_len != shape.numel() {
+        return Err(Error::LengthMismatch {
+            op,
+            what: "dst.len()",
+            expected: shape.numel(),
+            actual: dst_len,
+        });
+    }
+    let row_len = shape.row_len();
+    let expected = n_indices.checked_mul(row_len).ok_or(Error::SizeOverflow {
+        op,
+        what: "indices.len() * row_len",
+    })?;
+    if src_len != expected {
+        return Err(Error::LengthMismatch {
+            op,
+            what: "src.len()",
+            expected,
+            actual: src_len,
+        });
+    }
+    Ok(ScatterArgs {
+        rows: shape.rows(),
+        row_len,
+    })
+}
 
 impl Device {
     /// Scatters the rows of `src` into `dst` at `indices`; `src`'s shape must be `dst`'s with
