@@ -322,3 +322,17 @@ fn flatten_empty_list_and_split_errors() {
         "{err:?}"
     );
 }
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Device>();
+    send_sync::<cpugpu::DeviceBuffer<f32>>();
+    send_sync::<cpugpu::CpuGpuBuffer<half::bf16>>();
+    send_sync::<cpugpu::UvaBufferPool>();
+    send_sync::<cpugpu::PinnedMemoryManager>();
+    send_sync::<cpugpu::PinnedBuffer<u64>>();
+    send_sync::<Error>();
+    send::<cpugpu::PoolBuffer<i32>>();
+}
