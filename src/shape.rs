@@ -58,6 +58,14 @@ impl Shape {
             op,
             what: "the shape's element count",
         })?;
+        // With a zero extent the element count fits even when a row's does not
+        // ([0, 2^40, 2^40]); every row-based operation needs the row length, so it must fit too.
+        if dims.len() > 1 && checked_numel(&dims[1..]).is_none() {
+            return Err(Error::SizeOverflow {
+                op,
+                what: "the shape's row length",
+            });
+        }
         let mut inline = [0; Self::MAX_DIMS];
         inline[..dims.len()].copy_from_slice(dims);
         Ok(Shape {
@@ -96,7 +104,7 @@ impl Shape {
         if self.ndim == 0 {
             1
         } else {
-            // Cannot overflow: it divides into (or is a factor of) numel, which fit.
+            // Cannot overflow: `Shape::for_op` checked that the row length fits.
             self.dims[1..self.ndim].iter().product()
         }
     }

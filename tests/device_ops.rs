@@ -336,3 +336,28 @@ fn handles_are_send_and_sync() {
     send_sync::<Error>();
     send::<cpugpu::PoolBuffer<i32>>();
 }
+
+#[test]
+fn a_row_length_that_overflows_is_an_error_even_with_a_zero_extent() {
+    let big = 1usize << 40;
+    let err = Shape::new(&[0, big, big]).unwrap_err();
+    assert_eq!(
+        err,
+        Error::SizeOverflow {
+            op: Op::Allocate,
+            what: "the shape's row length"
+        }
+    );
+    let err =
+        host::gather_rows::<u8, i32>(&[], &[0, big, big], &[], GatherPolicy::Checked).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::SizeOverflow {
+                op: Op::GatherRows,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
