@@ -8,6 +8,7 @@
 //! On the host backend device memory is a second host allocation, and a view of a plain host
 //! slice ([`DeviceView::host`]) is a valid device view.
 
+use std::alloc::Layout;
 use std::fmt;
 use std::ops::{Deref, DerefMut, Range};
 
@@ -30,19 +31,76 @@ enum Storage<T> {
 }
 
 /// A `Vec` of `len` zeroed elements, or an allocation error naming `op`.
+///
+/// The memory comes from `alloc_zeroed` (calloc: large blocks are fresh zero pages, nothing is
+/// written), and blocks of [`HUGE_PAGE_MIN_BYTES`] or more are advised onto transparent huge
+/// pages before anything touches them, as numpy does for its arrays: the first writes then fault
+/// in 2 MiB pages instead of 4 KiB ones. Measured on the 2-core x86-64 VM of BENCHMARKS.md, the
+/// allocating `pad_to_multiple` of 1,048,573 x 16 f32 took 35.2 ms with a `Vec` zero-filled by
+/// `resize`, and 10.45 ms this way (`np.pad`: 13.7 ms).
 pub(crate) fn zeroed_vec<T: Element>(op: Op, len: usize) -> Result<Vec<T>> {
     let bytes = len
         .checked_mul(std::mem::size_of::<T>())
         .ok_or(Error::SizeOverflow {
             op,
-            what: "len * size_of::<T>()",
+            what: "the output's size in bytes",
         })?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(len)
-        .map_err(|_| Error::OutOfMemory { op, bytes })?;
-    v.resize(len, T::zeroed());
+    if bytes == 0 {
+        return Ok(vec![T::zeroed(); len]); // no allocation (len 0, or a zero-sized T)
+    }
+    let layout = Layout::array::<T>(len).map_err(|_| Error::SizeOverflow {
+        op,
+        what: "the output's size in bytes",
+    })?;
+    // SAFETY: the layout's size is `bytes` > 0.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if ptr.is_null() {
+        return Err(Error::OutOfMemory { op, bytes });
+    }
+    // SAFETY: `ptr` comes from the global allocator with `Layout::array::<T>(len)`, the layout a
+    // `Vec<T>` of capacity `len` uses, so the Vec may own and free it; all `len` elements are
+    // initialised, because an all-zero byte pattern is a valid `T` (`T: Pod` implies
+    // `Zeroable`).
+    let mut v = unsafe { Vec::from_raw_parts(ptr, len, len) };
+    if bytes >= HUGE_PAGE_MIN_BYTES {
+        advise_huge_pages(&mut v);
+    }
     Ok(v)
 }
+
+/// Allocations of at least this many bytes are advised onto transparent huge pages.
+pub(crate) const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
+
+/// Asks the kernel to back the 2 MiB-aligned part of `v` with huge pages (a hint; Linux only).
+#[cfg(target_os = "linux")]
+fn advise_huge_pages<T>(v: &mut [T]) {
+    extern "C" {
+        // From the C library std links on Linux: `int madvise(void *, size_t, int)`.
+        fn madvise(
+            addr: *mut std::ffi::c_void,
+            len: usize,
+            advice: std::ffi::c_int,
+        ) -> std::ffi::c_int;
+    }
+    const MADV_HUGEPAGE: std::ffi::c_int = 14;
+    const HUGE: usize = 2 << 20;
+    let start = v.as_mut_ptr() as usize;
+    let end = start + std::mem::size_of_val(v);
+    let (Some(a), b) = (start.checked_next_multiple_of(HUGE), end - end % HUGE) else {
+        return;
+    };
+    if b > a {
+        // SAFETY: `a..b` lies inside `v`'s allocation, which the `&mut` borrow gives us
+        // exclusively, and `a` is page-aligned as madvise requires. MADV_HUGEPAGE only hints
+        // which pages back the range; it never changes the memory's contents or mapping as the
+        // program sees it. The result is ignored on purpose: without transparent huge pages the
+        // call fails (EINVAL) and nothing changes.
+        unsafe { madvise(a as *mut std::ffi::c_void, b - a, MADV_HUGEPAGE) };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages<T>(_: &mut [T]) {}
 
 impl<T: Element> DeviceBuffer<T> {
     pub(crate) fn zeroed(device: &Device, shape: Shape) -> Result<Self> {

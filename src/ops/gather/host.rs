@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::{check_args, GatherArgs};
 use crate::element::width_of;
-use crate::ops::{chunk_elems, first_bad_index, use_par, PAR_CHUNK_BYTES};
+use crate::ops::{first_bad_index, use_par, PAR_CHUNK_BYTES};
 use crate::{Element, Error, GatherPolicy, Index, Op, Result};
 
 const OP: Op = Op::GatherRows;
@@ -222,30 +222,9 @@ pub fn gather_rows<T: Element, I: Index>(
 ) -> Result<Vec<T>> {
     width_of::<T>();
     let Plan { row_len, dst_len } = plan(src, src_shape, indices, policy)?;
-    let bytes = dst_len
-        .checked_mul(std::mem::size_of::<T>())
-        .ok_or(Error::SizeOverflow {
-            op: OP,
-            what: "the output's size in bytes",
-        })?;
-    let mut dst = Vec::new();
-    dst.try_reserve_exact(dst_len)
-        .map_err(|_| Error::OutOfMemory { op: OP, bytes })?;
-    // Zero-fill before gathering. Above the threshold the fill runs on the thread pool: a fresh
-    // allocation this large is page-faulted in by its first write, and faulting it in from every
-    // thread is what makes the fill cheap (about half the single-threaded cost measured for
-    // 1,048,576 x 16 f32). The indexed parallel iterator writes straight into the reserved
-    // capacity, so nothing reallocates.
-    if use_par(bytes) {
-        dst.par_extend(
-            (0..dst_len)
-                .into_par_iter()
-                .with_min_len(chunk_elems::<T>())
-                .map(|_| T::zeroed()),
-        );
-    } else {
-        dst.resize(dst_len, T::zeroed());
-    }
+    // Zeroed by the allocator (fresh pages, advised onto huge pages when large), so the gather
+    // is the first write to them.
+    let mut dst = crate::memory::zeroed_vec(OP, dst_len)?;
     // SAFETY: `plan` checked every index against the rows of `src` (`src.len() / row_len`).
     unsafe { gather_validated(src, row_len, indices, &mut dst, policy) };
     Ok(dst)
