@@ -295,7 +295,10 @@ def main():
             cpugpu_res = run_cpugpu(args.quick, None)
         else:
             # pad's bandwidth criterion needs this run's memcpy too.
-            extra = ["memcpy", "memcpy_par"] if args.op == "pad_to_multiple" else []
+            extra = {
+                "pad_to_multiple": ["memcpy", "memcpy_par", "pad_to_multiple_alloc"],
+                "gather_rows": ["gather_rows_alloc"],
+            }.get(args.op, [])
             for op in [args.op] + extra:
                 cpugpu_res.update(run_cpugpu(args.quick, op))
 
@@ -342,6 +345,14 @@ def main():
             print(
                 f"  and {gbps(pad) / gbps(mp):.0%} of a rayon-parallel memcpy ({gbps(mp):.2f} GB/s, "
                 f"{fmt_time(mp['median_s'])}; extra reference, not the issue's criterion)"
+            )
+    # cpugpu's allocating forms against the same (allocating) numpy calls: page faults included.
+    for alloc_op, base_op in (("gather_rows_alloc", "gather_rows"), ("pad_to_multiple_alloc", "pad_to_multiple")):
+        if alloc_op in cpugpu_res and base_op in numpy_res:
+            c, n = cpugpu_res[alloc_op], numpy_res[base_op]
+            print(
+                f"{alloc_op} (allocating form): cpugpu {fmt_time(c['median_s'])} vs numpy "
+                f"{fmt_time(n['median_s'])} ({n['call']}): {n['median_s'] / c['median_s']:.2f}x"
             )
     print("output bandwidth (bytes written / median):")
     for op in ops:

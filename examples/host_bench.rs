@@ -34,12 +34,14 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-const OPS: [&str; 9] = [
+const OPS: [&str; 11] = [
     "memcpy",
     "memcpy_par",
     "gather_rows",
+    "gather_rows_alloc",
     "scatter_rows",
     "pad_to_multiple",
+    "pad_to_multiple_alloc",
     "offsets",
     "flatten",
     "split",
@@ -189,6 +191,23 @@ fn run_op(op: &str, cfg: &Config) {
             });
             report(op, dst.len() * f32_bytes, &s);
         }
+        "gather_rows_alloc" => {
+            // The allocating form, as np.take allocates: includes page-faulting the output.
+            let mut rng = SmallRng::seed_from_u64(2);
+            let src = random_f32(&mut rng, ROWS * COLS);
+            let idx = permutation(&mut rng, ROWS);
+            let s = time_it(cfg, || {
+                let out = host::gather_rows(
+                    black_box(&src),
+                    &[ROWS, COLS],
+                    black_box(&idx),
+                    GatherPolicy::Checked,
+                )
+                .expect("gather_rows");
+                black_box(out);
+            });
+            report(op, idx.len() * COLS * f32_bytes, &s);
+        }
         "scatter_rows" => {
             let mut rng = SmallRng::seed_from_u64(3);
             let src = random_f32(&mut rng, ROWS * COLS);
@@ -226,6 +245,24 @@ fn run_op(op: &str, cfg: &Config) {
                 black_box(&mut dst);
             });
             report(op, dst.len() * f32_bytes, &s);
+        }
+        "pad_to_multiple_alloc" => {
+            // The allocating form, as np.pad allocates: includes page-faulting the output.
+            let mut rng = SmallRng::seed_from_u64(4);
+            let src = random_f32(&mut rng, PAD_ROWS * COLS);
+            let padded_rows = PAD_ROWS.div_ceil(PAD_MULTIPLE) * PAD_MULTIPLE;
+            let s = time_it(cfg, || {
+                let out = host::pad_to_multiple(
+                    black_box(&src),
+                    &[PAD_ROWS, COLS],
+                    0,
+                    PAD_MULTIPLE,
+                    0.0f32,
+                )
+                .expect("pad_to_multiple");
+                black_box(out);
+            });
+            report(op, padded_rows * COLS * f32_bytes, &s);
         }
         "offsets" => {
             let mut rng = SmallRng::seed_from_u64(5);
