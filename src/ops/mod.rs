@@ -95,13 +95,21 @@ pub(crate) fn first_bad_index<I: Index>(
     let bound = i64::try_from(bound).unwrap_or(i64::MAX);
     let bad = |v: i64| v >= bound || (v < 0 && !allow_negative);
     let scan = |base: usize, chunk: &[I]| {
-        // Fast path: a branch-free min/max fold (it vectorises) proves most chunks clean; only a
-        // chunk that holds a bad index is searched for its first position.
-        let (lo, hi) = chunk.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &i| {
-            let v = i.to_i64();
-            (lo.min(v), hi.max(v))
-        });
-        if chunk.is_empty() || (!bad(lo) && !bad(hi)) {
+        // Fast path: a branch-free OR of comparisons (it vectorises) proves most chunks clean;
+        // only a chunk that holds a bad index is searched for its first position. Reinterpreted
+        // as u64, a negative index is above every bound, so one unsigned compare checks both
+        // ends when negatives are not allowed.
+        let any_bad = if allow_negative {
+            chunk
+                .iter()
+                .fold(false, |acc, &i| acc | (i.to_i64() >= bound))
+        } else {
+            let ubound = bound as u64; // bound >= 0
+            chunk
+                .iter()
+                .fold(false, |acc, &i| acc | (i.to_i64() as u64 >= ubound))
+        };
+        if !any_bad {
             return None;
         }
         chunk
