@@ -75,7 +75,7 @@ pub struct CpuGpuBuffer<T: Element> {
 impl<T: Element> CpuGpuBuffer<T> {
     /// A zeroed paired buffer. `placement` is where the host side lives: `Host` (pageable),
     /// `Pinned`, or `Uva` (pinned and mapped: the device reads the host side directly, there is
-    /// no separate device side). `Device` is an [`Error::InvalidArgument`].
+    /// no separate device side). `Device` is an [`Error::UnsupportedPlacement`].
     pub fn new(
         device: &Device,
         name: impl Into<String>,

@@ -213,8 +213,7 @@ impl fmt::Display for Error {
                 value,
             } => write!(
                 f,
-                "{op}: offsets[{position}] = {value} is smaller than offsets[{}] = {previous}",
-                position - 1
+                "{op}: offsets[{position}] = {value} is smaller than the offset before it, {previous}"
             ),
             Error::OffsetOutOfRange {
                 op,

@@ -204,7 +204,7 @@ impl PinnedMemoryManager {
                 what: "len * size_of::<T>()",
             })?;
         if bytes == 0 {
-            return Ok(PinnedBuffer::empty());
+            return Ok(PinnedBuffer::empty(len));
         }
         // Only bookkeeping happens under the lock; zeroing, allocating and freeing memory (slow
         // for large blocks, and a driver call on a GPU) happen after it is released, so one
@@ -257,8 +257,10 @@ impl PinnedMemoryManager {
     /// Releases every cached block to the system. Buffers in use are not affected.
     pub fn clear(&self) {
         let mut st = self.lock();
-        st.cache.clear();
+        let cache = std::mem::take(&mut st.cache);
         st.cached_bytes = 0;
+        drop(st);
+        drop(cache); // freed after unlocking, as evicted blocks are
     }
 
     /// Bytes held by live buffers.
@@ -371,10 +373,11 @@ pub struct PinnedBuffer<T: Element> {
 }
 
 impl<T: Element> PinnedBuffer<T> {
-    fn empty() -> Self {
+    /// A buffer that needs no memory: `len == 0`, or a zero-sized `T`.
+    fn empty(len: usize) -> Self {
         PinnedBuffer {
             block: None,
-            len: 0,
+            len,
             home: None,
             _t: std::marker::PhantomData,
         }
@@ -390,7 +393,7 @@ impl<T: Element> PinnedBuffer<T> {
                 what: "len * size_of::<T>()",
             })?;
         if bytes == 0 {
-            return Ok(Self::empty());
+            return Ok(Self::empty(len));
         }
         Ok(PinnedBuffer {
             block: Some(RawBlock::new(bytes)?),
@@ -421,7 +424,11 @@ impl<T: Element> Deref for PinnedBuffer<T> {
             // buffer, and T: Pod accepts any byte pattern. The shared borrow of self keeps it
             // alive and unaliased by writers.
             Some(b) => unsafe { std::slice::from_raw_parts(b.ptr.as_ptr() as *const T, self.len) },
-            None => &[],
+            // SAFETY: no block means `len * size_of::<T>() == 0`: either `len == 0` or `T` is
+            // zero-sized, and a dangling, aligned pointer is valid for such a slice.
+            None => unsafe {
+                std::slice::from_raw_parts(NonNull::<T>::dangling().as_ptr(), self.len)
+            },
         }
     }
 }
@@ -433,7 +440,10 @@ impl<T: Element> DerefMut for PinnedBuffer<T> {
             Some(b) => unsafe {
                 std::slice::from_raw_parts_mut(b.ptr.as_ptr() as *mut T, self.len)
             },
-            None => &mut [],
+            // SAFETY: as in deref.
+            None => unsafe {
+                std::slice::from_raw_parts_mut(NonNull::<T>::dangling().as_ptr(), self.len)
+            },
         }
     }
 }

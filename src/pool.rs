@@ -6,9 +6,12 @@
 //! can prepare step *k + 1* while step *k*'s copies are still in flight.
 //!
 //! A slot is handed out as a [`PoolBuffer`] guard that owns it. While the guard lives no other
-//! step can get that slot, so a host write can never race a copy that still reads it (the
-//! vllm-project/vllm#25279 bug): this is enforced by ownership, not by a comment. Dropping the
-//! guard returns the slot.
+//! step can get that slot: this is enforced by ownership, not by a comment. Dropping the guard
+//! returns the slot. On the host backend every copy has finished when its call returns, so a
+//! returned slot is never still being read and a host write cannot race a copy (the
+//! vllm-project/vllm#25279 bug). An asynchronous (GPU) backend must also make a returned slot
+//! wait for the copies that read it: the CUDA backend (not there yet) is to record an event when
+//! the guard drops and hand the slot out again only once that event has completed.
 //!
 //! ```
 //! use cpugpu::{Device, UvaBufferPool, Error};
@@ -212,7 +215,16 @@ impl UvaBufferPool {
         shape: Shape,
         placement: MemoryPlacement,
     ) -> Result<Entry> {
-        let mut slots: Vec<Option<Box<dyn Slot>>> = Vec::with_capacity(self.inner.depth);
+        let mut slots: Vec<Option<Box<dyn Slot>>> = Vec::new();
+        slots
+            .try_reserve_exact(self.inner.depth)
+            .map_err(|_| Error::OutOfMemory {
+                op: Op::PoolAllocate,
+                bytes: self
+                    .inner
+                    .depth
+                    .saturating_mul(std::mem::size_of::<Option<Box<dyn Slot>>>()),
+            })?;
         for _ in 0..self.inner.depth {
             let buf = CpuGpuBuffer::<T>::alloc(
                 &self.inner.device,

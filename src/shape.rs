@@ -58,12 +58,18 @@ impl Shape {
             op,
             what: "the shape's element count",
         })?;
-        // With a zero extent the element count fits even when a row's does not
-        // ([0, 2^40, 2^40]); every row-based operation needs the row length, so it must fit too.
-        if dims.len() > 1 && checked_numel(&dims[1..]).is_none() {
+        // With a zero extent the element count fits even when a row's, or any other sub-product's,
+        // does not ([0, 2^40, 2^40]). Requiring the product of the non-zero extents to fit makes
+        // every sub-product that an operation computes (row length, blocks around an axis) fit.
+        if dims
+            .iter()
+            .filter(|&&d| d != 0)
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .is_none()
+        {
             return Err(Error::SizeOverflow {
                 op,
-                what: "the shape's row length",
+                what: "the product of the shape's non-zero extents",
             });
         }
         let mut inline = [0; Self::MAX_DIMS];
@@ -104,7 +110,7 @@ impl Shape {
         if self.ndim == 0 {
             1
         } else {
-            // Cannot overflow: `Shape::for_op` checked that the row length fits.
+            // Cannot overflow: `Shape::for_op` checked that the non-zero extents' product fits.
             self.dims[1..self.ndim].iter().product()
         }
     }

@@ -189,9 +189,26 @@ fn errors_leave_dst_untouched() {
             what: "the padded axis"
         }
     );
-    // A zero-sized array pads to zero elements whatever the other extents.
-    let p = pad_to_multiple(&empty, &[usize::MAX / 2, 0, 3], 1, 8, 0).unwrap();
-    assert_eq!(p.shape.dims(), &[usize::MAX / 2, 0, 3]);
+    // A zero-sized array pads to zero elements...
+    let p = pad_to_multiple(&empty, &[1 << 20, 0, 3], 1, 8, 0).unwrap();
+    assert_eq!(p.shape.dims(), &[1 << 20, 0, 3]);
+    // ...but extents whose product cannot be computed are refused, whatever their order
+    // (the blocks around the axis would overflow).
+    for dims in [
+        [usize::MAX / 2, 0, 3, 1],
+        [1, 0, 1 << 40, 1 << 40],
+        [0, 1 << 40, 1 << 40, 1],
+    ] {
+        let err = pad_to_multiple(&empty, &dims, 2, 3, 0).unwrap_err();
+        assert_eq!(
+            err,
+            Error::SizeOverflow {
+                op: Op::PadToMultiple,
+                what: "the product of the shape's non-zero extents"
+            },
+            "{dims:?}"
+        );
+    }
 
     assert_bits_eq(&dst, &untouched, "dst untouched by every error");
 }

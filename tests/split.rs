@@ -291,7 +291,7 @@ fn every_error_variant() {
     let err = split(&data, &[0i32, 3, 2]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "split: offsets[2] = 2 is smaller than offsets[1] = 3"
+        "split: offsets[2] = 2 is smaller than the offset before it, 3"
     );
     let err = split(&data, &[0i64, 7]).unwrap_err();
     assert!(

@@ -4,20 +4,9 @@ pub(crate) mod host;
 
 use crate::device::{BackendKind, Device};
 use crate::element::{width_of, Element, Offset};
-use crate::error::{Error, Op, Result};
+use crate::error::Result;
 use crate::memory::{DeviceBuffer, DeviceView, DeviceViewMut};
 use crate::shape::Shape;
-
-/// The total element count of `arrays`.
-fn total_len<T: Element>(arrays: &[DeviceView<'_, T>]) -> Result<usize> {
-    arrays
-        .iter()
-        .try_fold(0usize, |acc, a| acc.checked_add(a.len()))
-        .ok_or(Error::SizeOverflow {
-            op: Op::Flatten,
-            what: "the total length",
-        })
-}
 
 impl Device {
     /// Concatenates `arrays` (each read as flat) into `dst` (exactly their total length) and
@@ -53,10 +42,18 @@ impl Device {
         &self,
         arrays: &[DeviceView<'_, T>],
     ) -> Result<(DeviceBuffer<T>, DeviceBuffer<O>)> {
-        let total = total_len(arrays)?;
-        let mut data = DeviceBuffer::zeroed(self, Shape::vector(total))?;
-        let mut offsets = DeviceBuffer::zeroed(self, Shape::vector(arrays.len() + 1))?;
-        self.flatten_into(arrays, data.view_mut(), offsets.view_mut())?;
-        Ok((data, offsets))
+        width_of::<T>();
+        match self.kind() {
+            // Validates before it allocates, and writes the output once.
+            BackendKind::Host => {
+                let parts: Vec<&[T]> = arrays.iter().map(|a| a.on_host()).collect();
+                let (data, offsets) = host::flatten(&parts)?;
+                let (n, m) = (data.len(), offsets.len());
+                Ok((
+                    DeviceBuffer::from_host_vec(self, data, Shape::vector(n)),
+                    DeviceBuffer::from_host_vec(self, offsets, Shape::vector(m)),
+                ))
+            }
+        }
     }
 }

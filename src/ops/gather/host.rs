@@ -124,8 +124,8 @@ unsafe fn gather_validated<T: Element, I: Index>(
     dst: &mut [T],
     policy: GatherPolicy<T>,
 ) {
-    if row_len == 0 {
-        return;
+    if row_len == 0 || indices.is_empty() {
+        return; // nothing to copy (and row_len * size_of::<T>() may not even fit)
     }
     let fill = match policy {
         GatherPolicy::NegativeFill(v) => v,

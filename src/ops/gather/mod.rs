@@ -109,9 +109,19 @@ impl Device {
         indices: DeviceView<'_, I>,
         policy: GatherPolicy<T>,
     ) -> Result<DeviceBuffer<T>> {
+        width_of::<T>();
         let shape = src.shape().with_rows(Op::GatherRows, indices.len())?;
-        let mut out = DeviceBuffer::zeroed(self, shape)?;
-        self.gather_rows_into(src, indices, out.view_mut(), policy)?;
-        Ok(out)
+        match self.kind() {
+            // Validates before it allocates.
+            BackendKind::Host => {
+                let data = host::gather_rows(
+                    src.on_host(),
+                    src.shape().dims(),
+                    indices.on_host(),
+                    policy,
+                )?;
+                Ok(DeviceBuffer::from_host_vec(self, data, shape))
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@ pub(crate) mod host;
 
 use crate::device::{BackendKind, Device};
 use crate::element::{Index, Offset};
-use crate::error::{Error, Op, Result};
+use crate::error::Result;
 use crate::memory::{DeviceBuffer, DeviceView, DeviceViewMut};
 use crate::shape::Shape;
 
@@ -47,12 +47,13 @@ impl Device {
         &self,
         lengths: DeviceView<'_, L>,
     ) -> Result<DeviceBuffer<O>> {
-        let n = lengths.len().checked_add(1).ok_or(Error::SizeOverflow {
-            op: Op::PrefixSumOffsets,
-            what: "lengths.len() + 1",
-        })?;
-        let mut out = DeviceBuffer::zeroed(self, Shape::vector(n))?;
-        self.prefix_sum_offsets_into(lengths, out.view_mut())?;
-        Ok(out)
+        match self.kind() {
+            // Validates before it allocates.
+            BackendKind::Host => {
+                let data = host::prefix_sum_offsets(lengths.on_host())?;
+                let shape = Shape::vector(data.len());
+                Ok(DeviceBuffer::from_host_vec(self, data, shape))
+            }
+        }
     }
 }

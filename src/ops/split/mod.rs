@@ -10,7 +10,7 @@ use crate::memory::DeviceView;
 impl Device {
     /// Splits `data` (read as flat) at `offsets` into zero-copy views, pushed into `out` after
     /// clearing it (`out` allocates only when its capacity is too small). Offsets must be non-decreasing, start at 0 or more and end within the
-    /// buffer; the first that is not is an error and `out` is left empty.
+    /// buffer; the first that is not is an error and `out` is left untouched.
     ///
     /// ```
     /// use cpugpu::{Device, DeviceView};
@@ -29,8 +29,8 @@ impl Device {
         out: &mut Vec<DeviceView<'a, T>>,
     ) -> Result<()> {
         width_of::<T>();
-        out.clear();
         host::validate(offsets, data.len())?;
+        out.clear();
         // Views are descriptors on the host whatever the backend: no kernel runs.
         match self.kind() {
             BackendKind::Host => {
