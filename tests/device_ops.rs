@@ -361,3 +361,39 @@ fn a_row_length_that_overflows_is_an_error_even_with_a_zero_extent() {
         "{err:?}"
     );
 }
+
+#[test]
+fn edge_inputs_that_used_to_panic_are_handled() {
+    // An empty gather of rows too wide for their byte size to be computed.
+    let mut out: [u64; 0] = [];
+    host::gather_rows_into::<u64, i64>(&[], &[0, 1 << 62], &[], &mut out, GatherPolicy::Checked)
+        .unwrap();
+    // Zero-sized elements keep their length in pinned memory.
+    let p = cpugpu::PinnedBuffer::<()>::new(5).unwrap();
+    assert_eq!(p.len(), 5);
+    let mut b =
+        cpugpu::CpuGpuBuffer::<()>::new(&dev(), "zst", &[5], cpugpu::MemoryPlacement::Pinned)
+            .unwrap();
+    b.copy_to_device().unwrap();
+    // A pool depth no memory can hold is an error, not an abort.
+    let pool = cpugpu::UvaBufferPool::new(&dev(), usize::MAX);
+    let err = pool.allocate::<u8>("x", &[4]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::OutOfMemory {
+                op: Op::PoolAllocate,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Display of a hand-built error at position 0 does not underflow.
+    let e = Error::OffsetsNotMonotonic {
+        op: Op::Split,
+        position: 0,
+        previous: 3,
+        value: 1,
+    };
+    assert!(e.to_string().starts_with("split: offsets[0] = 1"), "{e}");
+}
