@@ -353,20 +353,34 @@ impl UvaBufferPool {
     /// skipped (their owner syncs them). Every slot is tried; each failure (a
     /// [`Error::SyncConflict`] when both sides of a slot changed) is kept in
     /// [`SyncReport::errors`].
+    ///
+    /// A slot being synced is taken out of the pool for the duration, exactly as a step holds
+    /// it, so no lock is held while its data is copied (a large copy runs on the thread pool,
+    /// and a pool task that returned a slot of the same name must not find its lock taken). A
+    /// concurrent `get` may therefore see that slot as busy.
     pub fn sync_all(&self) -> SyncReport {
         let entries: Vec<_> = self.entries().values().cloned().collect();
         let mut report = SyncReport::default();
         for e in entries {
-            let mut st = e.lock();
-            for slot in st.slots.iter_mut() {
-                match slot {
-                    None => report.skipped_in_use += 1,
-                    Some(b) => match b.sync() {
-                        Ok(SyncOutcome::UpToDate) => report.up_to_date += 1,
-                        Ok(SyncOutcome::CopiedToDevice) => report.copied_to_device += 1,
-                        Ok(SyncOutcome::CopiedToHost) => report.copied_to_host += 1,
-                        Err(err) => report.errors.push(err),
-                    },
+            let idle: Vec<(usize, Box<dyn Slot>)> = {
+                let mut st = e.lock();
+                report.skipped_in_use += st.slots.iter().filter(|s| s.is_none()).count();
+                st.slots
+                    .iter_mut()
+                    .enumerate()
+                    .filter_map(|(i, s)| s.take().map(|b| (i, b)))
+                    .collect()
+            };
+            for (i, mut b) in idle {
+                match b.sync() {
+                    Ok(SyncOutcome::UpToDate) => report.up_to_date += 1,
+                    Ok(SyncOutcome::CopiedToDevice) => report.copied_to_device += 1,
+                    Ok(SyncOutcome::CopiedToHost) => report.copied_to_host += 1,
+                    Err(err) => report.errors.push(err),
+                }
+                let mut st = e.lock();
+                if !st.released {
+                    st.slots[i] = Some(b);
                 }
             }
         }
