@@ -728,25 +728,29 @@ pub fn sanitizer() -> Option<&'static str> {
 pub mod canary {
     use super::*;
 
-    /// Launches `canary_read_past_end` on `src` (it reads `src[src.len()]`).
-    pub fn read_past_end(src: &[u64]) -> u64 {
+    /// Launches a one-thread canary kernel that reads `src` and writes one word, returned.
+    ///
+    /// # Safety
+    /// None of the canaries is sound: each is wrong on purpose, and only the canary tests call
+    /// them, in a child process whose failure they assert.
+    unsafe fn one_thread(kernel: Kernel<CpugpuCanaryParams>, src: &[u64]) -> u64 {
         let mut out = [0u64; 1];
         let p = CpugpuCanaryParams {
             src: src.as_ptr(),
             dst: out.as_mut_ptr(),
             n: i64_of(src.len()),
         };
+        // SAFETY: the caller's contract.
+        unsafe { launch(kernel, launch::flat_launch(1, 1), &p) };
+        out[0]
+    }
+
+    /// Launches `canary_read_past_end` on `src` (it reads `src[src.len()]`).
+    pub fn read_past_end(src: &[u64]) -> u64 {
         // SAFETY: none: this kernel is wrong on purpose (a one-element over-read of a heap
         // buffer), to prove AddressSanitizer reports it. Only the canary test calls it, in a
         // child process.
-        unsafe {
-            launch(
-                super::super::list::canary_read_past_end,
-                launch::flat_launch(1, 1),
-                &p,
-            )
-        };
-        out[0]
+        unsafe { one_thread(super::super::list::canary_read_past_end, src) }
     }
 
     /// Launches `emu_selftest_warp_ops` on one block of `threads` threads (a multiple of 32):
@@ -772,43 +776,17 @@ pub mod canary {
     /// Launches `canary_divergent_barrier` (thread 0 skips a `__syncthreads`): the emulator
     /// aborts the process.
     pub fn divergent_barrier(src: &[u64]) -> u64 {
-        let mut out = [0u64; 1];
-        let p = CpugpuCanaryParams {
-            src: src.as_ptr(),
-            dst: out.as_mut_ptr(),
-            n: i64_of(src.len()),
-        };
         // SAFETY: the kernel reads src[0] and writes out[0], both live; its barrier divergence
         // makes the emulator abort the process, on purpose. Only the canary test calls it, in a
         // child process.
-        unsafe {
-            launch(
-                super::super::list::canary_divergent_barrier,
-                launch::flat_launch(1, 1),
-                &p,
-            )
-        };
-        out[0]
+        unsafe { one_thread(super::super::list::canary_divergent_barrier, src) }
     }
 
     /// Launches `canary_shared_race` (threads 0 and 1 race on shared memory).
     pub fn shared_race(src: &[u64]) -> u64 {
-        let mut out = [0u64; 1];
-        let p = CpugpuCanaryParams {
-            src: src.as_ptr(),
-            dst: out.as_mut_ptr(),
-            n: i64_of(src.len()),
-        };
         // SAFETY: none in the language sense: the kernel races on purpose (a data race between
         // two emulated threads on a shared-memory word), to prove ThreadSanitizer reports it.
         // Only the canary test calls it, in a child process.
-        unsafe {
-            launch(
-                super::super::list::canary_shared_race,
-                launch::flat_launch(1, 1),
-                &p,
-            )
-        };
-        out[0]
+        unsafe { one_thread(super::super::list::canary_shared_race, src) }
     }
 }

@@ -49,6 +49,25 @@ pub enum ScatterPolicy {
     NegativeSkip,
 }
 
+/// `Ok` when `actual` is `expected`, else [`crate::Error::ShapeMismatch`] naming `op` and
+/// `what`: the device layer's check of a caller-provided output or input shape.
+pub(crate) fn check_shape(
+    op: crate::Op,
+    what: &'static str,
+    expected: crate::Shape,
+    actual: crate::Shape,
+) -> crate::Result<()> {
+    if actual == expected {
+        return Ok(());
+    }
+    Err(crate::Error::ShapeMismatch {
+        op,
+        what,
+        expected: Box::new(expected),
+        actual: Box::new(actual),
+    })
+}
+
 /// True when an operation moving `bytes` bytes should use the thread pool.
 #[inline]
 pub(crate) fn use_par(bytes: usize) -> bool {

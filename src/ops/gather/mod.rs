@@ -6,7 +6,7 @@ use crate::device::{BackendKind, Device};
 use crate::element::{width_of, Element, Index};
 use crate::error::{Error, Op, Result};
 use crate::memory::{DeviceBuffer, DeviceView, DeviceViewMut};
-use crate::ops::GatherPolicy;
+use crate::ops::{check_shape, GatherPolicy};
 use crate::shape::Shape;
 
 /// What every backend knows once a gather's arguments are checked.
@@ -73,14 +73,7 @@ impl Device {
     ) -> Result<()> {
         width_of::<T>();
         let expected = src.shape().with_rows(Op::GatherRows, indices.len())?;
-        if dst.shape() != expected {
-            return Err(Error::ShapeMismatch {
-                op: Op::GatherRows,
-                what: "dst's shape",
-                expected: Box::new(expected),
-                actual: Box::new(dst.shape()),
-            });
-        }
+        check_shape(Op::GatherRows, "dst's shape", expected, dst.shape())?;
         match self.kind() {
             BackendKind::Host => host::gather_rows_into(
                 src.on_host(),

@@ -8,6 +8,7 @@ use crate::device::{BackendKind, Device};
 use crate::element::{width_of, Element};
 use crate::error::{Error, Op, Result};
 use crate::memory::{DeviceBuffer, DeviceView, DeviceViewMut};
+use crate::ops::check_shape;
 use crate::shape::Shape;
 
 /// The argument checks every backend makes: the shape, the source length, the axis and the
@@ -147,14 +148,7 @@ impl Device {
     ) -> Result<()> {
         width_of::<T>();
         let expected = padded_shape(&src.shape(), axis, multiple)?;
-        if dst.shape() != expected {
-            return Err(Error::ShapeMismatch {
-                op: Op::PadToMultiple,
-                what: "dst's shape",
-                expected: Box::new(expected),
-                actual: Box::new(dst.shape()),
-            });
-        }
+        check_shape(Op::PadToMultiple, "dst's shape", expected, dst.shape())?;
         match self.kind() {
             BackendKind::Host => host::pad_to_multiple_into(
                 src.on_host(),

@@ -6,7 +6,7 @@ use crate::device::{BackendKind, Device};
 use crate::element::{width_of, Element, Index};
 use crate::error::{Error, Op, Result};
 use crate::memory::{DeviceView, DeviceViewMut};
-use crate::ops::ScatterPolicy;
+use crate::ops::{check_shape, ScatterPolicy};
 use crate::shape::Shape;
 
 /// What every backend knows once a scatter's arguments are checked.
@@ -79,14 +79,7 @@ impl Device {
     ) -> Result<()> {
         width_of::<T>();
         let expected = dst.shape().with_rows(Op::ScatterRows, indices.len())?;
-        if src.shape() != expected {
-            return Err(Error::ShapeMismatch {
-                op: Op::ScatterRows,
-                what: "src's shape",
-                expected: Box::new(expected),
-                actual: Box::new(src.shape()),
-            });
-        }
+        check_shape(Op::ScatterRows, "src's shape", expected, src.shape())?;
         let dst_shape = dst.shape();
         match self.kind() {
             BackendKind::Host => host::scatter_rows_into(
