@@ -12,18 +12,17 @@
 //!
 //! `CPUGPU_EMU_SANITIZE=address|thread` builds the emulated kernels with that sanitizer and links
 //! its runtime (`.ci/emu-sanitizers` runs the tests that way).
+//!
+//! `--features cuda`: compiles every top-level `kernels/*.cu` with nvcc into one fatbin (SASS for
+//! `CPUGPU_CUDA_ARCHS`, default `80 86 89 90`, plus PTX for the newest), embedded in the library
+//! (`OUT_DIR/cpugpu_kernels.fatbin`); regenerates the kernel ABI's Rust side from
+//! `kernels/cpugpu_abi.h` with bindgen and fails when it differs from the committed
+//! `src/kernels/abi_bindings.rs` (`CPUGPU_BLESS_BINDINGS=1` rewrites it instead). Without nvcc
+//! it fails, saying how to get one.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-#[cfg(feature = "emulator")]
-const KERNEL_SOURCES: &[&str] = &[
-    "kernels/gather.cu",
-    "kernels/scatter.cu",
-    "kernels/pad.cu",
-    "kernels/offsets.cu",
-    "kernels/batched_copy.cu",
-];
 #[cfg(feature = "emulator")]
 const TEST_KERNEL_SOURCES: &[&str] = &[
     "kernels/test_only/canary.cu",
@@ -38,8 +37,27 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=CPUGPU_EMU_SANITIZE");
     println!("cargo::rustc-check-cfg=cfg(cpugpu_emu_sanitize, values(\"address\", \"thread\"))");
+    #[cfg(any(feature = "emulator", feature = "cuda"))]
+    kernel_list::generate();
     #[cfg(feature = "emulator")]
-    emulator::build();
+    emulator::build(&kernel_sources());
+    #[cfg(feature = "cuda")]
+    cuda::build(&kernel_sources());
+}
+
+/// Every top-level `kernels/*.cu` (not `kernels/test_only/`, not `kernels/emu/`): a new kernel
+/// file is built without touching this script.
+#[cfg(any(feature = "emulator", feature = "cuda"))]
+fn kernel_sources() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir("kernels")
+        .expect("read kernels/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "cu"))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no kernels/*.cu found");
+    v
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -67,15 +85,10 @@ mod emulator {
     use std::fs;
     use std::path::PathBuf;
 
-    use super::{KERNEL_SOURCES, TEST_KERNEL_SOURCES};
+    use super::TEST_KERNEL_SOURCES;
 
-    pub(super) fn build() {
+    pub(super) fn build(sources: &[PathBuf]) {
         let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-
-        let list = fs::read_to_string("kernels/kernel_list.h").expect("read kernels/kernel_list.h");
-        let kernels = parse_kernel_list(&list);
-        fs::write(out.join("kernel_list.rs"), kernel_list_rs(&kernels))
-            .expect("write kernel_list.rs");
 
         let abi = fs::read_to_string("kernels/cpugpu_abi.h").expect("read kernels/cpugpu_abi.h");
         let structs = parse_abi_structs(&abi);
@@ -109,7 +122,10 @@ mod emulator {
         }
         // The kernels are CUDA sources: compile them as C++ (`-x c++` applies to the files after it).
         build.flag("-x").flag("c++");
-        for src in KERNEL_SOURCES.iter().chain(TEST_KERNEL_SOURCES) {
+        for src in sources {
+            build.file(src);
+        }
+        for src in TEST_KERNEL_SOURCES {
             build.file(src);
         }
         build.file("kernels/emu/launcher.cpp");
@@ -123,67 +139,6 @@ mod emulator {
             "thread" => println!("cargo:rustc-link-lib=dylib=tsan"),
             _ => {}
         }
-    }
-
-    struct Kernel {
-        name: String,
-        params: String,
-        test_only: bool,
-    }
-
-    /// Lines `CPUGPU_KERNEL(name, Params)` and `CPUGPU_TEST_KERNEL(name, Params)`.
-    fn parse_kernel_list(text: &str) -> Vec<Kernel> {
-        let mut kernels = Vec::new();
-        for line in text.lines().map(str::trim) {
-            let (rest, test_only) = if let Some(r) = line.strip_prefix("CPUGPU_KERNEL(") {
-                (r, false)
-            } else if let Some(r) = line.strip_prefix("CPUGPU_TEST_KERNEL(") {
-                (r, true)
-            } else {
-                continue;
-            };
-            let inner = rest
-                .strip_suffix(')')
-                .expect("kernel_list.h: one entry per line");
-            let mut parts = inner.split(',').map(str::trim);
-            let (Some(name), Some(params), None) = (parts.next(), parts.next(), parts.next())
-            else {
-                panic!("kernel_list.h: bad entry {line:?}");
-            };
-            if name == "name" {
-                continue; // the #define lines in the header's comments
-            }
-            kernels.push(Kernel {
-                name: name.to_string(),
-                params: params.to_string(),
-                test_only,
-            });
-        }
-        assert!(!kernels.is_empty(), "kernel_list.h lists no kernels");
-        kernels
-    }
-
-    fn kernel_list_rs(kernels: &[Kernel]) -> String {
-        let mut s = String::from(
-            "// Generated by build.rs from kernels/kernel_list.h. Do not edit.\n\
-             /// Every kernel, in table order: (name, test-only).\n\
-             pub(crate) const KERNEL_NAMES: &[(&str, bool)] = &[\n",
-        );
-        for k in kernels {
-            writeln!(s, "    ({:?}, {}),", k.name, k.test_only).unwrap();
-        }
-        s.push_str("];\n");
-        for (id, k) in kernels.iter().enumerate() {
-            writeln!(
-                s,
-                "/// Kernel `{name}` ({params}).\n#[allow(non_upper_case_globals, dead_code)]\n\
-                 pub(crate) const {name}: Kernel<super::abi::{params}> = Kernel::new({id}, {name:?});",
-                name = k.name,
-                params = k.params,
-            )
-            .unwrap();
-        }
-        s
     }
 
     struct AbiStruct {
@@ -268,5 +223,272 @@ mod emulator {
              \x20   return -1;\n}\n",
         );
         (rs, cpp)
+    }
+}
+
+/// `OUT_DIR/kernel_list.rs` from `kernels/kernel_list.h`: one typed Rust handle per kernel, for
+/// the emulator's table and the CUDA module alike.
+#[cfg(any(feature = "emulator", feature = "cuda"))]
+mod kernel_list {
+    use std::env;
+    use std::fmt::Write as _;
+    use std::fs;
+    use std::path::PathBuf;
+
+    pub(super) fn generate() {
+        let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+        let list = fs::read_to_string("kernels/kernel_list.h").expect("read kernels/kernel_list.h");
+        let kernels = parse_kernel_list(&list);
+        fs::write(out.join("kernel_list.rs"), kernel_list_rs(&kernels))
+            .expect("write kernel_list.rs");
+    }
+
+    struct Kernel {
+        name: String,
+        params: String,
+        test_only: bool,
+    }
+
+    /// Lines `CPUGPU_KERNEL(name, Params)` and `CPUGPU_TEST_KERNEL(name, Params)`.
+    fn parse_kernel_list(text: &str) -> Vec<Kernel> {
+        let mut kernels = Vec::new();
+        for line in text.lines().map(str::trim) {
+            let (rest, test_only) = if let Some(r) = line.strip_prefix("CPUGPU_KERNEL(") {
+                (r, false)
+            } else if let Some(r) = line.strip_prefix("CPUGPU_TEST_KERNEL(") {
+                (r, true)
+            } else {
+                continue;
+            };
+            let inner = rest
+                .strip_suffix(')')
+                .expect("kernel_list.h: one entry per line");
+            let mut parts = inner.split(',').map(str::trim);
+            let (Some(name), Some(params), None) = (parts.next(), parts.next(), parts.next())
+            else {
+                panic!("kernel_list.h: bad entry {line:?}");
+            };
+            if name == "name" {
+                continue; // the #define lines in the header's comments
+            }
+            kernels.push(Kernel {
+                name: name.to_string(),
+                params: params.to_string(),
+                test_only,
+            });
+        }
+        assert!(!kernels.is_empty(), "kernel_list.h lists no kernels");
+        kernels
+    }
+
+    fn kernel_list_rs(kernels: &[Kernel]) -> String {
+        let mut s = String::from(
+            "// Generated by build.rs from kernels/kernel_list.h. Do not edit.\n\
+             /// Every kernel, in table order: (name, test-only).\n\
+             pub(crate) const KERNEL_NAMES: &[(&str, bool)] = &[\n",
+        );
+        for k in kernels {
+            writeln!(s, "    ({:?}, {}),", k.name, k.test_only).unwrap();
+        }
+        s.push_str("];\n");
+        for (id, k) in kernels.iter().enumerate() {
+            writeln!(
+                s,
+                "/// Kernel `{name}` ({params}).\n#[allow(non_upper_case_globals, dead_code)]\n\
+                 pub(crate) const {name}: Kernel<super::abi::{params}> = Kernel::new({id}, {name:?});",
+                name = k.name,
+                params = k.params,
+            )
+            .unwrap();
+        }
+        s
+    }
+}
+
+/// The CUDA build: nvcc to one embedded fatbin, and the bindgen check of the kernel ABI.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use std::env;
+    use std::fmt::Write as _;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// SASS targets when `CPUGPU_CUDA_ARCHS` is unset: Ampere (A100, A10/RTX 30), Ada (L4/L40,
+    /// RTX 40) and Hopper (H100/H200). PTX for the newest is embedded too, so a newer GPU JITs it.
+    const DEFAULT_ARCHS: &str = "80 86 89 90";
+
+    /// Flags shared with `.ci/kernel-static-checks` (keep the two in step).
+    const NVCC_FLAGS: &[&str] = &[
+        "-std=c++17",
+        "-O3",
+        "-Xptxas",
+        "-O3",
+        "-Werror",
+        "all-warnings",
+    ];
+
+    const HOW_TO_GET_NVCC: &str = "the `cuda` feature needs nvcc (CUDA 13.0) to compile \
+        kernels/*.cu. On a machine without CUDA, `eval \"$(scripts/install-cuda-toolchain.sh)\"` \
+        installs it from PyPI into .venv-cuda (no GPU or root needed for nvcc) and exports NVCC, \
+        CUDA_PATH, CUDA_LIBRARY_PATH and LIBCLANG_PATH; otherwise set NVCC=/path/to/nvcc or \
+        CUDA_PATH=/usr/local/cuda. Build without `--features cuda` for the host backend.";
+
+    pub(super) fn build(sources: &[PathBuf]) {
+        for var in [
+            "NVCC",
+            "CUDA_PATH",
+            "CUDA_ROOT",
+            "PATH",
+            "CPUGPU_CUDA_ARCHS",
+            "CPUGPU_BLESS_BINDINGS",
+            "LIBCLANG_PATH",
+        ] {
+            println!("cargo:rerun-if-env-changed={var}");
+        }
+        let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+        let nvcc = find_nvcc().unwrap_or_else(|| panic!("{HOW_TO_GET_NVCC}"));
+        compile_fatbin(&nvcc, sources, &out);
+        check_bindings();
+    }
+
+    /// `NVCC`, else `CUDA_PATH/bin/nvcc` (or `CUDA_ROOT`), else the first `nvcc` on `PATH`.
+    fn find_nvcc() -> Option<PathBuf> {
+        if let Some(p) = env::var_os("NVCC") {
+            let p = PathBuf::from(p);
+            if p.is_file() {
+                return Some(p);
+            }
+            panic!("NVCC={} is not a file. {HOW_TO_GET_NVCC}", p.display());
+        }
+        for var in ["CUDA_PATH", "CUDA_ROOT"] {
+            if let Some(root) = env::var_os(var) {
+                let p = Path::new(&root).join("bin").join("nvcc");
+                if p.is_file() {
+                    return Some(p);
+                }
+            }
+        }
+        env::split_paths(&env::var_os("PATH")?)
+            .map(|d| d.join("nvcc"))
+            .find(|p| p.is_file())
+    }
+
+    fn archs() -> Vec<u32> {
+        let text = env::var("CPUGPU_CUDA_ARCHS").unwrap_or_else(|_| DEFAULT_ARCHS.to_string());
+        let mut archs: Vec<u32> = text
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.trim_start_matches("sm_").parse().unwrap_or_else(|_| {
+                    panic!("CPUGPU_CUDA_ARCHS={text:?}: {s:?} is not a compute capability like 90")
+                })
+            })
+            .collect();
+        archs.sort_unstable();
+        archs.dedup();
+        assert!(
+            !archs.is_empty(),
+            "CPUGPU_CUDA_ARCHS={text:?} names no architecture"
+        );
+        archs
+    }
+
+    fn compile_fatbin(nvcc: &Path, sources: &[PathBuf], out: &Path) {
+        // One translation unit including every kernel source: one fatbin, one module to load.
+        let mut unit = String::from("// Generated by build.rs: every kernels/*.cu, one module.\n");
+        for src in sources {
+            let abs = fs::canonicalize(src).expect("canonicalize a kernel source");
+            writeln!(unit, "#include \"{}\"", abs.display()).unwrap();
+        }
+        let unit_path = out.join("cpugpu_kernels.cu");
+        fs::write(&unit_path, unit).expect("write cpugpu_kernels.cu");
+        let fatbin = out.join("cpugpu_kernels.fatbin");
+        let archs = archs();
+        let newest = *archs.last().expect("at least one arch");
+        let mut cmd = Command::new(nvcc);
+        cmd.arg("--fatbin")
+            .args(NVCC_FLAGS)
+            .arg("-t0")
+            .arg("-I")
+            .arg("kernels");
+        for a in &archs {
+            if *a == newest {
+                cmd.arg("-gencode")
+                    .arg(format!("arch=compute_{a},code=[sm_{a},compute_{a}]"));
+            } else {
+                cmd.arg("-gencode")
+                    .arg(format!("arch=compute_{a},code=sm_{a}"));
+            }
+        }
+        cmd.arg("-o").arg(&fatbin).arg(&unit_path);
+        let output = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}. {HOW_TO_GET_NVCC}", nvcc.display()));
+        if !output.status.success() {
+            panic!(
+                "nvcc failed ({}):\n{:?}\n{}{}",
+                output.status,
+                cmd,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let archs_text: Vec<String> = archs.iter().map(|a| format!("sm_{a}")).collect();
+        fs::write(
+            out.join("cuda_build_info.rs"),
+            format!(
+                "/// The architectures the embedded fatbin has SASS for; PTX for the last.\n\
+                 pub const FATBIN_ARCHS: &[&str] = &{archs_text:?};\n"
+            ),
+        )
+        .expect("write cuda_build_info.rs");
+    }
+
+    const BINDINGS: &str = "src/kernels/abi_bindings.rs";
+
+    /// Regenerates the ABI bindings and compares them with the committed file, ignoring
+    /// whitespace (rustfmt versions differ in layout, not in tokens).
+    fn check_bindings() {
+        println!("cargo:rerun-if-changed={BINDINGS}");
+        let generated = bindgen::Builder::default()
+            .header("kernels/cpugpu_abi.h")
+            .allowlist_type("Cpugpu.*")
+            .allowlist_var("CPUGPU_.*")
+            .layout_tests(false)
+            .derive_debug(true)
+            .derive_copy(true)
+            .derive_default(false)
+            .use_core()
+            .raw_line("// Generated by bindgen from kernels/cpugpu_abi.h (build.rs, `--features cuda`).")
+            .raw_line("// Do not edit: change the header, then `CPUGPU_BLESS_BINDINGS=1 cargo build --features cuda`.")
+            .generate()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "bindgen could not read kernels/cpugpu_abi.h ({e}). It needs libclang: \
+                     `eval \"$(scripts/install-cuda-toolchain.sh)\"` installs libclang1-14 and sets \
+                     LIBCLANG_PATH"
+                )
+            })
+            .to_string();
+        let committed = fs::read_to_string(BINDINGS).unwrap_or_default();
+        let squash = |s: &str| s.split_whitespace().collect::<String>();
+        if squash(&generated) == squash(&committed) {
+            return;
+        }
+        if env::var_os("CPUGPU_BLESS_BINDINGS").is_some_and(|v| v == "1") {
+            fs::write(BINDINGS, &generated).expect("write the bindings");
+            println!("cargo:warning=rewrote {BINDINGS} from kernels/cpugpu_abi.h");
+            return;
+        }
+        let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+        let fresh = out.join("abi_bindings.generated.rs");
+        fs::write(&fresh, &generated).expect("write the fresh bindings");
+        panic!(
+            "{BINDINGS} is out of date with kernels/cpugpu_abi.h: a fresh bindgen run differs \
+             (compare with {}). If the header change is intended, run \
+             `CPUGPU_BLESS_BINDINGS=1 cargo build --features cuda` and commit the result.",
+            fresh.display()
+        );
     }
 }

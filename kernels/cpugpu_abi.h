@@ -117,6 +117,20 @@ typedef struct CpugpuBatchedCopyParams {
     int64_t tile_units;
 } CpugpuBatchedCopyParams;
 
+/* capture_error: one thread, launched after a checked operation on the same stream. Copies the
+ * error word into out[0] and, when it holds a position below n, the element of `data` at that
+ * position (elem_bytes 4 or 8, zero-extended) into out[1]; then resets the error word to
+ * CPUGPU_NO_ERROR for the next operation. `out` is mapped pinned host memory, read by the host
+ * after the stream synchronises, so the error can name the offending value even when `data` has
+ * been freed by then. */
+typedef struct CpugpuErrorCaptureParams {
+    uint64_t* error;
+    const void* data;
+    uint64_t* out;
+    int64_t n;
+    int64_t elem_bytes;
+} CpugpuErrorCaptureParams;
+
 /* Test-only canary kernels (emulator feature only): deliberately wrong, to prove the sanitizers
  * are live. */
 typedef struct CpugpuCanaryParams {

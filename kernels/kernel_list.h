@@ -77,6 +77,9 @@ CPUGPU_KERNEL(split_copy_w4, CpugpuBatchedCopyParams)
 CPUGPU_KERNEL(split_copy_w8, CpugpuBatchedCopyParams)
 CPUGPU_KERNEL(split_copy_w16, CpugpuBatchedCopyParams)
 
+/* error_capture.cu */
+CPUGPU_KERNEL(capture_error, CpugpuErrorCaptureParams)
+
 /* test_only/canary.cu: deliberately broken, emulator builds only */
 CPUGPU_TEST_KERNEL(canary_read_past_end, CpugpuCanaryParams)
 CPUGPU_TEST_KERNEL(canary_shared_race, CpugpuCanaryParams)

@@ -3,11 +3,15 @@
 # prints the environment to use it. Nothing is installed system-wide, no GPU is needed.
 #
 #   scripts/install-cuda-toolchain.sh [VENV_DIR]
-#   eval "$(scripts/install-cuda-toolchain.sh)"      # export NVCC, CUDA_PATH, PATH
+#   eval "$(scripts/install-cuda-toolchain.sh)"
+#     exports NVCC, CUDA_PATH, PATH (nvcc, cuobjdump), CUDA_LIBRARY_PATH (link-time libcuda for
+#     cust), LIBCLANG_PATH (bindgen) and CPUGPU_STUB_LIBCUDA (the stub's folder: put it on
+#     LD_LIBRARY_PATH only on machines with no NVIDIA driver)
 #
 # VENV_DIR: the first argument, else $CPUGPU_CUDA_VENV, else .venv-cuda at the repository root.
 # $PYTHON picks the interpreter that creates the venv (default python3, >= 3.9).
 # Idempotent: when every pinned package is already there at its version, nothing is downloaded.
+# Needs root (apt) for libcuda1 (Debian non-free, unpacked, not installed) and libclang1-14.
 # Progress goes to stderr; stdout carries only the `export` lines.
 #
 # Versions (see shared/CUDA-TOOLCHAIN.md): the compiler is pinned to CUDA 13.0, the GPU machines'
@@ -79,12 +83,59 @@ grep -q "release $NVCC_RELEASE," <<<"$version" \
   || die "nvcc is not CUDA $NVCC_RELEASE: $(tail -n 2 <<<"$version" | tr '\n' ' ')"
 log "$(grep -o 'release [0-9.]*, V[0-9.]*' <<<"$version"): $bin/nvcc"
 
-# --- issue 3 (not implemented yet): libcuda.so for linking cust without a GPU --------------------
-# (Debian non-free libcuda1, `apt-get download` + `dpkg -x` into a private folder, then
-#  `export CUDA_LIBRARY_PATH=...` with a lib64/ subfolder), see shared/CUDA-TOOLCHAIN.md.
-# --- issue 3 (not implemented yet): libclang for bindgen (apt-get install libclang1-14) ----------
-# --------------------------------------------------------------------------------------------------
+# --- libcuda.so for linking cust on a machine without a GPU driver -----------------------------
+# Debian's non-free libcuda1, downloaded and unpacked into the venv (no install, no driver): cust's
+# build script wants CUDA_LIBRARY_PATH with a lib64/ holding libcuda.so. At run time, with
+# LD_LIBRARY_PATH at that folder, cuInit answers "no device", so the host fallback is testable.
+# On a GPU machine do NOT put it on LD_LIBRARY_PATH: the machine's own driver must be used.
+stub="$venv/libcuda-stub"
+if [ ! -e "$stub/lib64/libcuda.so" ]; then
+  command -v apt-get >/dev/null || die "apt-get not found: provide libcuda.so yourself and set CUDA_LIBRARY_PATH (a folder with lib64/libcuda.so)"
+  sources=/etc/apt/sources.list.d/cpugpu-non-free.sources
+  if ! apt-cache policy libcuda1 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    [ -w /etc/apt/sources.list.d ] || die "need root to add Debian's non-free component ($sources)"
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+    log "adding Debian $codename non-free to $sources"
+    cat >"$sources" <<SRC
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $codename $codename-updates
+Components: non-free
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    apt-get update -qq >&2 || die "apt-get update failed"
+  fi
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq libcuda1 >&2) || die "apt-get download libcuda1 failed"
+  rm -rf "$stub.tmp" && mkdir -p "$stub.tmp"
+  dpkg -x "$tmp"/libcuda1_*.deb "$stub.tmp/root" || die "dpkg -x libcuda1 failed"
+  lib=$(dirname "$(find "$stub.tmp/root" -name 'libcuda.so.1' | head -n 1)")
+  [ -n "$lib" ] && [ -e "$lib/libcuda.so.1" ] || die "libcuda.so.1 not found in the libcuda1 package"
+  mkdir -p "$stub.tmp/lib64"
+  cp -L "$lib/libcuda.so.1" "$stub.tmp/lib64/libcuda.so.1"
+  ln -sf libcuda.so.1 "$stub.tmp/lib64/libcuda.so"
+  # libcuda1's own dependency (libnvidia-ptxjitcompiler etc.) is only loaded on a real driver path.
+  rm -rf "$stub.tmp/root" "$tmp" "$stub" && mv "$stub.tmp" "$stub"
+  log "libcuda.so (link-time only) in $stub/lib64"
+fi
+
+# --- libclang for bindgen (the cuda build regenerates and checks src/kernels/abi_bindings.rs) ----
+libclang=$(ls /usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so* /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* 2>/dev/null | head -n 1 || true)
+if [ -z "$libclang" ]; then
+  [ -w /var/lib/dpkg ] || die "libclang not found and not root: apt-get install libclang1-14"
+  log "installing libclang1-14"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang1-14 >&2 \
+    || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang1-14 >&2; } \
+    || die "apt-get install libclang1-14 failed"
+  libclang=$(ls /usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so* /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* 2>/dev/null | head -n 1 || true)
+  [ -n "$libclang" ] || die "libclang still not found after installing libclang1-14"
+fi
+log "libclang: $libclang"
 
 printf 'export NVCC=%q\n' "$bin/nvcc"
 printf 'export CUDA_PATH=%q\n' "$cuda"
 printf 'export PATH=%q:"$PATH"\n' "$bin"
+printf 'export CUDA_LIBRARY_PATH=%q\n' "$stub"
+printf 'export LIBCLANG_PATH=%q\n' "$(dirname "$libclang")"
+# Run-time library path for machines WITHOUT a GPU driver only (cuInit then reports no device):
+printf 'export CPUGPU_STUB_LIBCUDA=%q\n' "$stub/lib64"

@@ -59,6 +59,15 @@ pub enum SyncOutcome {
 ///
 /// A UVA buffer ([`MemoryPlacement::Uva`]) has one memory that both sides see: copies are
 /// no-ops and it is never dirty.
+///
+/// On CUDA, copies between pinned host memory and the device are asynchronous on the device's
+/// stream, and host access waits for them: [`host`](Self::host), [`host_mut`](Self::host_mut)
+/// and the other host-side accessors first wait for the last copy that reads or writes the host
+/// side (an event), and, for a UVA buffer whose device side was handed out, for the work
+/// issued to the device's stream since. So the host never overwrites memory an in-flight copy
+/// or kernel still reads (vllm-project/vllm#25279), and never reads a download before it
+/// lands. Dropping the buffer waits the same way before the memory is released. Work on other
+/// streams is the caller's to order. Copies from pageable host memory are synchronous.
 pub struct CpuGpuBuffer<T: Element> {
     name: String,
     shape: Shape,
@@ -70,6 +79,78 @@ pub struct CpuGpuBuffer<T: Element> {
     manager: Option<PinnedMemoryManager>,
     host_dirty: bool,
     device_dirty: bool,
+    gate: HostGate,
+    /// The device address of a UVA buffer's mapped host side (CUDA only).
+    #[cfg(feature = "cuda")]
+    uva_ptr: Option<u64>,
+}
+
+/// What host access to a paired buffer must wait for on CUDA (nothing on the host backend).
+#[derive(Default)]
+pub(crate) struct HostGate {
+    /// Recorded after the last asynchronous copy that reads or writes the host side.
+    #[cfg(feature = "cuda")]
+    event: std::sync::Mutex<Option<crate::cuda::Event>>,
+    /// The UVA host side was handed out as a device view since the last wait: kernels issued to
+    /// the device's stream may read or write it.
+    #[cfg(feature = "cuda")]
+    exposed: std::sync::atomic::AtomicBool,
+}
+
+impl HostGate {
+    /// Blocks until no device work known to touch the host side is in flight. A driver failure
+    /// while waiting is kept for the device's next `synchronize`.
+    pub(crate) fn wait(&self, device: &Device) {
+        #[cfg(feature = "cuda")]
+        {
+            let Ok(q) = device.cuda_queue(Op::Sync) else {
+                return;
+            };
+            if self
+                .exposed
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                if let Err(e) = q.stream.synchronize() {
+                    q.defer_error(e);
+                }
+            }
+            let event = self.event.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(e) = event {
+                if let Err(err) = e.synchronize() {
+                    q.defer_error(err);
+                }
+            }
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = device;
+    }
+
+    /// Records "the device's work so far" as what the next host access waits for.
+    pub(crate) fn arm(&self, device: &Device) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if device.cuda_queue(Op::Sync).is_ok() {
+            let e = device.record_event(false)?;
+            *self.event.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = device;
+        Ok(())
+    }
+
+    /// Notes that the host side was handed out as device memory (UVA).
+    pub(crate) fn expose(&self) {
+        #[cfg(feature = "cuda")]
+        self.exposed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl<T: Element> Drop for CpuGpuBuffer<T> {
+    fn drop(&mut self) {
+        // In-flight copies and kernels may still use the host side: let them finish before the
+        // page-locked memory is freed or returned to a manager's cache.
+        self.gate.wait(&self.device);
+    }
 }
 
 impl<T: Element> CpuGpuBuffer<T> {
@@ -109,11 +190,30 @@ impl<T: Element> CpuGpuBuffer<T> {
         placement: MemoryPlacement,
     ) -> Result<Self> {
         let shape = Shape::for_op(Op::Allocate, shape)?;
-        let host = HostBuffer::zeroed(placement, shape.numel(), manager)?;
+        let host = HostBuffer::zeroed(device, placement, shape.numel(), manager)?;
         let device_side = match placement {
             MemoryPlacement::Uva => None,
             _ => Some(DeviceBuffer::zeroed(device, shape)?),
         };
+        #[cfg(feature = "cuda")]
+        let uva_ptr = match (&host, placement) {
+            (HostBuffer::Pinned(p), MemoryPlacement::Uva) => {
+                p.device_ptr(Op::Allocate).transpose()?
+            }
+            _ => None,
+        };
+        #[cfg(feature = "cuda")]
+        if device.kind() == crate::BackendKind::Cuda {
+            if placement == MemoryPlacement::Uva && uva_ptr.is_none() {
+                return Err(Error::UnsupportedPlacement {
+                    op: Op::Allocate,
+                    placement,
+                    reason: "a UVA buffer on CUDA needs page-locked memory from this device",
+                });
+            }
+            // The device side's zeroing is asynchronous; have the first host access wait for it
+            // like for any other device work (it is cheap and keeps the rule simple).
+        }
         Ok(CpuGpuBuffer {
             name,
             shape,
@@ -124,7 +224,24 @@ impl<T: Element> CpuGpuBuffer<T> {
             manager: manager.cloned(),
             host_dirty: false,
             device_dirty: false,
+            gate: HostGate::default(),
+            #[cfg(feature = "cuda")]
+            uva_ptr,
         })
+    }
+
+    /// Blocks until the device work known to use this buffer's host side has completed (the
+    /// pool calls it before handing a slot out again).
+    pub(crate) fn wait_idle(&self) {
+        self.gate.wait(&self.device);
+    }
+
+    /// Records the device's work so far as what the next host access waits for (the pool calls
+    /// it when a guard drops). If recording fails, the next wait synchronises the stream.
+    pub(crate) fn mark_released(&self) {
+        if self.gate.arm(&self.device).is_err() {
+            self.gate.expose();
+        }
     }
 
     /// The buffer's name.
@@ -177,20 +294,25 @@ impl<T: Element> CpuGpuBuffer<T> {
         self.device_side.as_ref().map_or(0, |d| d.size_bytes())
     }
 
-    /// The host side.
+    /// The host side (on CUDA, after in-flight copies into it have landed).
     pub fn host(&self) -> &[T] {
+        self.gate.wait(&self.device);
         &self.host
     }
 
-    /// The host side, for writing; marks it dirty.
+    /// The host side, for writing; marks it dirty. On CUDA it first waits until no in-flight
+    /// copy or kernel reads it.
     pub fn host_mut(&mut self) -> &mut [T] {
+        self.gate.wait(&self.device);
         self.mark_host_dirty();
         &mut self.host
     }
 
-    /// Rows `rows` of the host side, for writing; marks it dirty.
+    /// Rows `rows` of the host side, for writing; marks it dirty (waits as
+    /// [`host_mut`](Self::host_mut)).
     pub fn host_rows_mut(&mut self, rows: Range<usize>) -> Result<&mut [T]> {
         let elems = self.elem_range(Op::Slice, &rows)?;
+        self.gate.wait(&self.device);
         self.mark_host_dirty();
         Ok(&mut self.host[elems])
     }
@@ -206,6 +328,11 @@ impl<T: Element> CpuGpuBuffer<T> {
     /// The device side, for writing; marks it dirty (not for UVA buffers, which have one side).
     pub fn device_view_mut(&mut self) -> DeviceViewMut<'_, T> {
         self.mark_device_dirty();
+        #[cfg(feature = "cuda")]
+        if let (None, Some(ptr)) = (&self.device_side, self.uva_ptr) {
+            self.gate.expose();
+            return DeviceViewMut::cuda_parts(ptr, &self.device, self.shape);
+        }
         match &mut self.device_side {
             Some(d) => d.view_mut(),
             None => DeviceViewMut::from_host_parts(&mut self.host, self.shape),
@@ -224,6 +351,12 @@ impl<T: Element> CpuGpuBuffer<T> {
     }
 
     fn uva_view(&self) -> DeviceView<'_, T> {
+        #[cfg(feature = "cuda")]
+        if let Some(ptr) = self.uva_ptr {
+            // CUDA: the mapped host memory's device address; kernels read it over the bus.
+            self.gate.expose();
+            return DeviceView::cuda_parts(ptr, &self.device, self.shape);
+        }
         // Host backend: the mapped memory is the host memory itself.
         DeviceView::from_host_parts(&self.host, self.shape)
     }
@@ -276,6 +409,26 @@ impl<T: Element> CpuGpuBuffer<T> {
         let Some(dev) = &mut self.device_side else {
             return Ok(()); // UVA: one memory
         };
+        #[cfg(feature = "cuda")]
+        if let (Some(q), HostBuffer::Pinned(p)) = (self.device.cuda_queue(op).ok(), &self.host) {
+            if p.is_page_locked() {
+                // Page-locked: a real asynchronous copy; host access waits for its event.
+                self.gate.wait(&self.device);
+                let bytes = elems.len() * std::mem::size_of::<T>();
+                let dptr = dev.view().cuda_ptr().unwrap_or(0);
+                let hptr = self.host.as_ptr().cast::<u8>().cast_mut();
+                // SAFETY: both sides hold at least `elems` elements from their starts (same
+                // shape); the host block stays alive and untouched until the event armed below
+                // completes (every host accessor and Drop wait for it).
+                unsafe {
+                    match op {
+                        Op::CopyToHost => crate::cuda::copy_dtoh_async(op, q, hptr, dptr, bytes)?,
+                        _ => crate::cuda::copy_htod_async(op, q, dptr, hptr, bytes)?,
+                    }
+                }
+                return self.gate.arm(&self.device);
+            }
+        }
         let host = &mut self.host[elems.clone()];
         let mut part = dev.flat_mut().into_rows(elems)?;
         match op {
@@ -321,6 +474,7 @@ impl<T: Element> CpuGpuBuffer<T> {
 
     /// Sets every element of both sides to `value`; both sides then agree, so the flags clear.
     pub fn fill(&mut self, value: T) {
+        self.gate.wait(&self.device);
         crate::ops::par_fill(&mut self.host, value);
         if let Some(d) = &mut self.device_side {
             d.fill(value);
@@ -337,6 +491,7 @@ impl<T: Element> CpuGpuBuffer<T> {
     /// Rows `rows` of both sides.
     pub fn slice(&self, rows: Range<usize>) -> Result<BufferSlice<'_, T>> {
         let elems = self.elem_range(Op::Slice, &rows)?;
+        self.gate.wait(&self.device);
         Ok(BufferSlice {
             host: &self.host[elems],
             device: self.device_view().rows(rows)?,
@@ -356,6 +511,7 @@ impl<T: Element> CpuGpuBuffer<T> {
             self.placement,
         )?;
         let keep = self.row_len() * self.rows().min(rows);
+        self.gate.wait(&self.device);
         next.host[..keep].copy_from_slice(&self.host[..keep]);
         if let (Some(old), Some(new)) = (&self.device_side, &mut next.device_side) {
             let old = old.flat().rows(0..keep)?;

@@ -16,13 +16,19 @@ pub enum BackendKind {
     /// runs on the CPU. Works on every machine; it is also the reference the GPU backend is
     /// tested against.
     Host,
+    /// A CUDA GPU (`--features cuda`): device memory, page-locked and mapped host memory, the
+    /// crate's kernels launched on a stream.
+    #[cfg(feature = "cuda")]
+    Cuda,
 }
 
 impl BackendKind {
-    /// `"host"`.
+    /// `"host"` or `"cuda"`.
     pub const fn name(self) -> &'static str {
         match self {
             BackendKind::Host => "host",
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => "cuda",
         }
     }
 }
@@ -64,21 +70,30 @@ impl fmt::Display for MemoryPlacement {
     }
 }
 
-#[derive(Debug)]
 struct Inner {
     kind: BackendKind,
     fallback_reason: Option<&'static str>,
+    /// The CUDA context, stream and error read-out (CUDA devices only).
+    #[cfg(feature = "cuda")]
+    cuda: Option<crate::cuda::Queue>,
 }
 
 /// A handle to a backend: cheap to clone, `Send + Sync`.
 ///
 /// Batching code takes a `&Device` and calls the operations on it; the same code runs on the
-/// host backend (every machine) and, once the `cuda` feature lands, on a GPU.
+/// host backend (every machine) and, with the `cuda` feature, on a GPU.
+///
+/// On CUDA a `Device` is a device *and a stream*: every operation is enqueued on that stream and
+/// returns without waiting. Errors the kernels find in the data (an index out of bounds, a
+/// negative length, an offset overflow) come back from the next [`Device::synchronize`] (or any
+/// other call that waits for the stream, such as [`DeviceBuffer::to_vec`]); argument errors
+/// (shapes, lengths) come back at once, as on the host. Clones share the stream;
+/// `Device::with_stream` and `Device::new_stream` give handles on other streams of the same
+/// GPU.
 ///
 /// ```
-/// use cpugpu::{BackendKind, Device};
+/// use cpugpu::Device;
 /// let dev = Device::auto();
-/// assert_eq!(dev.kind(), BackendKind::Host); // this build has no GPU backend
 /// println!("running on {dev} ({})", dev.fallback_reason().unwrap_or("requested"));
 /// dev.synchronize()?;
 /// # Ok::<(), cpugpu::Error>(())
@@ -91,23 +106,126 @@ pub struct Device {
 impl Device {
     /// The host backend.
     pub fn host() -> Self {
+        Self::host_because(None)
+    }
+
+    fn host_because(fallback_reason: Option<&'static str>) -> Self {
         Device {
             inner: Arc::new(Inner {
                 kind: BackendKind::Host,
-                fallback_reason: None,
+                fallback_reason,
+                #[cfg(feature = "cuda")]
+                cuda: None,
             }),
         }
     }
 
-    /// The best backend this build and machine offer. Today that is always the host backend,
-    /// and [`Device::fallback_reason`] says why.
+    /// The best backend this build and machine offer: CUDA device 0 when the `cuda` feature is
+    /// on and a device answers, else the host backend, with [`Device::fallback_reason`] saying
+    /// why (no `cuda` feature, no driver, no device, or the device could not be opened).
     pub fn auto() -> Self {
-        Device {
-            inner: Arc::new(Inner {
-                kind: BackendKind::Host,
-                fallback_reason: Some("this build of cpugpu has no GPU backend"),
-            }),
+        #[cfg(feature = "cuda")]
+        {
+            static REASON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            match crate::cuda::probe() {
+                Err(reason) => Self::host_because(Some(reason)),
+                Ok(_) => match Self::cuda(0) {
+                    Ok(d) => d,
+                    Err(e) => Self::host_because(Some(
+                        REASON
+                            .get_or_init(|| format!("CUDA device 0 could not be opened: {e}"))
+                            .as_str(),
+                    )),
+                },
+            }
         }
+        #[cfg(not(feature = "cuda"))]
+        Self::host_because(Some(
+            "this build of cpugpu has no GPU backend (build with --features cuda)",
+        ))
+    }
+
+    /// CUDA device `ordinal` on a new stream of its own. The device's primary context is
+    /// retained and the crate's kernels are loaded into it once per process.
+    #[cfg(feature = "cuda")]
+    pub fn cuda(ordinal: usize) -> Result<Self> {
+        let ordinal = u32::try_from(ordinal).map_err(|_| Error::InvalidArgument {
+            op: Op::Device,
+            name: "the device ordinal",
+            value: ordinal as i128,
+            reason: "no CUDA device has this ordinal",
+        })?;
+        let ctx = crate::cuda::Context::get(ordinal)?;
+        let stream = crate::cuda::Stream::new(&ctx)?;
+        Self::on_queue(crate::cuda::Queue::new(ctx, stream)?)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn on_queue(q: crate::cuda::Queue) -> Result<Self> {
+        Ok(Device {
+            inner: Arc::new(Inner {
+                kind: BackendKind::Cuda,
+                fallback_reason: None,
+                cuda: Some(q),
+            }),
+        })
+    }
+
+    /// A handle on the same GPU whose operations go to `stream` (for instance one wrapped with
+    /// [`Stream::from_raw`](crate::cuda::Stream::from_raw) from PyTorch or the CUDA runtime).
+    /// Its device-side errors are reported by its own [`Device::synchronize`].
+    #[cfg(feature = "cuda")]
+    pub fn with_stream(&self, stream: &crate::cuda::Stream) -> Result<Self> {
+        let q = self.cuda_queue(Op::Stream)?;
+        Self::on_queue(crate::cuda::Queue::new(q.ctx.clone(), stream.clone())?)
+    }
+
+    /// A handle on the same GPU with a new stream of its own.
+    #[cfg(feature = "cuda")]
+    pub fn new_stream(&self) -> Result<Self> {
+        let q = self.cuda_queue(Op::Stream)?;
+        let stream = crate::cuda::Stream::new(&q.ctx)?;
+        Self::on_queue(crate::cuda::Queue::new(q.ctx.clone(), stream)?)
+    }
+
+    /// The stream this handle's work goes to (`None` on the host backend).
+    #[cfg(feature = "cuda")]
+    pub fn stream(&self) -> Option<&crate::cuda::Stream> {
+        self.inner.cuda.as_ref().map(|q| &q.stream)
+    }
+
+    /// A new event recorded now on this handle's stream (`timing` enables
+    /// [`Event::elapsed_ms`](crate::cuda::Event::elapsed_ms)). Host backend:
+    /// [`Error::WrongDevice`].
+    #[cfg(feature = "cuda")]
+    pub fn record_event(&self, timing: bool) -> Result<crate::cuda::Event> {
+        let q = self.cuda_queue(Op::Stream)?;
+        let e = crate::cuda::Event::new(&q.ctx, timing)?;
+        e.record(&q.stream)?;
+        Ok(e)
+    }
+
+    /// The CUDA device's ordinal, name and compute capability (`None` on the host backend).
+    #[cfg(feature = "cuda")]
+    pub fn cuda_info(&self) -> Option<(usize, &str, (u32, u32))> {
+        self.inner.cuda.as_ref().map(|q| {
+            (
+                usize::try_from(q.ctx.ordinal).unwrap_or(usize::MAX),
+                q.ctx.name.as_str(),
+                q.ctx.cc,
+            )
+        })
+    }
+
+    /// This device's CUDA queue, or [`Error::WrongDevice`] naming `op`.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_queue(&self, op: Op) -> Result<&crate::cuda::Queue> {
+        self.inner.cuda.as_ref().ok_or(Error::WrongDevice {
+            op,
+            what: "the device",
+            expected: "cuda",
+            actual: "host",
+        })
     }
 
     /// Which backend runs this device's work.
@@ -121,10 +239,14 @@ impl Device {
     }
 
     /// Waits for all work issued to this device. The host backend runs every operation
-    /// synchronously, so this returns at once.
+    /// synchronously, so this returns at once. On CUDA it waits for the stream, then returns the
+    /// first error the kernels recorded since the last synchronisation (the earliest
+    /// operation's), naming the operation and the offending position and value.
     pub fn synchronize(&self) -> Result<()> {
         match self.kind() {
             BackendKind::Host => Ok(()),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => self.cuda_queue(Op::Device)?.synchronize(),
         }
     }
 
@@ -170,6 +292,12 @@ impl Device {
                 v.extend_from_slice(data);
                 Ok(DeviceBuffer::from_host_vec(self, v, shape))
             }
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => {
+                let mut b = DeviceBuffer::uninit(self, shape)?;
+                b.copy_from_host(data)?;
+                Ok(b)
+            }
         }
     }
 }
@@ -178,6 +306,11 @@ impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind() {
             BackendKind::Host => write!(f, "host ({} rayon threads)", rayon::current_num_threads()),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => match self.cuda_info() {
+                Some((o, name, (ma, mi))) => write!(f, "cuda:{o} ({name}, sm_{ma}{mi})"),
+                None => f.write_str("cuda"),
+            },
         }
     }
 }

@@ -48,6 +48,14 @@ pub enum Op {
     PoolGet,
     /// A pinned-memory manager allocation.
     PinnedAllocate,
+    /// Opening a device (context, kernel module, stream) or waiting for its work.
+    Device,
+    /// A stream or event call.
+    Stream,
+    /// A copy between two device views.
+    CopyDeviceToDevice,
+    /// A fill of device memory.
+    Fill,
 }
 
 impl Op {
@@ -69,6 +77,10 @@ impl Op {
             Op::PoolAllocate => "pool_allocate",
             Op::PoolGet => "pool_get",
             Op::PinnedAllocate => "pinned_allocate",
+            Op::Device => "device",
+            Op::Stream => "stream",
+            Op::CopyDeviceToDevice => "copy_device_to_device",
+            Op::Fill => "fill",
         }
     }
 }
@@ -179,6 +191,22 @@ pub enum Error {
     },
     /// The system allocator refused `bytes` bytes.
     OutOfMemory { op: Op, bytes: usize },
+    /// A CUDA driver call failed: `call` is the driver function, `code` its `CUresult` and
+    /// `name` the driver's name for it (e.g. `CUDA_ERROR_OUT_OF_MEMORY`).
+    Driver {
+        op: Op,
+        call: &'static str,
+        code: u32,
+        name: &'static str,
+    },
+    /// An operand lives on another backend or device than the one running the operation (e.g.
+    /// a host slice given to a CUDA device, or memory of GPU 1 given to GPU 0).
+    WrongDevice {
+        op: Op,
+        what: &'static str,
+        expected: &'static str,
+        actual: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -298,6 +326,18 @@ impl fmt::Display for Error {
             Error::OutOfMemory { op, bytes } => {
                 write!(f, "{op}: the allocator refused {bytes} bytes")
             }
+            Error::Driver {
+                op,
+                call,
+                code,
+                name,
+            } => write!(f, "{op}: CUDA driver call {call} failed: {name} ({code})"),
+            Error::WrongDevice {
+                op,
+                what,
+                expected,
+                actual,
+            } => write!(f, "{op}: {what} is {actual} memory, this operation needs {expected} memory"),
         }
     }
 }

@@ -54,10 +54,13 @@
 #![warn(missing_docs)]
 
 mod buffer;
+/// The CUDA backend's public handles: streams and events (`--features cuda`).
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod device;
 mod element;
 mod error;
-#[cfg(feature = "emulator")]
+#[cfg(any(feature = "emulator", feature = "cuda"))]
 mod kernels;
 mod memory;
 pub mod ops;

@@ -28,6 +28,29 @@ pub struct DeviceBuffer<T: Element> {
 enum Storage<T> {
     /// Host backend: a second host allocation.
     Host(Vec<T>),
+    /// CUDA: device memory, freed in order on the allocating device's stream.
+    #[cfg(feature = "cuda")]
+    Cuda(crate::cuda::DevAlloc),
+}
+
+/// A view of CUDA memory: the device address and the queue of the device that owns it (whose
+/// stream copies through the view are issued on).
+#[cfg(feature = "cuda")]
+#[derive(Clone, Copy)]
+pub(crate) struct CudaPtr<'a> {
+    pub(crate) ptr: u64,
+    pub(crate) q: &'a crate::cuda::Queue,
+}
+
+#[cfg(feature = "cuda")]
+impl CudaPtr<'_> {
+    fn offset<T>(self, elems: usize) -> Self {
+        // Cannot overflow: the element range lies inside the allocation.
+        CudaPtr {
+            ptr: self.ptr + (elems * std::mem::size_of::<T>()) as u64,
+            q: self.q,
+        }
+    }
 }
 
 /// A `Vec` of `len` zeroed elements, or an allocation error naming `op`.
@@ -106,9 +129,32 @@ impl<T: Element> DeviceBuffer<T> {
     pub(crate) fn zeroed(device: &Device, shape: Shape) -> Result<Self> {
         let storage = match device.kind() {
             BackendKind::Host => Storage::Host(zeroed_vec(Op::Allocate, shape.numel())?),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => {
+                let q = device.cuda_queue(Op::Allocate)?;
+                Storage::Cuda(crate::cuda::DevAlloc::filled(
+                    Op::Allocate,
+                    &q.stream,
+                    bytes_of::<T>(Op::Allocate, shape.numel())?,
+                    0,
+                )?)
+            }
         };
         Ok(DeviceBuffer {
             storage,
+            shape,
+            device: device.clone(),
+        })
+    }
+
+    /// A CUDA buffer whose contents are whatever the allocator returned (every caller
+    /// overwrites all of it before anything reads it).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn uninit(device: &Device, shape: Shape) -> Result<Self> {
+        let q = device.cuda_queue(Op::Allocate)?;
+        let bytes = bytes_of::<T>(Op::Allocate, shape.numel())?;
+        Ok(DeviceBuffer {
+            storage: Storage::Cuda(crate::cuda::DevAlloc::new(Op::Allocate, &q.stream, bytes)?),
             shape,
             device: device.clone(),
         })
@@ -141,7 +187,8 @@ impl<T: Element> DeviceBuffer<T> {
 
     /// Bytes of device memory.
     pub fn size_bytes(&self) -> usize {
-        std::mem::size_of_val(self.host_slice())
+        // Cannot overflow: the allocation exists.
+        self.len() * std::mem::size_of::<T>()
     }
 
     /// The device that owns the memory.
@@ -149,44 +196,67 @@ impl<T: Element> DeviceBuffer<T> {
         &self.device
     }
 
-    fn host_slice(&self) -> &[T] {
-        match &self.storage {
-            Storage::Host(v) => v,
-        }
-    }
-
-    fn host_slice_mut(&mut self) -> &mut [T] {
-        match &mut self.storage {
-            Storage::Host(v) => v,
-        }
-    }
-
     /// A view of the whole buffer.
     pub fn view(&self) -> DeviceView<'_, T> {
-        DeviceView {
-            repr: ViewRepr::Host(self.host_slice()),
-            shape: self.shape,
+        self.view_as(self.shape)
+    }
+
+    fn view_as(&self, shape: Shape) -> DeviceView<'_, T> {
+        let repr = match &self.storage {
+            Storage::Host(v) => ViewRepr::Host(v),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(a) => ViewRepr::Cuda(CudaPtr {
+                ptr: a.ptr,
+                q: self.queue(),
+            }),
+        };
+        DeviceView { repr, shape }
+    }
+
+    /// The queue of a CUDA buffer's device (a CUDA buffer is only made by a CUDA device).
+    #[cfg(feature = "cuda")]
+    fn queue(&self) -> &crate::cuda::Queue {
+        match self.device.cuda_queue(Op::Slice) {
+            Ok(q) => q,
+            Err(_) => unreachable!("CUDA storage is only allocated by a CUDA device"),
         }
+    }
+
+    fn view_mut_as(&mut self, shape: Shape) -> DeviceViewMut<'_, T> {
+        #[cfg(feature = "cuda")]
+        if let Storage::Cuda(a) = &self.storage {
+            let ptr = a.ptr;
+            let q = match self.device.cuda_queue(Op::Slice) {
+                Ok(q) => q,
+                Err(_) => unreachable!("CUDA storage is only allocated by a CUDA device"),
+            };
+            return DeviceViewMut {
+                repr: ViewReprMut::Cuda(CudaPtr { ptr, q }),
+                shape,
+            };
+        }
+        let repr = match &mut self.storage {
+            Storage::Host(v) => ViewReprMut::Host(v),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => unreachable!("handled above"),
+        };
+        DeviceViewMut { repr, shape }
     }
 
     /// A mutable view of the whole buffer.
     pub fn view_mut(&mut self) -> DeviceViewMut<'_, T> {
-        let shape = self.shape;
-        DeviceViewMut {
-            repr: ViewReprMut::Host(self.host_slice_mut()),
-            shape,
-        }
+        self.view_mut_as(self.shape)
     }
 
     /// A one-dimensional view of all elements.
     pub fn flat(&self) -> DeviceView<'_, T> {
-        DeviceView::from_host_parts(self.host_slice(), Shape::vector(self.len()))
+        self.view_as(Shape::vector(self.len()))
     }
 
     /// A one-dimensional mutable view of all elements.
     pub fn flat_mut(&mut self) -> DeviceViewMut<'_, T> {
-        let len = self.len();
-        DeviceViewMut::from_host_parts(self.host_slice_mut(), Shape::vector(len))
+        let shape = Shape::vector(self.len());
+        self.view_mut_as(shape)
     }
 
     /// Copies `src` (exactly [`DeviceBuffer::len`] elements) from the host into the buffer.
@@ -206,10 +276,22 @@ impl<T: Element> DeviceBuffer<T> {
         Ok(v)
     }
 
-    /// Sets every element to `value`.
+    /// Sets every element to `value`. On CUDA the fill is enqueued on the owning device's
+    /// stream; a driver failure is reported by that device's next
+    /// [`Device::synchronize`].
     pub fn fill(&mut self, value: T) {
         self.view_mut().fill(value)
     }
+}
+
+/// `len * size_of::<T>()`, or [`Error::SizeOverflow`].
+#[cfg(feature = "cuda")]
+pub(crate) fn bytes_of<T>(op: Op, len: usize) -> Result<usize> {
+    len.checked_mul(std::mem::size_of::<T>())
+        .ok_or(Error::SizeOverflow {
+            op,
+            what: "the size in bytes",
+        })
 }
 
 impl<T: Element> fmt::Debug for DeviceBuffer<T> {
@@ -225,10 +307,14 @@ impl<T: Element> fmt::Debug for DeviceBuffer<T> {
 #[derive(Clone, Copy)]
 enum ViewRepr<'a, T> {
     Host(&'a [T]),
+    #[cfg(feature = "cuda")]
+    Cuda(CudaPtr<'a>),
 }
 
 enum ViewReprMut<'a, T> {
     Host(&'a mut [T]),
+    #[cfg(feature = "cuda")]
+    Cuda(CudaPtr<'a>),
 }
 
 /// A shaped, shared view of device memory: the device-side `&[T]`.
@@ -281,6 +367,19 @@ impl<'a, T: Element> DeviceView<'a, T> {
         }
     }
 
+    /// A view of CUDA memory owned by the caller (a paired buffer's mapped host side).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_parts(ptr: u64, device: &'a Device, shape: Shape) -> Self {
+        let q = match device.cuda_queue(Op::Slice) {
+            Ok(q) => q,
+            Err(_) => unreachable!("only called for memory of a CUDA device"),
+        };
+        DeviceView {
+            repr: ViewRepr::Cuda(CudaPtr { ptr, q }),
+            shape,
+        }
+    }
+
     /// A host-backend view of a host slice with the given shape.
     ///
     /// ```
@@ -320,6 +419,8 @@ impl<'a, T: Element> DeviceView<'a, T> {
     pub fn backend(&self) -> BackendKind {
         match self.repr {
             ViewRepr::Host(_) => BackendKind::Host,
+            #[cfg(feature = "cuda")]
+            ViewRepr::Cuda(_) => BackendKind::Cuda,
         }
     }
 
@@ -327,6 +428,38 @@ impl<'a, T: Element> DeviceView<'a, T> {
     pub fn as_host_slice(&self) -> Option<&'a [T]> {
         match self.repr {
             ViewRepr::Host(s) => Some(s),
+            #[cfg(feature = "cuda")]
+            ViewRepr::Cuda(_) => None,
+        }
+    }
+
+    /// A view of CUDA memory made elsewhere (another library's allocation, a PyTorch tensor's
+    /// `data_ptr()`), on `device`'s GPU, with `shape`.
+    ///
+    /// # Safety
+    /// `ptr` must be a device address on `device`'s GPU (or a mapped host address it can read),
+    /// aligned for `T`, valid for reads of `shape`'s element count for `'a`, and not written by
+    /// anything else while this crate's work on it may run.
+    #[cfg(feature = "cuda")]
+    pub unsafe fn from_raw_cuda(device: &'a Device, ptr: u64, shape: &[usize]) -> Result<Self> {
+        let shape = Shape::for_op(Op::Slice, shape)?;
+        check_raw::<T>(ptr)?;
+        Ok(DeviceView {
+            repr: ViewRepr::Cuda(CudaPtr {
+                ptr,
+                q: device.cuda_queue(Op::Slice)?,
+            }),
+            shape,
+        })
+    }
+
+    /// The device address of a CUDA view (`None` on the host backend), for other libraries'
+    /// kernels.
+    #[cfg(feature = "cuda")]
+    pub fn cuda_ptr(&self) -> Option<u64> {
+        match self.repr {
+            ViewRepr::Cuda(c) => Some(c.ptr),
+            ViewRepr::Host(_) => None,
         }
     }
 
@@ -336,6 +469,8 @@ impl<'a, T: Element> DeviceView<'a, T> {
         Ok(DeviceView {
             repr: match self.repr {
                 ViewRepr::Host(s) => ViewRepr::Host(&s[elems]),
+                #[cfg(feature = "cuda")]
+                ViewRepr::Cuda(c) => ViewRepr::Cuda(c.offset::<T>(elems.start)),
             },
             shape,
         })
@@ -351,30 +486,122 @@ impl<'a, T: Element> DeviceView<'a, T> {
         })
     }
 
-    /// Copies the view into `dst` (exactly [`DeviceView::len`] elements) on the host.
+    /// Copies the view into `dst` (exactly [`DeviceView::len`] elements) on the host. On CUDA
+    /// this waits for the owning device's stream (and so reports its pending kernel errors, as
+    /// [`Device::synchronize`] does).
     pub fn copy_to_host(&self, dst: &mut [T]) -> Result<()> {
         check_len(Op::CopyToHost, "dst.len()", &self.shape, dst.len())?;
         match self.repr {
             ViewRepr::Host(s) => crate::ops::par_copy(dst, s),
+            #[cfg(feature = "cuda")]
+            ViewRepr::Cuda(c) => {
+                // SAFETY: dst is an exclusive host slice of exactly the view's bytes, and the
+                // view's device range holds them; synchronize completes the copy before return.
+                unsafe {
+                    crate::cuda::copy_dtoh_async(
+                        Op::CopyToHost,
+                        c.q,
+                        dst.as_mut_ptr().cast(),
+                        c.ptr,
+                        std::mem::size_of_val(dst),
+                    )?
+                };
+                c.q.synchronize()?;
+            }
         }
         Ok(())
     }
 
-    /// Copies this view into `dst` on the device; the element counts must match.
+    /// Copies this view into `dst` on the device; the element counts must match. On CUDA the
+    /// copy is enqueued on the destination's device stream.
     pub fn copy_to(&self, dst: &mut DeviceViewMut<'_, T>) -> Result<()> {
         check_len(Op::CopyToDevice, "dst.len()", &self.shape, dst.len())?;
         match (self.repr, &mut dst.repr) {
             (ViewRepr::Host(s), ViewReprMut::Host(d)) => crate::ops::par_copy(d, s),
+            #[cfg(feature = "cuda")]
+            (ViewRepr::Cuda(s), ViewReprMut::Cuda(d)) => {
+                // SAFETY: both ranges hold len elements; a shared and an exclusive borrow of
+                // device memory cannot overlap.
+                unsafe {
+                    crate::cuda::copy_dtod_async(
+                        Op::CopyDeviceToDevice,
+                        d.q,
+                        d.ptr,
+                        s.ptr,
+                        self.len() * std::mem::size_of::<T>(),
+                    )?
+                };
+            }
+            #[cfg(feature = "cuda")]
+            (s, _) => {
+                return Err(Error::WrongDevice {
+                    op: Op::CopyDeviceToDevice,
+                    what: "the source",
+                    expected: dst.backend().name(),
+                    actual: match s {
+                        ViewRepr::Host(_) => "host",
+                        ViewRepr::Cuda(_) => "cuda",
+                    },
+                })
+            }
         }
         Ok(())
     }
 
-    /// The slice a host-backend operation works on.
-    pub(crate) fn on_host(&self) -> &'a [T] {
+    /// The slice a host-backend operation works on, or [`Error::WrongDevice`] for CUDA memory.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    pub(crate) fn on_host(&self, op: Op) -> Result<&'a [T]> {
         match self.repr {
-            ViewRepr::Host(s) => s,
+            ViewRepr::Host(s) => Ok(s),
+            #[cfg(feature = "cuda")]
+            ViewRepr::Cuda(_) => Err(wrong_for_host(op)),
         }
     }
+
+    /// The CUDA address of this view, or [`Error::WrongDevice`] when it is host memory or
+    /// another GPU's.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_or(&self, op: Op, what: &'static str, ordinal: u32) -> Result<u64> {
+        match self.repr {
+            ViewRepr::Cuda(c) if c.q.ctx.ordinal == ordinal => Ok(c.ptr),
+            ViewRepr::Cuda(_) => Err(Error::WrongDevice {
+                op,
+                what,
+                expected: "this GPU's",
+                actual: "another GPU's",
+            }),
+            ViewRepr::Host(_) => Err(Error::WrongDevice {
+                op,
+                what,
+                expected: "cuda",
+                actual: "host",
+            }),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn wrong_for_host(op: Op) -> Error {
+    Error::WrongDevice {
+        op,
+        what: "an operand",
+        expected: "host",
+        actual: "cuda",
+    }
+}
+
+/// Alignment check of a caller's raw device pointer.
+#[cfg(feature = "cuda")]
+fn check_raw<T>(ptr: u64) -> Result<()> {
+    if ptr % std::mem::align_of::<T>() as u64 != 0 {
+        return Err(Error::InvalidArgument {
+            op: Op::Slice,
+            name: "the device pointer",
+            value: i128::from(ptr),
+            reason: "not aligned for the element type",
+        });
+    }
+    Ok(())
 }
 
 impl<'a, T: Element> DeviceViewMut<'a, T> {
@@ -383,6 +610,19 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
         debug_assert_eq!(data.len(), shape.numel());
         DeviceViewMut {
             repr: ViewReprMut::Host(data),
+            shape,
+        }
+    }
+
+    /// A mutable view of CUDA memory owned by the caller (a paired buffer's mapped host side).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_parts(ptr: u64, device: &'a Device, shape: Shape) -> Self {
+        let q = match device.cuda_queue(Op::Slice) {
+            Ok(q) => q,
+            Err(_) => unreachable!("only called for memory of a CUDA device"),
+        };
+        DeviceViewMut {
+            repr: ViewReprMut::Cuda(CudaPtr { ptr, q }),
             shape,
         }
     }
@@ -419,7 +659,27 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
     pub fn backend(&self) -> BackendKind {
         match self.repr {
             ViewReprMut::Host(_) => BackendKind::Host,
+            #[cfg(feature = "cuda")]
+            ViewReprMut::Cuda(_) => BackendKind::Cuda,
         }
+    }
+
+    /// A mutable view of CUDA memory made elsewhere, on `device`'s GPU, with `shape`.
+    ///
+    /// # Safety
+    /// As [`DeviceView::from_raw_cuda`], and valid for writes: nothing else reads or writes the
+    /// memory while this crate's work on it may run.
+    #[cfg(feature = "cuda")]
+    pub unsafe fn from_raw_cuda(device: &'a Device, ptr: u64, shape: &[usize]) -> Result<Self> {
+        let shape = Shape::for_op(Op::Slice, shape)?;
+        check_raw::<T>(ptr)?;
+        Ok(DeviceViewMut {
+            repr: ViewReprMut::Cuda(CudaPtr {
+                ptr,
+                q: device.cuda_queue(Op::Slice)?,
+            }),
+            shape,
+        })
     }
 
     /// A shorter-lived mutable view of the same memory (like `&mut *r`).
@@ -427,6 +687,8 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
         DeviceViewMut {
             repr: match &mut self.repr {
                 ViewReprMut::Host(s) => ViewReprMut::Host(s),
+                #[cfg(feature = "cuda")]
+                ViewReprMut::Cuda(c) => ViewReprMut::Cuda(*c),
             },
             shape: self.shape,
         }
@@ -437,6 +699,8 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
         DeviceView {
             repr: match &self.repr {
                 ViewReprMut::Host(s) => ViewRepr::Host(s),
+                #[cfg(feature = "cuda")]
+                ViewReprMut::Cuda(c) => ViewRepr::Cuda(*c),
             },
             shape: self.shape,
         }
@@ -446,6 +710,8 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
     pub fn as_host_slice_mut(&mut self) -> Option<&mut [T]> {
         match &mut self.repr {
             ViewReprMut::Host(s) => Some(s),
+            #[cfg(feature = "cuda")]
+            ViewReprMut::Cuda(_) => None,
         }
     }
 
@@ -455,6 +721,8 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
         Ok(DeviceViewMut {
             repr: match self.repr {
                 ViewReprMut::Host(s) => ViewReprMut::Host(&mut s[elems]),
+                #[cfg(feature = "cuda")]
+                ViewReprMut::Cuda(c) => ViewReprMut::Cuda(c.offset::<T>(elems.start)),
             },
             shape,
         })
@@ -470,27 +738,67 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
         })
     }
 
-    /// Copies `src` (exactly [`DeviceViewMut::len`] elements) from the host into the view.
+    /// Copies `src` (exactly [`DeviceViewMut::len`] elements) from the host into the view. On
+    /// CUDA it returns once the copy is done, so `src` may be reused at once (for overlapped
+    /// uploads from pinned memory use [`CpuGpuBuffer`](crate::CpuGpuBuffer)).
     pub fn copy_from_host(&mut self, src: &[T]) -> Result<()> {
         check_len(Op::CopyToDevice, "src.len()", &self.shape, src.len())?;
         match &mut self.repr {
             ViewReprMut::Host(d) => crate::ops::par_copy(d, src),
+            #[cfg(feature = "cuda")]
+            ViewReprMut::Cuda(c) => {
+                // SAFETY: src holds exactly the view's bytes and the view's device range is
+                // ours to write (exclusive view); the copy completes before this returns.
+                unsafe {
+                    crate::cuda::copy_htod_sync(
+                        Op::CopyToDevice,
+                        c.q,
+                        c.ptr,
+                        src.as_ptr().cast(),
+                        std::mem::size_of_val(src),
+                    )?
+                };
+            }
         }
         Ok(())
     }
 
-    /// Sets every element to `value`.
+    /// Sets every element to `value`. On CUDA the fill is enqueued on the owning device's
+    /// stream; a driver failure is reported by its next [`Device::synchronize`].
     pub fn fill(&mut self, value: T) {
         match &mut self.repr {
             ViewReprMut::Host(d) => crate::ops::par_fill(d, value),
+            #[cfg(feature = "cuda")]
+            ViewReprMut::Cuda(c) => {
+                let (ptr, q, n) = (c.ptr, c.q, self.shape.numel());
+                if let Err(e) = crate::cuda::ops::fill(q, ptr, n, value) {
+                    q.defer_error(e);
+                }
+            }
         }
     }
 
-    /// The slice a host-backend operation works on, consuming the view.
-    pub(crate) fn into_host(self) -> &'a mut [T] {
+    /// The slice a host-backend operation works on, consuming the view, or
+    /// [`Error::WrongDevice`] for CUDA memory.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    pub(crate) fn into_host(self, op: Op) -> Result<&'a mut [T]> {
         match self.repr {
-            ViewReprMut::Host(s) => s,
+            ViewReprMut::Host(s) => Ok(s),
+            #[cfg(feature = "cuda")]
+            ViewReprMut::Cuda(_) => Err(wrong_for_host(op)),
         }
+    }
+
+    /// The CUDA address of this view, or [`Error::WrongDevice`].
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_or(&self, op: Op, what: &'static str, ordinal: u32) -> Result<u64> {
+        self.as_view().cuda_or(op, what, ordinal)
+    }
+
+    /// The device address of a CUDA view (`None` on the host backend).
+    #[cfg(feature = "cuda")]
+    pub fn cuda_ptr(&self) -> Option<u64> {
+        self.as_view().cuda_ptr()
     }
 }
 
@@ -529,6 +837,7 @@ impl<T: Element> HostBuffer<T> {
     /// UVA buffer's host side is pinned memory). With a manager, pinned memory comes from its
     /// budget.
     pub(crate) fn zeroed(
+        device: &Device,
         placement: MemoryPlacement,
         len: usize,
         manager: Option<&PinnedMemoryManager>,
@@ -539,7 +848,7 @@ impl<T: Element> HostBuffer<T> {
                 Ok(HostBuffer::Pinned(m.allocate(len)?))
             }
             (MemoryPlacement::Pinned | MemoryPlacement::Uva, None) => {
-                Ok(HostBuffer::Pinned(PinnedBuffer::new(len)?))
+                Ok(HostBuffer::Pinned(PinnedBuffer::new_on(device, len)?))
             }
             (MemoryPlacement::Device, _) => Err(Error::UnsupportedPlacement {
                 op: Op::Allocate,

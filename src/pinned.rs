@@ -10,8 +10,11 @@
 //! has exactly the requested size, and a cached block is reused only when it is at most
 //! [`REUSE_SLACK_DIVISOR`]-th larger than the request.
 //!
-//! On the host backend "pinned" memory is ordinary 256-byte-aligned heap memory with the same
-//! accounting and errors, so code written against the manager runs unchanged on any machine.
+//! On a CUDA device the blocks are page-locked and mapped into the device's address space
+//! (`cuMemHostAlloc` with `PORTABLE | DEVICEMAP`), so uploads from them are real asynchronous
+//! DMA and kernels can read them directly (UVA). On the host backend "pinned" memory is ordinary
+//! 256-byte-aligned heap memory with the same accounting and errors, so code written against the
+//! manager runs unchanged on any machine.
 //!
 //! ```
 //! use cpugpu::{Device, PinnedMemoryManager, Error};
@@ -57,6 +60,9 @@ pub const REUSE_SLACK_DIVISOR: usize = 4;
 pub(crate) struct RawBlock {
     ptr: NonNull<u8>,
     bytes: usize,
+    /// The CUDA allocation behind `ptr` (None: 256-byte-aligned heap memory, host backend).
+    #[cfg(feature = "cuda")]
+    cuda: Option<crate::cuda::HostAlloc>,
 }
 
 // SAFETY: a RawBlock is the unique owner of its allocation; the memory is plain bytes with no
@@ -67,9 +73,25 @@ unsafe impl Send for RawBlock {}
 unsafe impl Sync for RawBlock {}
 
 impl RawBlock {
-    /// A zeroed block of `bytes` (> 0) bytes.
-    fn new(bytes: usize) -> Result<Self> {
+    /// A zeroed block of `bytes` (> 0) bytes: page-locked and mapped on a CUDA device, heap
+    /// memory on the host backend.
+    fn new(device: &Device, bytes: usize) -> Result<Self> {
         debug_assert!(bytes > 0);
+        #[cfg(feature = "cuda")]
+        if let Some(q) = device.cuda_queue(Op::PinnedAllocate).ok() {
+            let a = crate::cuda::HostAlloc::new(Op::PinnedAllocate, &q.ctx, bytes)?;
+            let ptr = NonNull::new(a.ptr).ok_or(Error::OutOfMemory {
+                op: Op::PinnedAllocate,
+                bytes,
+            })?;
+            return Ok(RawBlock {
+                ptr,
+                bytes,
+                cuda: Some(a),
+            });
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = device;
         let layout =
             Layout::from_size_align(bytes, PINNED_ALIGN).map_err(|_| Error::SizeOverflow {
                 op: Op::PinnedAllocate,
@@ -81,7 +103,18 @@ impl RawBlock {
             op: Op::PinnedAllocate,
             bytes,
         })?;
-        Ok(RawBlock { ptr, bytes })
+        Ok(RawBlock {
+            ptr,
+            bytes,
+            #[cfg(feature = "cuda")]
+            cuda: None,
+        })
+    }
+
+    /// The device address of a CUDA block (mapped memory), if it is one.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn device_ptr(&self, op: Op) -> Option<Result<u64>> {
+        self.cuda.as_ref().map(|a| a.device_ptr(op))
     }
 
     fn zero(&mut self) {
@@ -93,6 +126,10 @@ impl RawBlock {
 
 impl Drop for RawBlock {
     fn drop(&mut self) {
+        #[cfg(feature = "cuda")]
+        if self.cuda.is_some() {
+            return; // the HostAlloc frees itself
+        }
         // SAFETY: ptr was returned by alloc_zeroed with exactly this layout (the size and
         // alignment were validated when the block was made) and is freed only here, once.
         unsafe {
@@ -230,7 +267,7 @@ impl PinnedMemoryManager {
             st.allocated += bytes; // reserved now, so concurrent requests see it
             drop(st);
             drop(evicted);
-            match RawBlock::new(bytes) {
+            match RawBlock::new(&self.device, bytes) {
                 Ok(block) => {
                     self.lock().allocations += 1; // counted only once the block exists
                     block
@@ -383,8 +420,15 @@ impl<T: Element> PinnedBuffer<T> {
         }
     }
 
-    /// A zeroed pinned buffer of `len` elements outside any manager's budget.
+    /// A zeroed pinned buffer of `len` elements outside any manager's budget, as heap memory
+    /// (no device to pin it for; see [`PinnedBuffer::new_on`]).
     pub fn new(len: usize) -> Result<Self> {
+        Self::new_on(&Device::host(), len)
+    }
+
+    /// A zeroed pinned buffer of `len` elements for `device`, outside any manager's budget:
+    /// page-locked and mapped on a CUDA device, heap memory on the host backend.
+    pub fn new_on(device: &Device, len: usize) -> Result<Self> {
         check_align::<T>(Op::Allocate)?;
         let bytes = len
             .checked_mul(std::mem::size_of::<T>())
@@ -396,7 +440,7 @@ impl<T: Element> PinnedBuffer<T> {
             return Ok(Self::empty(len));
         }
         Ok(PinnedBuffer {
-            block: Some(RawBlock::new(bytes)?),
+            block: Some(RawBlock::new(device, bytes)?),
             len,
             home: None,
             _t: std::marker::PhantomData,
@@ -406,6 +450,21 @@ impl<T: Element> PinnedBuffer<T> {
     /// Bytes of the underlying block (at least `len * size_of::<T>()`).
     pub fn block_bytes(&self) -> usize {
         self.block.as_ref().map_or(0, |b| b.bytes)
+    }
+
+    /// The device address of page-locked, mapped (CUDA) memory; `None` for heap memory.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn device_ptr(&self, op: Op) -> Option<Result<u64>> {
+        self.block.as_ref().and_then(|b| b.device_ptr(op))
+    }
+
+    /// True when the block is page-locked by a CUDA driver.
+    pub fn is_page_locked(&self) -> bool {
+        #[cfg(feature = "cuda")]
+        if let Some(b) = &self.block {
+            return b.cuda.is_some();
+        }
+        false
     }
 
     /// True when the buffer counts against a manager's budget.

@@ -303,12 +303,18 @@ impl UvaBufferPool {
         let buf = boxed
             .and_then(|b| b.downcast::<CpuGpuBuffer<T>>().ok())
             .map(|b| *b);
+        drop(st);
         match buf {
-            Some(buf) => Ok(PoolBuffer {
-                buf: Some(buf),
-                entry: entry.clone(),
-                slot,
-            }),
+            Some(buf) => {
+                // On CUDA: the GPU work issued before this slot's last guard dropped (copies,
+                // kernels reading it) must finish before the host may write it again.
+                buf.wait_idle();
+                Ok(PoolBuffer {
+                    buf: Some(buf),
+                    entry: entry.clone(),
+                    slot,
+                })
+            }
             // Unreachable: the slot was Some and the entry's TypeId is T's (checked by callers).
             None => Err(Error::PoolNameNotFound {
                 name: name.to_owned(),
@@ -599,6 +605,9 @@ impl<T: Element> Deref for PoolBuffer<T> {
 impl<T: Element> Drop for PoolBuffer<T> {
     fn drop(&mut self) {
         let Some(buf) = self.buf.take() else { return };
+        // On CUDA: mark the end of the work issued while the slot was held; the next `get` of
+        // this slot waits for it (event-based, so other slots are not held up).
+        buf.mark_released();
         let mut st = self.entry.lock();
         if !st.released {
             st.slots[self.slot] = Some(Box::new(buf));

@@ -433,27 +433,6 @@ pub fn prefix_sum_offsets<L: Index, O: Offset>(lengths: &[L]) -> Result<Vec<O>> 
     Ok(out)
 }
 
-/// The flat-side offsets of `lens` in units of `unit_per_elem`, or the first position whose
-/// offset (in elements) exceeds `limit`.
-fn flat_offsets(
-    lens: impl Iterator<Item = usize>,
-    limit: i64,
-    units_per_elem: usize,
-) -> std::result::Result<Vec<i64>, usize> {
-    let mut out = vec![0i64];
-    let mut total: i64 = 0;
-    for (i, len) in lens.enumerate() {
-        total = i64::try_from(len)
-            .ok()
-            .and_then(|l| total.checked_add(l))
-            .filter(|&t| t <= limit)
-            .ok_or(i)?;
-        // In units: total * units_per_elem bytes-ish counts fit, as the data exists in memory.
-        out.push(total.saturating_mul(i64_of(units_per_elem)));
-    }
-    Ok(out)
-}
-
 /// Emulated [`crate::host::flatten_into`]: one `flatten_w<V>_<O>` launch copies every array and
 /// writes the offsets.
 pub fn flatten_into<T: Element, O: Offset, S: AsRef<[T]> + Sync>(
@@ -476,13 +455,11 @@ pub fn flatten_into<T: Element, O: Offset, S: AsRef<[T]> + Sync>(
             actual: offsets.len(),
         });
     }
-    let elem_offsets =
-        flat_offsets(arrays.iter().map(|a| a.as_ref().len()), O::MAX, 1).map_err(|position| {
-            Error::OffsetOverflow {
-                op,
-                position,
-                limit: O::MAX,
-            }
+    let elem_offsets = launch::flat_offsets(arrays.iter().map(|a| a.as_ref().len()), O::MAX, 1)
+        .map_err(|position| Error::OffsetOverflow {
+            op,
+            position,
+            limit: O::MAX,
         })?;
     let total = elem_offsets
         .last()
@@ -638,13 +615,11 @@ pub fn split_copy_into<T: Element, O: Offset>(
         .collect();
     addrs.push(base as usize);
     let v = launch::copy_policy(w, w, &addrs, None).access_width;
-    let seg_offsets =
-        flat_offsets(views.iter().map(|s| s.len()), i64::MAX, w / v).map_err(|position| {
-            Error::OffsetOverflow {
-                op,
-                position,
-                limit: i64::MAX,
-            }
+    let seg_offsets = launch::flat_offsets(views.iter().map(|s| s.len()), i64::MAX, w / v)
+        .map_err(|position| Error::OffsetOverflow {
+            op,
+            position,
+            limit: i64::MAX,
         })?;
     let dst_ptrs: Vec<*mut c_void> = outs.iter_mut().map(|o| o.as_mut_ptr().cast()).collect();
     let total: usize = views.iter().map(|s| s.len()).sum();

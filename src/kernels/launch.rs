@@ -33,6 +33,7 @@ thread_local! {
 }
 
 /// Sets this thread's grid cap for the emulator tests (0 restores [`MAX_GRID`]).
+#[cfg_attr(not(feature = "emulator"), allow(dead_code))]
 pub(crate) fn set_grid_cap(cap: u32) {
     GRID_CAP.with(|c| c.set(cap));
 }
@@ -205,6 +206,27 @@ pub(crate) fn batched_copy_launch(total_units: usize, segments: usize) -> Launch
         block: BLOCK_THREADS,
         shared_bytes: 0,
     }
+}
+
+/// The flat-side offsets of `lens` in units of `units_per_elem`, or the first position whose
+/// offset (in elements) exceeds `limit`.
+pub(crate) fn flat_offsets(
+    lens: impl Iterator<Item = usize>,
+    limit: i64,
+    units_per_elem: usize,
+) -> std::result::Result<Vec<i64>, usize> {
+    let mut out = vec![0i64];
+    let mut total: i64 = 0;
+    for (i, len) in lens.enumerate() {
+        total = i64::try_from(len)
+            .ok()
+            .and_then(|l| total.checked_add(l))
+            .filter(|&t| t <= limit)
+            .ok_or(i)?;
+        // In units: total * units_per_elem bytes-ish counts fit, as the data exists in memory.
+        out.push(total.saturating_mul(i64_of(units_per_elem)));
+    }
+    Ok(out)
 }
 
 /// The 16-byte fill pattern of the gather and pad kernels: `fill`'s bytes repeated.

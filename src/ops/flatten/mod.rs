@@ -31,9 +31,18 @@ impl Device {
         width_of::<T>();
         match self.kind() {
             BackendKind::Host => {
-                let parts: Vec<&[T]> = arrays.iter().map(|a| a.on_host()).collect();
-                host::flatten_into(&parts, dst.into_host(), offsets.into_host())
+                let parts = arrays
+                    .iter()
+                    .map(|a| a.on_host(crate::Op::Flatten))
+                    .collect::<Result<Vec<&[T]>>>()?;
+                host::flatten_into(
+                    &parts,
+                    dst.into_host(crate::Op::Flatten)?,
+                    offsets.into_host(crate::Op::Flatten)?,
+                )
             }
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => crate::cuda::ops::flatten_into(self, arrays, dst, offsets),
         }
     }
 
@@ -46,13 +55,39 @@ impl Device {
         match self.kind() {
             // Validates before it allocates, and writes the output once.
             BackendKind::Host => {
-                let parts: Vec<&[T]> = arrays.iter().map(|a| a.on_host()).collect();
+                let parts = arrays
+                    .iter()
+                    .map(|a| a.on_host(crate::Op::Flatten))
+                    .collect::<Result<Vec<&[T]>>>()?;
                 let (data, offsets) = host::flatten(&parts)?;
                 let (n, m) = (data.len(), offsets.len());
                 Ok((
                     DeviceBuffer::from_host_vec(self, data, Shape::vector(n)),
                     DeviceBuffer::from_host_vec(self, offsets, Shape::vector(m)),
                 ))
+            }
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => {
+                let op = crate::Op::Flatten;
+                let total = arrays
+                    .iter()
+                    .try_fold(0usize, |acc, a| acc.checked_add(a.len()))
+                    .ok_or(crate::Error::SizeOverflow {
+                        op,
+                        what: "the total length",
+                    })?;
+                let n = arrays
+                    .len()
+                    .checked_add(1)
+                    .ok_or(crate::Error::SizeOverflow {
+                        op,
+                        what: "arrays.len() + 1",
+                    })?;
+                // The kernel writes all of both (flatten has no data-dependent errors).
+                let mut data = DeviceBuffer::uninit(self, Shape::vector(total))?;
+                let mut offsets = DeviceBuffer::uninit(self, Shape::vector(n))?;
+                crate::cuda::ops::flatten_into(self, arrays, data.view_mut(), offsets.view_mut())?;
+                Ok((data, offsets))
             }
         }
     }

@@ -76,12 +76,16 @@ impl Device {
         check_shape(Op::GatherRows, "dst's shape", expected, dst.shape())?;
         match self.kind() {
             BackendKind::Host => host::gather_rows_into(
-                src.on_host(),
+                src.on_host(crate::Op::GatherRows)?,
                 src.shape().dims(),
-                indices.on_host(),
-                dst.into_host(),
+                indices.on_host(crate::Op::GatherRows)?,
+                dst.into_host(crate::Op::GatherRows)?,
                 policy,
             ),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => {
+                crate::cuda::ops::gather_rows_into(self, src, indices, dst, policy)
+            }
         }
     }
 
@@ -108,13 +112,15 @@ impl Device {
             // Validates before it allocates.
             BackendKind::Host => {
                 let data = host::gather_rows(
-                    src.on_host(),
+                    src.on_host(crate::Op::GatherRows)?,
                     src.shape().dims(),
-                    indices.on_host(),
+                    indices.on_host(crate::Op::GatherRows)?,
                     policy,
                 )?;
                 Ok(DeviceBuffer::from_host_vec(self, data, shape))
             }
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => crate::cuda::ops::gather_rows(self, src, indices, policy, shape),
         }
     }
 }

@@ -36,9 +36,12 @@ impl Device {
         offsets: DeviceViewMut<'_, O>,
     ) -> Result<()> {
         match self.kind() {
-            BackendKind::Host => {
-                host::prefix_sum_offsets_into(lengths.on_host(), offsets.into_host())
-            }
+            BackendKind::Host => host::prefix_sum_offsets_into(
+                lengths.on_host(crate::Op::PrefixSumOffsets)?,
+                offsets.into_host(crate::Op::PrefixSumOffsets)?,
+            ),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => crate::cuda::ops::prefix_sum_offsets_into(self, lengths, offsets),
         }
     }
 
@@ -50,9 +53,24 @@ impl Device {
         match self.kind() {
             // Validates before it allocates.
             BackendKind::Host => {
-                let data = host::prefix_sum_offsets(lengths.on_host())?;
+                let data = host::prefix_sum_offsets(lengths.on_host(crate::Op::PrefixSumOffsets)?)?;
                 let shape = Shape::vector(data.len());
                 Ok(DeviceBuffer::from_host_vec(self, data, shape))
+            }
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => {
+                let n = lengths
+                    .len()
+                    .checked_add(1)
+                    .ok_or(crate::Error::SizeOverflow {
+                        op: crate::Op::PrefixSumOffsets,
+                        what: "lengths.len() + 1",
+                    })?;
+                // Written whole by the kernels unless a length is bad (reported at the next
+                // synchronisation).
+                let mut out = DeviceBuffer::zeroed(self, Shape::vector(n))?;
+                crate::cuda::ops::prefix_sum_offsets_into(self, lengths, out.view_mut())?;
+                Ok(out)
             }
         }
     }

@@ -124,14 +124,37 @@ impl Device {
         width_of::<T>();
         match self.kind() {
             BackendKind::Host => {
-                let padded =
-                    host::pad_to_multiple(src.on_host(), src.shape().dims(), axis, multiple, fill)?;
+                let padded = host::pad_to_multiple(
+                    src.on_host(crate::Op::PadToMultiple)?,
+                    src.shape().dims(),
+                    axis,
+                    multiple,
+                    fill,
+                )?;
                 Ok(match padded.data {
                     Cow::Borrowed(_) => DevicePadded::Unchanged(src),
                     Cow::Owned(v) => {
                         DevicePadded::Padded(DeviceBuffer::from_host_vec(self, v, padded.shape))
                     }
                 })
+            }
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => {
+                let (s, padded) = check_args(src.len(), src.shape().dims(), axis, multiple, None)?;
+                if padded == s {
+                    return Ok(DevicePadded::Unchanged(src));
+                }
+                // The pad kernel writes every element of the output.
+                let mut out = DeviceBuffer::uninit(self, padded)?;
+                crate::cuda::ops::pad_to_multiple_into(
+                    self,
+                    src,
+                    axis,
+                    multiple,
+                    fill,
+                    out.view_mut(),
+                )?;
+                Ok(DevicePadded::Padded(out))
             }
         }
     }
@@ -151,14 +174,18 @@ impl Device {
         check_shape(Op::PadToMultiple, "dst's shape", expected, dst.shape())?;
         match self.kind() {
             BackendKind::Host => host::pad_to_multiple_into(
-                src.on_host(),
+                src.on_host(crate::Op::PadToMultiple)?,
                 src.shape().dims(),
                 axis,
                 multiple,
                 fill,
-                dst.into_host(),
+                dst.into_host(crate::Op::PadToMultiple)?,
             )
             .map(|_| ()),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => {
+                crate::cuda::ops::pad_to_multiple_into(self, src, axis, multiple, fill, dst)
+            }
         }
     }
 }

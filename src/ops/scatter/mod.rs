@@ -83,12 +83,17 @@ impl Device {
         let dst_shape = dst.shape();
         match self.kind() {
             BackendKind::Host => host::scatter_rows_into(
-                src.on_host(),
-                indices.on_host(),
-                dst.into_host(),
+                src.on_host(crate::Op::ScatterRows)?,
+                indices.on_host(crate::Op::ScatterRows)?,
+                dst.into_host(crate::Op::ScatterRows)?,
                 dst_shape.dims(),
                 policy,
             ),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => {
+                let _ = dst_shape;
+                crate::cuda::ops::scatter_rows_into(self, src, indices, dst, policy)
+            }
         }
     }
 }
