@@ -9,7 +9,7 @@ use cpugpu::{
 };
 
 fn dev() -> Device {
-    Device::auto()
+    Device::host()
 }
 
 fn gather_case<T: cpugpu::Element>() {
