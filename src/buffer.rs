@@ -203,16 +203,16 @@ impl<T: Element> CpuGpuBuffer<T> {
             _ => None,
         };
         #[cfg(feature = "cuda")]
-        if device.kind() == crate::BackendKind::Cuda {
-            if placement == MemoryPlacement::Uva && uva_ptr.is_none() {
-                return Err(Error::UnsupportedPlacement {
-                    op: Op::Allocate,
-                    placement,
-                    reason: "a UVA buffer on CUDA needs page-locked memory from this device",
-                });
-            }
-            // The device side's zeroing is asynchronous; have the first host access wait for it
-            // like for any other device work (it is cheap and keeps the rule simple).
+        if device.kind() == crate::BackendKind::Cuda
+            && placement == MemoryPlacement::Uva
+            && uva_ptr.is_none()
+        {
+            // A manager of another backend supplied heap memory the GPU cannot map.
+            return Err(Error::UnsupportedPlacement {
+                op: Op::Allocate,
+                placement,
+                reason: "a UVA buffer on CUDA needs page-locked memory from this device",
+            });
         }
         Ok(CpuGpuBuffer {
             name,

@@ -593,7 +593,7 @@ fn wrong_for_host(op: Op) -> Error {
 /// Alignment check of a caller's raw device pointer.
 #[cfg(feature = "cuda")]
 fn check_raw<T>(ptr: u64) -> Result<()> {
-    if ptr % std::mem::align_of::<T>() as u64 != 0 {
+    if !ptr.is_multiple_of(std::mem::align_of::<T>() as u64) {
         return Err(Error::InvalidArgument {
             op: Op::Slice,
             name: "the device pointer",

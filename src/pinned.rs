@@ -78,7 +78,7 @@ impl RawBlock {
     fn new(device: &Device, bytes: usize) -> Result<Self> {
         debug_assert!(bytes > 0);
         #[cfg(feature = "cuda")]
-        if let Some(q) = device.cuda_queue(Op::PinnedAllocate).ok() {
+        if let Ok(q) = device.cuda_queue(Op::PinnedAllocate) {
             let a = crate::cuda::HostAlloc::new(Op::PinnedAllocate, &q.ctx, bytes)?;
             let ptr = NonNull::new(a.ptr).ok_or(Error::OutOfMemory {
                 op: Op::PinnedAllocate,

@@ -41,7 +41,9 @@ fn no_device_path_falls_back_to_host_with_a_reason() {
             assert!(dev.fallback_reason().is_none());
         }
         BackendKind::Host => {
-            let reason = dev.fallback_reason().expect("auto() must say why it fell back");
+            let reason = dev
+                .fallback_reason()
+                .expect("auto() must say why it fell back");
             eprintln!("fallback reason: {reason}");
             assert!(
                 reason.contains("CUDA") || reason.contains("driver"),
@@ -91,10 +93,7 @@ fn gather_case_idx<T: Element, I: Index + Element + TryFrom<i64>>(dev: &Device, 
             for k in (0..n).step_by(5) {
                 idx[k] = -1; // padding slots: filled under NegativeFill
             }
-            let idx: Vec<I> = idx
-                .iter()
-                .map(|&v| I::try_from(v).ok().unwrap())
-                .collect();
+            let idx: Vec<I> = idx.iter().map(|&v| I::try_from(v).ok().unwrap()).collect();
             let fill: T = random_elem(&mut rng);
             let policy = GatherPolicy::NegativeFill(fill);
             let want = host::gather_rows(&src, &[rows, row_len], &idx, policy).unwrap();
@@ -175,10 +174,7 @@ fn scatter_case_idx<T: Element, I: Index + Element + TryFrom<i64>>(dev: &Device,
             for k in (0..n).step_by(7) {
                 idx[k] = -1;
             }
-            let idx: Vec<I> = idx
-                .iter()
-                .map(|&v| I::try_from(v).ok().unwrap())
-                .collect();
+            let idx: Vec<I> = idx.iter().map(|&v| I::try_from(v).ok().unwrap()).collect();
             let init: Vec<T> = random_vec(&mut rng, rows * row_len);
             let mut want = init.clone();
             host::scatter_rows_into(
@@ -225,7 +221,14 @@ fn scatter_matches_host_last_wins_for_every_width_index_type_and_size() {
 fn pad_case<T: Element>() {
     let Some(dev) = gpu() else { return };
     let mut rng = rng(41);
-    let shapes: &[&[usize]] = &[&[0, 3], &[1, 1], &[33, 5], &[257, 3], &[40_000, 2], &[3, 7, 5]];
+    let shapes: &[&[usize]] = &[
+        &[0, 3],
+        &[1, 1],
+        &[33, 5],
+        &[257, 3],
+        &[40_000, 2],
+        &[3, 7, 5],
+    ];
     for shape in shapes {
         for axis in 0..shape.len() {
             for multiple in [1usize, 2, 8, 64] {
@@ -351,7 +354,11 @@ fn flatten_case<T: Element>() {
             let mut hv = poisoned::<T>(v.len());
             v.copy_to_host(&mut hv).unwrap();
             assert_bits_eq(&hv, host_parts[k], &format!("{case} split view {k}"));
-            assert_bits_eq(&o.to_vec().unwrap(), host_parts[k], &format!("{case} split copy {k}"));
+            assert_bits_eq(
+                &o.to_vec().unwrap(),
+                host_parts[k],
+                &format!("{case} split copy {k}"),
+            );
         }
     }
 }
@@ -380,12 +387,21 @@ fn bounds_errors_are_reported_at_synchronize_and_the_context_stays_usable() {
             bound: 10
         }
     );
-    assert_bits_eq(&out.to_vec().unwrap(), &poisoned::<f32>(20), "gather: dst untouched");
+    assert_bits_eq(
+        &out.to_vec().unwrap(),
+        &poisoned::<f32>(20),
+        "gather: dst untouched",
+    );
     // Negative index under Checked, i32 indices (sign-extended in the error).
     let bad32 = up(&dev, &[0i32, -7], &[2]);
     let mut out2 = poisoned_dev::<f32>(&dev, &[2, 4]);
-    dev.gather_rows_into(t.view(), bad32.view(), out2.view_mut(), GatherPolicy::Checked)
-        .unwrap();
+    dev.gather_rows_into(
+        t.view(),
+        bad32.view(),
+        out2.view_mut(),
+        GatherPolicy::Checked,
+    )
+    .unwrap();
     assert_eq!(
         dev.synchronize().unwrap_err(),
         Error::IndexOutOfBounds {
@@ -399,8 +415,13 @@ fn bounds_errors_are_reported_at_synchronize_and_the_context_stays_usable() {
     let rows = up(&dev, &[1u32, 2, 3], &[3, 1]);
     let slots = up(&dev, &[0i32, 5, 7], &[3]);
     let mut cache = up(&dev, &[9u32; 4], &[4, 1]);
-    dev.scatter_rows_into(rows.view(), slots.view(), cache.view_mut(), ScatterPolicy::Checked)
-        .unwrap();
+    dev.scatter_rows_into(
+        rows.view(),
+        slots.view(),
+        cache.view_mut(),
+        ScatterPolicy::Checked,
+    )
+    .unwrap();
     assert_eq!(
         dev.synchronize().unwrap_err(),
         Error::IndexOutOfBounds {
@@ -413,7 +434,9 @@ fn bounds_errors_are_reported_at_synchronize_and_the_context_stays_usable() {
     assert_eq!(cache.to_vec().unwrap(), [9; 4]);
     // The context is still usable: good work after the errors gives right answers.
     let good = up(&dev, &[9i64, 0], &[2]);
-    let g = dev.gather_rows(t.view(), good.view(), GatherPolicy::Checked).unwrap();
+    let g = dev
+        .gather_rows(t.view(), good.view(), GatherPolicy::Checked)
+        .unwrap();
     dev.synchronize().unwrap();
     assert_eq!(
         g.to_vec().unwrap(),
@@ -445,7 +468,16 @@ fn host_memory_given_to_a_gpu_operation_is_a_typed_error() {
             GatherPolicy::Checked,
         )
         .unwrap_err();
-    assert!(matches!(err, Error::WrongDevice { op: Op::GatherRows, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::WrongDevice {
+                op: Op::GatherRows,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // And device memory given to the host backend.
     let host = Device::host();
     let t = up(&dev, &src, &[3]);
@@ -470,8 +502,16 @@ fn fill_case<T: Element>() {
         b.view_mut().into_rows(1..n + 1).unwrap().fill(v);
         dev.synchronize().unwrap();
         let got = b.to_vec().unwrap();
-        assert_bits_eq(&got[..1], &poisoned::<T>(1), "fill: element before untouched");
-        assert_bits_eq(&got[1..], &vec![v; n], &format!("fill {} n={n}", std::any::type_name::<T>()));
+        assert_bits_eq(
+            &got[..1],
+            &poisoned::<T>(1),
+            "fill: element before untouched",
+        );
+        assert_bits_eq(
+            &got[1..],
+            &vec![v; n],
+            &format!("fill {} n={n}", std::any::type_name::<T>()),
+        );
     }
 }
 
@@ -484,8 +524,13 @@ fn fill_every_width_unaligned() {
 fn paired_buffers_pinned_pageable_and_uva_on_the_gpu() {
     let Some(dev) = gpu() else { return };
     let mgr = PinnedMemoryManager::new(&dev, 64 << 20);
-    for placement in [MemoryPlacement::Pinned, MemoryPlacement::Host, MemoryPlacement::Uva] {
-        let mut b = CpuGpuBuffer::<i64>::with_manager(&mgr, "positions", &[4096], placement).unwrap();
+    for placement in [
+        MemoryPlacement::Pinned,
+        MemoryPlacement::Host,
+        MemoryPlacement::Uva,
+    ] {
+        let mut b =
+            CpuGpuBuffer::<i64>::with_manager(&mgr, "positions", &[4096], placement).unwrap();
         for step in 0..20i64 {
             let n = 100 + step as usize * 50;
             for (k, v) in b.host_mut()[..n].iter_mut().enumerate() {
@@ -510,7 +555,9 @@ fn paired_buffers_pinned_pageable_and_uva_on_the_gpu() {
     }
     // On a CUDA device the manager's memory really is page-locked (cuMemHostAlloc).
     assert!(mgr.allocate::<u8>(4096).unwrap().is_page_locked());
-    assert!(!cpugpu::PinnedBuffer::<u8>::new(16).unwrap().is_page_locked());
+    assert!(!cpugpu::PinnedBuffer::<u8>::new(16)
+        .unwrap()
+        .is_page_locked());
 }
 
 #[test]
@@ -563,11 +610,17 @@ fn streams_events_and_foreign_pointers_interoperate() {
     let idx: Vec<i64> = (0..100_000).rev().collect();
     let i = up(&dev, &idx, &[100_000]);
     let r = dev
-        .gather_rows(a.view().reshape(&[100_000, 1]).unwrap(), i.view(), GatherPolicy::Checked)
+        .gather_rows(
+            a.view().reshape(&[100_000, 1]).unwrap(),
+            i.view(),
+            GatherPolicy::Checked,
+        )
         .unwrap();
     let done = dev.record_event(true).unwrap();
     done.make_wait(other.stream().unwrap()).unwrap();
-    r.view().copy_to(&mut b.view_mut().into_reshape(&[100_000, 1]).unwrap()).unwrap();
+    r.view()
+        .copy_to(&mut b.view_mut().into_reshape(&[100_000, 1]).unwrap())
+        .unwrap();
     other.synchronize().unwrap();
     assert!(done.query().unwrap());
     assert!(done.elapsed_ms(&start).unwrap() >= 0.0);
@@ -581,7 +634,8 @@ fn streams_events_and_foreign_pointers_interoperate() {
     let on_borrowed = dev.with_stream(&borrowed).unwrap();
     let ptr = a.view().cuda_ptr().unwrap();
     // SAFETY: ptr is a's device memory (100,000 u64), alive for this scope and only read.
-    let foreign = unsafe { DeviceView::<u64>::from_raw_cuda(&on_borrowed, ptr, &[1000, 100]) }.unwrap();
+    let foreign =
+        unsafe { DeviceView::<u64>::from_raw_cuda(&on_borrowed, ptr, &[1000, 100]) }.unwrap();
     let sel = up(&on_borrowed, &[999i32, 0], &[2]);
     let rows = on_borrowed
         .gather_rows(foreign, sel.view(), GatherPolicy::Checked)
@@ -606,10 +660,12 @@ fn large_inputs_match_host() {
     let want = host::gather_rows(&src, &[rows], &idx, GatherPolicy::Checked).unwrap();
     let s = up(&dev, &src, &[rows]);
     let i = up(&dev, &idx, &[idx.len()]);
-    let got = dev.gather_rows(s.view(), i.view(), GatherPolicy::Checked).unwrap();
+    let got = dev
+        .gather_rows(s.view(), i.view(), GatherPolicy::Checked)
+        .unwrap();
     assert_bits_eq(&got.to_vec().unwrap(), &want, "large gather");
     // 2^26 i32 lengths.
-    let lengths: Vec<i32> = (0..1 << 26).map(|k| (k % 5) as i32).collect();
+    let lengths: Vec<i32> = (0..1i32 << 26).map(|k| k % 5).collect();
     let want: Vec<i64> = host::prefix_sum_offsets(&lengths).unwrap();
     let l = up(&dev, &lengths, &[lengths.len()]);
     let got = dev.prefix_sum_offsets::<i32, i64>(l.view()).unwrap();
