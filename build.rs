@@ -401,6 +401,12 @@ mod cuda {
             let abs = fs::canonicalize(src).expect("canonicalize a kernel source");
             writeln!(unit, "#include \"{}\"", abs.display()).unwrap();
         }
+        // Every listed kernel must be defined by some source: a missing one fails here, at
+        // build time, not at module load.
+        unit.push_str(
+            "#define CPUGPU_KERNEL(name, params) \\\n    static_assert(sizeof(&name) != 0, \"kernel \" #name \" is in kernel_list.h but no kernels/*.cu defines it\");\n\
+             #include \"kernel_list.h\"\n",
+        );
         let unit_path = out.join("cpugpu_kernels.cu");
         fs::write(&unit_path, unit).expect("write cpugpu_kernels.cu");
         let fatbin = out.join("cpugpu_kernels.fatbin");
