@@ -84,7 +84,11 @@ impl Bench {
     }
 
     fn emit(&mut self, op: &str, case: &str, bytes: usize, us: f64, memcpy_us: Option<f64>) {
-        let gbps = if us > 0.0 { bytes as f64 / us / 1e3 } else { 0.0 };
+        let gbps = if us > 0.0 {
+            bytes as f64 / us / 1e3
+        } else {
+            0.0
+        };
         let mut line = format!(
             "{{\"suite\":\"cpugpu\",\"op\":\"{op}\",\"case\":\"{case}\",\"bytes\":{bytes},\"median_us\":{us:.3},\"gbps\":{gbps:.2},\"device\":\"{}\"",
             self.device_name
@@ -121,7 +125,12 @@ fn gather_scatter(b: &mut Bench, rng: &mut SmallRng, rows: usize, row_len: usize
     let mc = b.memcpy_us(bytes)?;
     let dev = b.dev.clone();
     let us = b.time(|| {
-        dev.gather_rows_into(src.view(), idx.view(), dst.view_mut(), GatherPolicy::Checked)
+        dev.gather_rows_into(
+            src.view(),
+            idx.view(),
+            dst.view_mut(),
+            GatherPolicy::Checked,
+        )
     })?;
     b.emit("gather_rows", &case, bytes, us, Some(mc));
     // Scatter with a permutation (no duplicates), like torch's index_copy_.
@@ -150,7 +159,13 @@ fn pad(b: &mut Bench, rows: usize) -> R<()> {
     let mc = b.memcpy_us(bytes)?;
     let dev = b.dev.clone();
     let us = b.time(|| dev.pad_to_multiple_into(src.view(), 0, 64, 0.0, dst.view_mut()))?;
-    b.emit("pad", &format!("f32_{rows}x16_axis0_mult64"), bytes, us, Some(mc));
+    b.emit(
+        "pad",
+        &format!("f32_{rows}x16_axis0_mult64"),
+        bytes,
+        us,
+        Some(mc),
+    );
     Ok(())
 }
 
@@ -240,12 +255,25 @@ fn latency(b: &mut Bench) -> R<()> {
         let idx = up(&dev, &idx, &[n])?;
         let mut out = dev.alloc::<f32>(&[n, 16])?;
         let us = b.time_per_call(200, || {
-            dev.gather_rows_into(table.view(), idx.view(), out.view_mut(), GatherPolicy::Checked)
+            dev.gather_rows_into(
+                table.view(),
+                idx.view(),
+                out.view_mut(),
+                GatherPolicy::Checked,
+            )
         })?;
-        b.emit("launch_latency", &format!("gather_f32x16_n{n}"), 0, us, None);
+        b.emit(
+            "launch_latency",
+            &format!("gather_f32x16_n{n}"),
+            0,
+            us,
+            None,
+        );
         let lens = up(&dev, &vec![3i32; n], &[n])?;
         let mut offs = dev.alloc::<i64>(&[n + 1])?;
-        let us = b.time_per_call(200, || dev.prefix_sum_offsets_into(lens.view(), offs.view_mut()))?;
+        let us = b.time_per_call(200, || {
+            dev.prefix_sum_offsets_into(lens.view(), offs.view_mut())
+        })?;
         b.emit("launch_latency", &format!("offsets_i32_n{n}"), 0, us, None);
     }
     Ok(())
@@ -285,8 +313,14 @@ fn main() {
             std::process::exit(1);
         }
     };
-    run("gather/scatter 64 B rows", gather_scatter(&mut b, &mut rng, (1 << 22) / scale, 16));
-    run("gather/scatter 256 B rows", gather_scatter(&mut b, &mut rng, (1 << 20) / scale, 64));
+    run(
+        "gather/scatter 64 B rows",
+        gather_scatter(&mut b, &mut rng, (1 << 22) / scale, 16),
+    );
+    run(
+        "gather/scatter 256 B rows",
+        gather_scatter(&mut b, &mut rng, (1 << 20) / scale, 64),
+    );
     run("pad", pad(&mut b, (1 << 22) / scale - 3));
     run("offsets", offsets(&mut b, &mut rng, (1 << 26) / scale));
     run("flatten/split", flatten_split(&mut b, &mut rng, quick));
