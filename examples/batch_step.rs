@@ -1,5 +1,7 @@
-//! The main job: the input preparation of an inference engine's batching steps, on the default
-//! backend (`Device::auto()`).
+//! The main job: the input preparation of an inference engine's batching steps, on the best
+//! backend this build and machine offer (`Device::auto()`: the host backend by default, a GPU
+//! with `--features cuda` when one answers). Host-side inputs go up with `Device::upload`, so the
+//! same code runs on both.
 //!
 //! Each step schedules a mix of prefill requests (hundreds of new tokens) and decode requests (one
 //! token), then:
@@ -21,7 +23,9 @@
 
 use std::time::Instant;
 
-use cpugpu::{Device, DeviceView, GatherPolicy, ScatterPolicy, UvaBufferPool};
+use cpugpu::{
+    Device, DeviceBuffer, DeviceView, Element, GatherPolicy, ScatterPolicy, UvaBufferPool,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -82,6 +86,13 @@ fn timed<R>(
     Ok(r)
 }
 
+/// A view's contents on the host (a download on a GPU).
+fn to_vec<T: Element>(v: DeviceView<'_, T>) -> Result<Vec<T>, cpugpu::Error> {
+    let mut out = vec![T::zeroed(); v.len()];
+    v.copy_to_host(&mut out)?;
+    Ok(out)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     let dev = Device::auto();
@@ -125,7 +136,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         // 1. query_start_loc
         let qsl: Vec<i32> = timed(&mut stages, "offsets", || {
-            let o = dev.prefix_sum_offsets::<i32, i32>(DeviceView::host_vector(&lens))?;
+            let lens_dev = dev.upload(&lens, &[lens.len()])?;
+            let o = dev.prefix_sum_offsets::<i32, i32>(lens_dev.view())?;
             let v = o.to_vec()?;
             let what = format!(
                 "{} lengths -> {} offsets, {} tokens",
@@ -138,8 +150,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let n_tok = qsl[n_req] as usize;
 
         // 2. input_ids
-        let parts: Vec<DeviceView<'_, i32>> =
-            tokens.iter().map(|t| DeviceView::host_vector(t)).collect();
+        let token_bufs: Vec<DeviceBuffer<i32>> = tokens
+            .iter()
+            .map(|t| dev.upload(t, &[t.len()]))
+            .collect::<Result<_, _>>()?;
+        let parts: Vec<DeviceView<'_, i32>> = token_bufs.iter().map(|b| b.view()).collect();
         let (input_ids, offsets) = timed(&mut stages, "flatten", || {
             let (ids, offs) = dev.flatten::<i32, i32>(&parts)?;
             let what = format!("{} ragged token lists -> {} ids", parts.len(), ids.len());
@@ -162,9 +177,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     block_idx.push((r * MAX_BLOCKS_PER_REQ + pos / BLOCK_SIZE) as i64);
                 }
             }
+            let block_idx = dev.upload(&block_idx, &[block_idx.len()])?;
             let blocks = dev.gather_rows(
                 block_table_dev.view(),
-                DeviceView::host_vector(&block_idx),
+                block_idx.view(),
                 GatherPolicy::Checked,
             )?;
             let slots: Vec<i64> = blocks
@@ -184,19 +200,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // 4. pad to CUDA-graph sizes
         let (ids_padded, slots_padded) = timed(&mut stages, "pad", || {
             let ids = dev.pad_to_multiple(input_ids.view(), 0, PAD_MULTIPLE, 0)?;
-            let s = dev.pad_to_multiple(DeviceView::host_vector(&slots), 0, PAD_MULTIPLE, -1)?;
+            let slots_dev = dev.upload(&slots, &[slots.len()])?;
+            let s = dev.pad_to_multiple(slots_dev.view(), 0, PAD_MULTIPLE, -1)?;
             let what = format!(
                 "{} tokens -> {} (multiple of {PAD_MULTIPLE})",
                 n_tok,
                 ids.shape().rows()
             );
-            Ok((
-                (
-                    ids.view().as_host_slice().unwrap_or(&[]).to_vec(),
-                    s.view().as_host_slice().unwrap_or(&[]).to_vec(),
-                ),
-                what,
-            ))
+            Ok(((to_vec(ids.view())?, to_vec(s.view())?), what))
         })?;
         let n_pad = ids_padded.len();
 
@@ -228,8 +239,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         timed(&mut stages, "scatter", || {
             let sm = guards.2.device_rows(0..n_pad)?;
+            let keys = dev.upload(&keys, &[n_pad, HEAD_DIM])?;
             dev.scatter_rows_into(
-                DeviceView::host(&keys, &[n_pad, HEAD_DIM])?,
+                keys.view(),
                 sm,
                 kv_cache.view_mut(),
                 ScatterPolicy::NegativeSkip,
@@ -245,11 +257,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         timed(&mut stages, "split", || {
             let views = dev.split(guards.0.device_rows(0..n_tok)?, &qsl)?;
             for (v, t) in views.iter().zip(&tokens) {
-                assert_eq!(
-                    v.as_host_slice(),
-                    Some(&t[..]),
-                    "split must give back each request"
-                );
+                assert_eq!(&to_vec(*v)?, t, "split must give back each request");
             }
             let what = format!(
                 "{} zero-copy views, each checked against its request",

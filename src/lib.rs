@@ -4,14 +4,18 @@
 //! # A batching step
 //!
 //! ```
-//! use cpugpu::{Device, DeviceView, GatherPolicy, UvaBufferPool};
+//! use cpugpu::{Device, DeviceBuffer, DeviceView, GatherPolicy, UvaBufferPool};
 //!
-//! let dev = Device::auto();
+//! let dev = Device::auto(); // a GPU with `--features cuda` when one answers, else the host
 //! let pool = UvaBufferPool::new(&dev, 2); // two steps in flight at most
 //!
 //! // Three requests with ragged token lists.
 //! let requests: [&[i32]; 3] = [&[101, 7592, 2088], &[101], &[101, 2129]];
-//! let parts: Vec<_> = requests.iter().map(|r| DeviceView::host_vector(r)).collect();
+//! let bufs = requests
+//!     .iter()
+//!     .map(|r| dev.upload(r, &[r.len()]))
+//!     .collect::<Result<Vec<DeviceBuffer<i32>>, _>>()?;
+//! let parts: Vec<DeviceView<'_, i32>> = bufs.iter().map(|b| b.view()).collect();
 //!
 //! // input_ids and query_start_loc in one call.
 //! let (input_ids, query_start_loc) = dev.flatten::<i32, i32>(&parts)?;
@@ -29,7 +33,7 @@
 //!
 //! // Stage through the pool and upload only the active prefix.
 //! let mut ids = pool.allocate::<i32>("input_ids", &[8192])?;
-//! ids.host_mut()[..8].copy_from_slice(padded.view().as_host_slice().unwrap());
+//! padded.view().copy_to_host(&mut ids.host_mut()[..8])?;
 //! ids.copy_to_device_rows(8)?;
 //! # Ok::<(), cpugpu::Error>(())
 //! ```

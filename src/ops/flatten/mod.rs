@@ -14,7 +14,7 @@ impl Device {
     ///
     /// ```
     /// use cpugpu::{Device, DeviceView};
-    /// let dev = Device::auto();
+    /// let dev = Device::host(); // host slices as views: the host backend
     /// let (a, b) = ([1u16, 2, 3], [4u16]);
     /// let parts = [DeviceView::host_vector(&a), DeviceView::host_vector(&b)];
     /// let (flat, offsets) = dev.flatten::<u16, i32>(&parts)?;

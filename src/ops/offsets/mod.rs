@@ -16,7 +16,7 @@ impl Device {
     ///
     /// ```
     /// use cpugpu::{Device, DeviceView, DeviceViewMut, Error};
-    /// let dev = Device::auto();
+    /// let dev = Device::host(); // host slices as views: the host backend
     /// let lens = [3i32, 0, 2];
     /// let mut offs = [0i64; 4];
     /// dev.prefix_sum_offsets_into(DeviceView::host_vector(&lens), DeviceViewMut::host_vector(&mut offs))?;
