@@ -261,8 +261,16 @@ impl Context {
         })
     }
 
-    /// Makes the context current on the calling thread (cheap; every entry point calls it).
+    /// Makes the context current on the calling thread (every entry point calls it). The
+    /// thread is left on this device's primary context, the one the CUDA runtime itself uses
+    /// for the device, so runtime-API libraries on the same device are unaffected.
     pub(crate) fn bind(&self) -> Result<()> {
+        let mut current: cu::CUcontext = ptr::null_mut();
+        // SAFETY: writes one handle (null when the thread has none).
+        let r = unsafe { cu::cuCtxGetCurrent(&mut current) };
+        if r == cu::CUresult::CUDA_SUCCESS && current == self.ctx {
+            return Ok(());
+        }
         // SAFETY: ctx is a retained primary context, valid for the process's lifetime.
         check(Op::Device, "cuCtxSetCurrent", unsafe {
             cu::cuCtxSetCurrent(self.ctx)
@@ -911,6 +919,16 @@ impl Queue {
         e.record(&self.stream)?;
         s.done = Some(e);
         Ok(dst)
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // The staging blocks and the error read-out ring are page-locked host memory that
+        // in-flight copies and capture kernels may still use: let the stream drain first.
+        if self.ctx.bind().is_ok() {
+            let _ = self.stream.synchronize();
+        }
     }
 }
 
