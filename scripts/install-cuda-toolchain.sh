@@ -92,7 +92,9 @@ stub="$venv/libcuda-stub"
 if [ ! -e "$stub/lib64/libcuda.so" ]; then
   command -v apt-get >/dev/null || die "apt-get not found: provide libcuda.so yourself and set CUDA_LIBRARY_PATH (a folder with lib64/libcuda.so)"
   sources=/etc/apt/sources.list.d/cpugpu-non-free.sources
-  if ! apt-cache policy libcuda1 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+  # (Not `apt-cache ... | grep -q`: with pipefail, grep closing the pipe early fails the test.)
+  policy=$(apt-cache policy libcuda1 2>/dev/null || true)
+  if ! grep -q 'Candidate: [0-9]' <<<"$policy"; then
     [ -w /etc/apt/sources.list.d ] || die "need root to add Debian's non-free component ($sources)"
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
     log "adding Debian $codename non-free to $sources"
