@@ -21,6 +21,15 @@ namespace cpugpu {
 
 constexpr int SCAN_ITEMS = CPUGPU_SCAN_ITEMS_PER_THREAD;
 
+// Shared-memory slot of tile item i: one padding word after every 16 items. Thread t works on
+// items 16t .. 16t + 15; unpadded, a warp's 8-byte accesses to item 16t + k all fall in the same
+// bank (a 128-byte stride), a 16- to 32-way conflict. Padded, item 16t + k sits at word
+// 17t + k, whose bank pair (17t + k) mod 16 differs across any 16 consecutive threads; the
+// coalesced phase (item k * blockDim + t) stays conflict-free too. The tile needs
+// tile + tile / 16 words (src/kernels/launch.rs, scan_plan).
+static_assert(SCAN_ITEMS == 16, "the padding below assumes 16 items per thread");
+__device__ __forceinline__ long long scan_slot(long long i) { return i + (i >> 4); }
+
 __device__ __forceinline__ unsigned long long scan_cap(const CpugpuOffsetsParams& p) {
     return static_cast<unsigned long long>(p.limit) + 1ull;
 }
@@ -55,23 +64,23 @@ __device__ __forceinline__ void scan_tile(const CpugpuOffsetsParams& p, unsigned
                 v = static_cast<unsigned long long>(len) < cap ? static_cast<unsigned long long>(len) : cap;
             }
         }
-        smem[j] = v;
+        smem[scan_slot(j)] = v;
     }
     const int any_negative = __syncthreads_or(negative);
 
     const long long mine = static_cast<long long>(threadIdx.x) * SCAN_ITEMS;
     unsigned long long sum = 0;
-    for (int k = 0; k < SCAN_ITEMS; ++k) sum = sat_add(sum, smem[mine + k], cap);
+    for (int k = 0; k < SCAN_ITEMS; ++k) sum = sat_add(sum, smem[scan_slot(mine + k)], cap);
     unsigned long long block_total = 0;
     unsigned long long running = sat_add(prefix, block_exclusive_scan(sum, cap, &block_total), cap);
     for (int k = 0; k < SCAN_ITEMS; ++k) {
         const unsigned long long before = running;
-        running = sat_add(running, smem[mine + k], cap);
+        running = sat_add(running, smem[scan_slot(mine + k)], cap);
         if (mine + k < count && running > static_cast<unsigned long long>(p.limit) &&
             before <= static_cast<unsigned long long>(p.limit)) {
             report(p, base + mine + k);  // the offset after this length is the first too large
         }
-        smem[mine + k] = running;
+        smem[scan_slot(mine + k)] = running;
     }
     if (single) {
         may_write = !any_negative && sat_add(prefix, block_total, cap) <= static_cast<unsigned long long>(p.limit);
@@ -82,7 +91,7 @@ __device__ __forceinline__ void scan_tile(const CpugpuOffsetsParams& p, unsigned
         if (tile == 0 && threadIdx.x == 0) offsets[0] = 0;
         for (int k = 0; k < SCAN_ITEMS; ++k) {
             const long long j = static_cast<long long>(k) * blockDim.x + threadIdx.x;
-            if (j < count) offsets[base + j + 1] = static_cast<O>(smem[j]);
+            if (j < count) offsets[base + j + 1] = static_cast<O>(smem[scan_slot(j)]);
         }
     }
     __syncthreads();  // smem is reused by the next tile

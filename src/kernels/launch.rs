@@ -163,7 +163,9 @@ pub(crate) enum ScanPlan {
 
 /// The prefix-sum plan for `n` lengths.
 pub(crate) fn scan_plan(n: usize) -> ScanPlan {
-    let tile_bytes = (SCAN_TILE * 8) as u32; // one u64 per length in dynamic shared memory
+    // One u64 per length plus one padding word per 16 (offsets.cu's scan_slot, which keeps the
+    // per-thread accesses free of bank conflicts): 34,816 bytes, under the 48 KiB default.
+    let tile_bytes = ((SCAN_TILE + SCAN_TILE / 16) * 8) as u32;
     if n <= SCAN_TILE {
         return ScanPlan::Single(LaunchConfig {
             grid: 1,
