@@ -28,6 +28,11 @@ constexpr int SCAN_ITEMS = CPUGPU_SCAN_ITEMS_PER_THREAD;
 // coalesced phase (item k * blockDim + t) stays conflict-free too. The tile needs
 // tile + tile / 16 words (src/kernels/launch.rs, scan_plan).
 static_assert(SCAN_ITEMS == 16, "the padding below assumes 16 items per thread");
+
+// The downsweep is the bandwidth-bound pass of a large scan: ask for at most 80 registers
+// (3 blocks of 256 threads per SM instead of 2; 4 blocks, 64 registers, spills on sm_80),
+// checked spill-free by .ci/kernel-static-checks.
+#define CPUGPU_SCAN_BOUNDS __launch_bounds__(CPUGPU_SCAN_BLOCK, 3)
 __device__ __forceinline__ long long scan_slot(long long i) { return i + (i >> 4); }
 
 __device__ __forceinline__ unsigned long long scan_cap(const CpugpuOffsetsParams& p) {
@@ -166,7 +171,7 @@ extern "C" __global__ void offsets_single_i64_i64(const CpugpuOffsetsParams p) {
 extern "C" __global__ void offsets_reduce_i32(const CpugpuOffsetsParams p) { cpugpu::offsets_reduce_body<int32_t>(p); }
 extern "C" __global__ void offsets_reduce_i64(const CpugpuOffsetsParams p) { cpugpu::offsets_reduce_body<int64_t>(p); }
 extern "C" __global__ void offsets_scan_tiles(const CpugpuOffsetsParams p) { cpugpu::offsets_scan_tiles_body(p); }
-extern "C" __global__ void offsets_downsweep_i32_i32(const CpugpuOffsetsParams p) { cpugpu::offsets_downsweep_body<int32_t, int32_t>(p); }
-extern "C" __global__ void offsets_downsweep_i32_i64(const CpugpuOffsetsParams p) { cpugpu::offsets_downsweep_body<int32_t, int64_t>(p); }
-extern "C" __global__ void offsets_downsweep_i64_i32(const CpugpuOffsetsParams p) { cpugpu::offsets_downsweep_body<int64_t, int32_t>(p); }
-extern "C" __global__ void offsets_downsweep_i64_i64(const CpugpuOffsetsParams p) { cpugpu::offsets_downsweep_body<int64_t, int64_t>(p); }
+extern "C" __global__ void CPUGPU_SCAN_BOUNDS offsets_downsweep_i32_i32(const CpugpuOffsetsParams p) { cpugpu::offsets_downsweep_body<int32_t, int32_t>(p); }
+extern "C" __global__ void CPUGPU_SCAN_BOUNDS offsets_downsweep_i32_i64(const CpugpuOffsetsParams p) { cpugpu::offsets_downsweep_body<int32_t, int64_t>(p); }
+extern "C" __global__ void CPUGPU_SCAN_BOUNDS offsets_downsweep_i64_i32(const CpugpuOffsetsParams p) { cpugpu::offsets_downsweep_body<int64_t, int32_t>(p); }
+extern "C" __global__ void CPUGPU_SCAN_BOUNDS offsets_downsweep_i64_i64(const CpugpuOffsetsParams p) { cpugpu::offsets_downsweep_body<int64_t, int64_t>(p); }

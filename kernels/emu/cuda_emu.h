@@ -31,6 +31,7 @@
 
 #define __global__
 #define __device__
+#define __launch_bounds__(...)
 #define __host__
 #define __forceinline__ inline __attribute__((always_inline))
 #define __shared__ static
