@@ -181,10 +181,11 @@ fn offsets(b: &mut Bench, rng: &mut SmallRng, n: usize) -> R<()> {
     Ok(())
 }
 
-fn flatten_split(b: &mut Bench, rng: &mut SmallRng, quick: bool) -> R<()> {
+fn flatten_split(b: &mut Bench, quick: bool) -> R<()> {
     let dev = b.dev.clone();
     // 1,024 small i32 segments (torch.cat's worst case: many launches' worth of metadata).
-    let lens: Vec<usize> = (0..1024).map(|_| rng.gen_range(1..=512)).collect();
+    // The same formula as benches/torch_baseline.py, so both move the same bytes.
+    let lens: Vec<usize> = (0..1024usize).map(|k| 1 + (k * 7919) % 512).collect();
     let parts: Vec<DeviceBuffer<i32>> = lens
         .iter()
         .map(|&l| dev.alloc::<i32>(&[l]))
@@ -251,7 +252,7 @@ fn latency(b: &mut Bench) -> R<()> {
     let dev = b.dev.clone();
     let table = dev.alloc::<f32>(&[4096, 16])?;
     for n in [1usize, 16, 256, 1024, 4096] {
-        let idx: Vec<i32> = (0..n as i32).collect();
+        let idx: Vec<i64> = (0..n as i64).collect(); // int64, as torch's index_select
         let idx = up(&dev, &idx, &[n])?;
         let mut out = dev.alloc::<f32>(&[n, 16])?;
         let us = b.time_per_call(200, || {
@@ -323,7 +324,7 @@ fn main() {
     );
     run("pad", pad(&mut b, (1 << 22) / scale - 3));
     run("offsets", offsets(&mut b, &mut rng, (1 << 26) / scale));
-    run("flatten/split", flatten_split(&mut b, &mut rng, quick));
+    run("flatten/split", flatten_split(&mut b, quick));
     run("uploads", uploads(&mut b));
     run("latency", latency(&mut b));
     eprintln!("cuda bench: {} results", b.out.len());
