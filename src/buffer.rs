@@ -86,38 +86,47 @@ pub struct CpuGpuBuffer<T: Element> {
 }
 
 /// What host access to a paired buffer must wait for on CUDA (nothing on the host backend).
+///
+/// One mutex guards the state and is held across the wait, so a second thread's `host()` cannot
+/// slip past a wait in progress; the state is cleared only once the wait succeeded.
 #[derive(Default)]
 pub(crate) struct HostGate {
-    /// Recorded after the last asynchronous copy that reads or writes the host side.
     #[cfg(feature = "cuda")]
-    event: std::sync::Mutex<Option<crate::cuda::Event>>,
+    state: std::sync::Mutex<GateState>,
+}
+
+#[cfg(feature = "cuda")]
+#[derive(Default)]
+struct GateState {
+    /// Recorded after the last asynchronous copy (or guard release) touching the host side.
+    event: Option<crate::cuda::Event>,
     /// The UVA host side was handed out as a device view since the last wait: kernels issued to
-    /// the device's stream may read or write it.
-    #[cfg(feature = "cuda")]
-    exposed: std::sync::atomic::AtomicBool,
+    /// the device's stream (and, through `Queue::join`, to streams ordered before it) may read
+    /// or write it.
+    exposed: bool,
 }
 
 impl HostGate {
     /// Blocks until no device work known to touch the host side is in flight. A driver failure
-    /// while waiting is kept for the device's next `synchronize`.
+    /// while waiting is kept for the device's next `synchronize` (and the state is kept, so the
+    /// next access waits again).
     pub(crate) fn wait(&self, device: &Device) {
         #[cfg(feature = "cuda")]
         {
             let Ok(q) = device.cuda_queue(Op::Sync) else {
                 return;
             };
-            if self
-                .exposed
-                .swap(false, std::sync::atomic::Ordering::AcqRel)
-            {
-                if let Err(e) = q.stream.synchronize() {
-                    q.defer_error(e);
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if st.exposed {
+                match q.stream.synchronize() {
+                    Ok(()) => st.exposed = false,
+                    Err(e) => q.defer_error(e),
                 }
             }
-            let event = self.event.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(e) = event {
-                if let Err(err) = e.synchronize() {
-                    q.defer_error(err);
+            if let Some(e) = &st.event {
+                match e.synchronize() {
+                    Ok(()) => st.event = None,
+                    Err(err) => q.defer_error(err),
                 }
             }
         }
@@ -130,7 +139,7 @@ impl HostGate {
         #[cfg(feature = "cuda")]
         if device.cuda_queue(Op::Sync).is_ok() {
             let e = device.record_event(false)?;
-            *self.event.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+            self.state.lock().unwrap_or_else(|e| e.into_inner()).event = Some(e);
         }
         #[cfg(not(feature = "cuda"))]
         let _ = device;
@@ -140,8 +149,9 @@ impl HostGate {
     /// Notes that the host side was handed out as device memory (UVA).
     pub(crate) fn expose(&self) {
         #[cfg(feature = "cuda")]
-        self.exposed
-            .store(true, std::sync::atomic::Ordering::Release);
+        {
+            self.state.lock().unwrap_or_else(|e| e.into_inner()).exposed = true;
+        }
     }
 }
 

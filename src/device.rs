@@ -87,9 +87,12 @@ struct Inner {
 /// returns without waiting. Errors the kernels find in the data (an index out of bounds, a
 /// negative length, an offset overflow) come back from the next [`Device::synchronize`] (or any
 /// other call that waits for the stream, such as [`DeviceBuffer::to_vec`]); argument errors
-/// (shapes, lengths) come back at once, as on the host. Clones share the stream;
-/// `Device::with_stream` and `Device::new_stream` give handles on other streams of the same
-/// GPU.
+/// (shapes, lengths) come back at once, as on the host. Clones, and every `Device::cuda(n)` /
+/// `Device::auto()` of the same GPU, share one stream; `Device::with_stream` and
+/// `Device::new_stream` give handles on other streams of the same GPU. An operation on one
+/// stream that touches memory allocated through a handle on another stream is ordered after
+/// that stream's earlier work, and that stream's later work (a free, a host access) after it,
+/// with events, so memory is never freed or overwritten under a kernel still using it.
 ///
 /// ```
 /// use cpugpu::Device;
@@ -128,7 +131,7 @@ impl Device {
         {
             static REASON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
             match crate::cuda::probe() {
-                Err(reason) => Self::host_because(Some(reason)),
+                Err(no) => Self::host_because(Some(no.reason.as_str())),
                 Ok(_) => match Self::cuda(0) {
                     Ok(d) => d,
                     Err(e) => Self::host_because(Some(
@@ -145,8 +148,10 @@ impl Device {
         ))
     }
 
-    /// CUDA device `ordinal` on a new stream of its own. The device's primary context is
-    /// retained and the crate's kernels are loaded into it once per process.
+    /// CUDA device `ordinal` on its default cpugpu stream: every call (and [`Device::auto`])
+    /// returns a handle on the same stream, so work issued through any of them is ordered. The
+    /// device's primary context is retained and the crate's kernels are loaded into it once per
+    /// process. [`Device::new_stream`] gives a handle on another stream.
     #[cfg(feature = "cuda")]
     pub fn cuda(ordinal: usize) -> Result<Self> {
         let ordinal = u32::try_from(ordinal).map_err(|_| Error::InvalidArgument {
@@ -155,9 +160,21 @@ impl Device {
             value: ordinal as i128,
             reason: "no CUDA device has this ordinal",
         })?;
+        static DEFAULTS: std::sync::OnceLock<
+            std::sync::Mutex<std::collections::HashMap<u32, Device>>,
+        > = std::sync::OnceLock::new();
+        let mut defaults = DEFAULTS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = defaults.get(&ordinal) {
+            return Ok(d.clone());
+        }
         let ctx = crate::cuda::Context::get(ordinal)?;
         let stream = crate::cuda::Stream::new(&ctx)?;
-        Self::on_queue(crate::cuda::Queue::new(ctx, stream)?)
+        let d = Self::on_queue(crate::cuda::Queue::new(ctx, stream)?)?;
+        defaults.insert(ordinal, d.clone());
+        Ok(d)
     }
 
     #[cfg(feature = "cuda")]

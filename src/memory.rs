@@ -453,6 +453,15 @@ impl<'a, T: Element> DeviceView<'a, T> {
         })
     }
 
+    /// The queue of the device owning a CUDA view's memory.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_queue(&self) -> Option<&'a crate::cuda::Queue> {
+        match self.repr {
+            ViewRepr::Cuda(c) => Some(c.q),
+            ViewRepr::Host(_) => None,
+        }
+    }
+
     /// The device address of a CUDA view (`None` on the host backend), for other libraries'
     /// kernels.
     #[cfg(feature = "cuda")]
@@ -520,8 +529,10 @@ impl<'a, T: Element> DeviceView<'a, T> {
             (ViewRepr::Host(s), ViewReprMut::Host(d)) => crate::ops::par_copy(d, s),
             #[cfg(feature = "cuda")]
             (ViewRepr::Cuda(s), ViewReprMut::Cuda(d)) => {
+                let d = *d;
+                let joined = d.q.join(&[Some(s.q)])?;
                 // SAFETY: both ranges hold len elements; a shared and an exclusive borrow of
-                // device memory cannot overlap.
+                // device memory cannot overlap; the source's stream was ordered before this.
                 unsafe {
                     crate::cuda::copy_dtod_async(
                         Op::CopyDeviceToDevice,
@@ -531,6 +542,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
                         self.len() * std::mem::size_of::<T>(),
                     )?
                 };
+                joined.finish(d.q)?;
             }
             #[cfg(feature = "cuda")]
             (s, _) => {
@@ -799,6 +811,15 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
     #[cfg(feature = "cuda")]
     pub fn cuda_ptr(&self) -> Option<u64> {
         self.as_view().cuda_ptr()
+    }
+
+    /// The queue of the device owning a CUDA view's memory.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_queue(&self) -> Option<&'a crate::cuda::Queue> {
+        match self.repr {
+            ViewReprMut::Cuda(c) => Some(c.q),
+            ViewReprMut::Host(_) => None,
+        }
     }
 }
 

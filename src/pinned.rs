@@ -79,7 +79,7 @@ impl RawBlock {
         debug_assert!(bytes > 0);
         #[cfg(feature = "cuda")]
         if let Ok(q) = device.cuda_queue(Op::PinnedAllocate) {
-            let a = crate::cuda::HostAlloc::new(Op::PinnedAllocate, &q.ctx, bytes)?;
+            let a = crate::cuda::HostAlloc::new(Op::PinnedAllocate, &q.ctx, bytes, 0)?;
             let ptr = NonNull::new(a.ptr).ok_or(Error::OutOfMemory {
                 op: Op::PinnedAllocate,
                 bytes,

@@ -1,15 +1,18 @@
 //! The CUDA backend's runtime: driver calls, contexts, the kernel module, streams, events,
 //! device and pinned allocations, and the device error word's read-out.
 //!
-//! Every driver call goes through cust's driver bindings (`cust::sys`) and [`check`], so a
-//! failure becomes an [`Error::Driver`] naming the operation and the driver function. The crate
-//! keeps its own thin owners (not cust's `Stream`/`DeviceBuffer`) because it must also accept
-//! streams and device pointers made by other libraries in the same process.
+//! Every driver call goes through [`check`], so a failure becomes an [`Error::Driver`] naming
+//! the operation and the driver function. The entry points are declared in [`driver`] with
+//! `int` results (cust's raw enum lacks codes a CUDA 13 driver returns); cust supplies the handle
+//! types and the link to `libcuda`. The crate keeps its own thin owners (not cust's
+//! `Stream`/`DeviceBuffer`) because it must also accept streams and device pointers made by
+//! other libraries in the same process.
 //!
 //! Contexts are the devices' *primary* contexts (what the CUDA runtime, PyTorch and CuPy use), so
 //! memory and streams interoperate. Each context is retained once per process, and the embedded
 //! fatbin is loaded into it once ([`Context::get`]).
 
+pub(crate) mod driver;
 pub(crate) mod ops;
 
 use std::collections::HashMap;
@@ -18,7 +21,7 @@ use std::fmt;
 use std::ptr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use cust::sys as cu;
+use driver as cu;
 
 use crate::error::{Error, Op, Result};
 use crate::kernels::launch::LaunchConfig;
@@ -39,36 +42,13 @@ static FATBIN: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
     "/cpugpu_kernels.fatbin"
 )));
 
-/// The driver's name for `code` (static strings owned by the driver), or a placeholder.
+/// The driver's name for any result code (static strings owned by the driver).
 fn error_name(code: cu::CUresult) -> &'static str {
     let mut p: *const c_char = ptr::null();
-    // SAFETY: cuGetErrorName only writes a pointer to a static, NUL-terminated string (or
-    // leaves it null for an unknown code); it needs no context or cuInit.
+    // SAFETY: cuGetErrorName writes a pointer to a static, NUL-terminated string, or fails for
+    // unknown codes; it needs no context or cuInit.
     let r = unsafe { cu::cuGetErrorName(code, &mut p) };
-    if r != cu::CUresult::CUDA_SUCCESS || p.is_null() {
-        return "CUDA_ERROR_UNKNOWN";
-    }
-    // SAFETY: non-null, static and NUL-terminated per the driver API.
-    unsafe { CStr::from_ptr(p) }
-        .to_str()
-        .unwrap_or("CUDA_ERROR_UNKNOWN")
-}
-
-/// Driver entry points declared with `int` results, for calls whose answers may include codes
-/// that cust_raw's `CUresult` enum (generated for an older CUDA) lacks.
-mod raw {
-    extern "C" {
-        pub(super) fn cuInit(flags: u32) -> i32;
-        pub(super) fn cuGetErrorName(error: i32, p: *mut *const std::ffi::c_char) -> i32;
-    }
-}
-
-/// The driver's name for any result code (static strings owned by the driver).
-fn raw_error_name(code: i32) -> &'static str {
-    let mut p: *const c_char = ptr::null();
-    // SAFETY: cuGetErrorName writes a pointer to a static string, or fails for unknown codes.
-    let r = unsafe { raw::cuGetErrorName(code, &mut p) };
-    if r != 0 || p.is_null() {
+    if r != cu::SUCCESS || p.is_null() {
         return "an unknown CUDA error";
     }
     // SAFETY: non-null, static and NUL-terminated per the driver API.
@@ -79,7 +59,7 @@ fn raw_error_name(code: i32) -> &'static str {
 
 /// `Ok` for `CUDA_SUCCESS`, else an [`Error::Driver`] naming `op` and `call`.
 pub(crate) fn check(op: Op, call: &'static str, r: cu::CUresult) -> Result<()> {
-    if r == cu::CUresult::CUDA_SUCCESS {
+    if r == cu::SUCCESS {
         return Ok(());
     }
     Err(Error::Driver {
@@ -90,50 +70,84 @@ pub(crate) fn check(op: Op, call: &'static str, r: cu::CUresult) -> Result<()> {
     })
 }
 
-/// Why there is no CUDA device to use, or `Ok` with the device count.
-pub(crate) fn probe() -> std::result::Result<usize, &'static str> {
-    static PROBE: OnceLock<std::result::Result<usize, String>> = OnceLock::new();
+/// Why no CUDA device can be used.
+#[derive(Debug)]
+pub(crate) struct NoDevice {
+    /// The failing call's result code.
+    pub(crate) code: cu::CUresult,
+    /// The failing call.
+    pub(crate) call: &'static str,
+    /// A sentence for [`crate::Device::fallback_reason`].
+    pub(crate) reason: String,
+}
+
+/// The device count, or why there is no CUDA device to use. Runs `cuInit` once per process.
+pub(crate) fn probe() -> std::result::Result<usize, &'static NoDevice> {
+    static PROBE: OnceLock<std::result::Result<usize, NoDevice>> = OnceLock::new();
     PROBE
         .get_or_init(|| {
-            // SAFETY: cuInit may be called any number of times from any thread. Declared here
-            // returning a plain int (not cust's CUresult enum): an old driver answers
-            // CUDA_ERROR_INSUFFICIENT_DRIVER (35), which cust_raw's enum lacks, and an
-            // undeclared enum value would be undefined behaviour.
-            let r = unsafe { raw::cuInit(0) };
+            let no = |code, call, reason: String| Err(NoDevice { code, call, reason });
+            // SAFETY: cuInit may be called any number of times from any thread.
+            let r = unsafe { cu::cuInit(0) };
             match r {
-                0 => {}
-                100 => return Err("no CUDA device: cuInit reported CUDA_ERROR_NO_DEVICE".into()),
-                35 => {
-                    return Err("the NVIDIA driver is too old for this build \
-                        (cuInit: CUDA_ERROR_INSUFFICIENT_DRIVER)"
-                        .into())
+                cu::SUCCESS => {}
+                cu::ERROR_NO_DEVICE => {
+                    return no(
+                        r,
+                        "cuInit",
+                        "no CUDA device: cuInit reported CUDA_ERROR_NO_DEVICE".into(),
+                    )
                 }
-                34 => {
-                    return Err("no NVIDIA driver: the libcuda found is a stub \
-                        (cuInit: CUDA_ERROR_STUB_LIBRARY)"
-                        .into())
+                cu::ERROR_INSUFFICIENT_DRIVER => {
+                    return no(
+                        r,
+                        "cuInit",
+                        "the NVIDIA driver is too old for this build \
+                         (cuInit: CUDA_ERROR_INSUFFICIENT_DRIVER)"
+                            .into(),
+                    )
+                }
+                cu::ERROR_STUB_LIBRARY => {
+                    return no(
+                        r,
+                        "cuInit",
+                        "no NVIDIA driver: the libcuda found is a stub \
+                         (cuInit: CUDA_ERROR_STUB_LIBRARY)"
+                            .into(),
+                    )
                 }
                 other => {
-                    return Err(format!(
-                        "no usable NVIDIA driver: cuInit failed with {}",
-                        raw_error_name(other)
-                    ))
+                    return no(
+                        r,
+                        "cuInit",
+                        format!(
+                            "no usable NVIDIA driver: cuInit failed with {}",
+                            error_name(other)
+                        ),
+                    )
                 }
             }
             let mut n = 0i32;
             // SAFETY: cuInit succeeded; writes one int.
             let r = unsafe { cu::cuDeviceGetCount(&mut n) };
-            if r != cu::CUresult::CUDA_SUCCESS {
-                return Err(format!("cuDeviceGetCount failed with {}", error_name(r)));
+            if r != cu::SUCCESS {
+                return no(
+                    r,
+                    "cuDeviceGetCount",
+                    format!("cuDeviceGetCount failed with {}", error_name(r)),
+                );
             }
             if n <= 0 {
-                return Err("no CUDA device: the driver reports 0 devices".into());
+                return no(
+                    cu::ERROR_NO_DEVICE,
+                    "cuDeviceGetCount",
+                    "no CUDA device: the driver reports 0 devices".into(),
+                );
             }
             Ok(usize::try_from(n).unwrap_or(0))
         })
         .as_ref()
         .map(|n| *n)
-        .map_err(|s| s.as_str())
 }
 
 /// A device's primary context with the kernel module loaded. Lives for the rest of the process
@@ -164,7 +178,7 @@ impl fmt::Debug for Context {
     }
 }
 
-fn device_attribute(dev: cu::CUdevice, attr: cu::CUdevice_attribute) -> Result<i32> {
+fn device_attribute(dev: cu::CUdevice, attr: std::ffi::c_int) -> Result<i32> {
     let mut v = 0i32;
     // SAFETY: writes one int; `dev` came from cuDeviceGet.
     check(Op::Device, "cuDeviceGetAttribute", unsafe {
@@ -173,15 +187,30 @@ fn device_attribute(dev: cu::CUdevice, attr: cu::CUdevice_attribute) -> Result<i
     Ok(v)
 }
 
+/// Restores the calling thread's previous current context on drop (see [`Context::bind`]).
+pub(crate) struct Bound {
+    previous: Option<cu::CUcontext>,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        if let Some(prev) = self.previous {
+            // SAFETY: `prev` was current on this thread a moment ago (a live context, or null,
+            // which unbinds); restoring it leaves other libraries' state as they set it.
+            unsafe { cu::cuCtxSetCurrent(prev) };
+        }
+    }
+}
+
 impl Context {
     /// The context of device `ordinal`, opened (and its module loaded) on first use.
     pub(crate) fn get(ordinal: u32) -> Result<Arc<Context>> {
         static OPEN: OnceLock<Mutex<HashMap<u32, Arc<Context>>>> = OnceLock::new();
-        let count = probe().map_err(|_| Error::Driver {
+        let count = probe().map_err(|no| Error::Driver {
             op: Op::Device,
-            call: "cuInit",
-            code: cu::CUresult::CUDA_ERROR_NO_DEVICE as u32,
-            name: "CUDA_ERROR_NO_DEVICE",
+            call: no.call,
+            code: no.code as u32,
+            name: error_name(no.code),
         })?;
         if usize::try_from(ordinal).map_or(true, |o| o >= count) {
             return Err(Error::InvalidArgument {
@@ -191,10 +220,7 @@ impl Context {
                 reason: "no CUDA device has this ordinal",
             });
         }
-        let mut open = OPEN
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut open = lock(OPEN.get_or_init(Default::default));
         if let Some(c) = open.get(&ordinal) {
             return Ok(c.clone());
         }
@@ -210,13 +236,11 @@ impl Context {
         // SAFETY: writes one CUdevice; the ordinal was checked against the device count.
         check(op, "cuDeviceGet", unsafe { cu::cuDeviceGet(&mut dev, ord) })?;
         let mut ctx: cu::CUcontext = ptr::null_mut();
-        // SAFETY: retains the device's primary context (released never: it lives as long as
-        // the process, like the CUDA runtime's).
+        // SAFETY: retains the device's primary context (never released: it lives as long as the
+        // process, like the CUDA runtime's).
         check(op, "cuDevicePrimaryCtxRetain", unsafe {
             cu::cuDevicePrimaryCtxRetain(&mut ctx, dev)
         })?;
-        // SAFETY: ctx is the valid context just retained.
-        check(op, "cuCtxSetCurrent", unsafe { cu::cuCtxSetCurrent(ctx) })?;
         let mut name_buf = [0 as c_char; 256];
         // SAFETY: writes at most 256 bytes including the NUL.
         check(op, "cuDeviceGetName", unsafe {
@@ -226,10 +250,41 @@ impl Context {
         let name = unsafe { CStr::from_ptr(name_buf.as_ptr()) }
             .to_string_lossy()
             .into_owned();
-        use cu::CUdevice_attribute_enum as A;
-        let major = device_attribute(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
-        let minor = device_attribute(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
-        let pools = device_attribute(dev, A::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED)? != 0;
+        let major = device_attribute(dev, cu::ATTR_COMPUTE_CAPABILITY_MAJOR)?;
+        let minor = device_attribute(dev, cu::ATTR_COMPUTE_CAPABILITY_MINOR)?;
+        let pools = device_attribute(dev, cu::ATTR_MEMORY_POOLS_SUPPORTED)? != 0;
+        let _ = device_attribute(dev, cu::ATTR_MULTIPROCESSOR_COUNT)?;
+        let mut c = Context {
+            ordinal,
+            ctx,
+            functions: Vec::new(),
+            name,
+            cc: (
+                u32::try_from(major).unwrap_or(0),
+                u32::try_from(minor).unwrap_or(0),
+            ),
+            pools,
+        };
+        let _bound = c.bind()?;
+        if pools {
+            // Keep memory freed with cuMemFreeAsync in the device's default pool instead of
+            // returning it to the OS at every synchronisation, so per-operation scratch (scatter's
+            // winners, scan tile sums, batched-copy metadata) is reused, not re-mapped.
+            let mut pool: cu::CUmemoryPool = ptr::null_mut();
+            // SAFETY: writes one handle for a valid device.
+            check(op, "cuDeviceGetDefaultMemPool", unsafe {
+                cu::cuDeviceGetDefaultMemPool(&mut pool, dev)
+            })?;
+            let mut threshold: u64 = u64::MAX;
+            // SAFETY: the release threshold attribute takes a pointer to a cuuint64_t.
+            check(op, "cuMemPoolSetAttribute", unsafe {
+                cu::cuMemPoolSetAttribute(
+                    pool,
+                    cu::MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                    (&mut threshold as *mut u64).cast(),
+                )
+            })?;
+        }
         let mut module: cu::CUmodule = ptr::null_mut();
         // SAFETY: FATBIN is a complete fat binary produced by nvcc, 64-byte aligned and alive
         // for the program's lifetime; the context is current.
@@ -248,32 +303,27 @@ impl Context {
             }
             functions.push(f);
         }
-        Ok(Context {
-            ordinal,
-            ctx,
-            functions,
-            name,
-            cc: (
-                u32::try_from(major).unwrap_or(0),
-                u32::try_from(minor).unwrap_or(0),
-            ),
-            pools,
-        })
+        drop(_bound);
+        c.functions = functions;
+        Ok(c)
     }
 
-    /// Makes the context current on the calling thread (every entry point calls it). The
-    /// thread is left on this device's primary context, the one the CUDA runtime itself uses
-    /// for the device, so runtime-API libraries on the same device are unaffected.
-    pub(crate) fn bind(&self) -> Result<()> {
+    /// Makes this context current on the calling thread until the returned guard drops, which
+    /// restores whatever was current before (another library's context, or none). Cheap when
+    /// this context is already current.
+    pub(crate) fn bind(&self) -> Result<Bound> {
         let mut current: cu::CUcontext = ptr::null_mut();
         // SAFETY: writes one handle (null when the thread has none).
         let r = unsafe { cu::cuCtxGetCurrent(&mut current) };
-        if r == cu::CUresult::CUDA_SUCCESS && current == self.ctx {
-            return Ok(());
+        if r == cu::SUCCESS && current == self.ctx {
+            return Ok(Bound { previous: None });
         }
         // SAFETY: ctx is a retained primary context, valid for the process's lifetime.
         check(Op::Device, "cuCtxSetCurrent", unsafe {
             cu::cuCtxSetCurrent(self.ctx)
+        })?;
+        Ok(Bound {
+            previous: (r == cu::SUCCESS).then_some(current),
         })
     }
 }
@@ -299,7 +349,10 @@ unsafe impl Sync for RawStream {}
 
 impl Drop for RawStream {
     fn drop(&mut self) {
-        if self.owned && self.ctx.bind().is_ok() {
+        if !self.owned {
+            return;
+        }
+        if let Ok(_bound) = self.ctx.bind() {
             // SAFETY: this crate created the stream and no handle to it remains; pending work
             // still completes (cuStreamDestroy does not cancel it).
             unsafe { cu::cuStreamDestroy_v2(self.raw) };
@@ -309,14 +362,11 @@ impl Drop for RawStream {
 
 impl Stream {
     pub(crate) fn new(ctx: &Arc<Context>) -> Result<Stream> {
-        ctx.bind()?;
+        let _bound = ctx.bind()?;
         let mut raw: cu::CUstream = ptr::null_mut();
         // SAFETY: writes one handle; non-blocking, so it never syncs with the legacy stream 0.
         check(Op::Stream, "cuStreamCreate", unsafe {
-            cu::cuStreamCreate(
-                &mut raw,
-                cu::CUstream_flags_enum::CU_STREAM_NON_BLOCKING as u32,
-            )
+            cu::cuStreamCreate(&mut raw, cu::STREAM_NON_BLOCKING)
         })?;
         Ok(Stream {
             inner: Arc::new(RawStream {
@@ -358,7 +408,7 @@ impl Stream {
     /// error words of operations issued through a [`crate::Device`]: use
     /// [`crate::Device::synchronize`] for that.
     pub fn synchronize(&self) -> Result<()> {
-        self.inner.ctx.bind()?;
+        let _bound = self.inner.ctx.bind()?;
         // SAFETY: a valid stream of the bound context.
         check(Op::Stream, "cuStreamSynchronize", unsafe {
             cu::cuStreamSynchronize(self.inner.raw)
@@ -394,11 +444,11 @@ unsafe impl Sync for Event {}
 impl Event {
     /// A new event; `timing` enables [`Event::elapsed_ms`] (slightly costlier to record).
     pub(crate) fn new(ctx: &Arc<Context>, timing: bool) -> Result<Event> {
-        ctx.bind()?;
+        let _bound = ctx.bind()?;
         let flags = if timing {
-            cu::CUevent_flags_enum::CU_EVENT_DEFAULT as u32
+            cu::EVENT_DEFAULT
         } else {
-            cu::CUevent_flags_enum::CU_EVENT_DISABLE_TIMING as u32
+            cu::EVENT_DISABLE_TIMING
         };
         let mut raw: cu::CUevent = ptr::null_mut();
         // SAFETY: writes one handle.
@@ -413,7 +463,7 @@ impl Event {
 
     /// Records the event at the current end of `stream`'s work.
     pub fn record(&self, stream: &Stream) -> Result<()> {
-        self.ctx.bind()?;
+        let _bound = self.ctx.bind()?;
         // SAFETY: both handles are valid in this context.
         check(Op::Stream, "cuEventRecord", unsafe {
             cu::cuEventRecord(self.raw, stream.raw())
@@ -423,18 +473,18 @@ impl Event {
     /// True when the work before the last [`Event::record`] has completed (or it was never
     /// recorded).
     pub fn query(&self) -> Result<bool> {
-        self.ctx.bind()?;
+        let _bound = self.ctx.bind()?;
         // SAFETY: a valid event.
         match unsafe { cu::cuEventQuery(self.raw) } {
-            cu::CUresult::CUDA_SUCCESS => Ok(true),
-            cu::CUresult::CUDA_ERROR_NOT_READY => Ok(false),
+            cu::SUCCESS => Ok(true),
+            cu::ERROR_NOT_READY => Ok(false),
             other => check(Op::Stream, "cuEventQuery", other).map(|()| false),
         }
     }
 
     /// Blocks until the work before the last [`Event::record`] has completed.
     pub fn synchronize(&self) -> Result<()> {
-        self.ctx.bind()?;
+        let _bound = self.ctx.bind()?;
         // SAFETY: a valid event.
         check(Op::Stream, "cuEventSynchronize", unsafe {
             cu::cuEventSynchronize(self.raw)
@@ -445,7 +495,7 @@ impl Event {
     /// and completed).
     pub fn elapsed_ms(&self, start: &Event) -> Result<f32> {
         let mut ms = 0f32;
-        self.ctx.bind()?;
+        let _bound = self.ctx.bind()?;
         // SAFETY: two valid events of the same context; writes one float.
         check(Op::Stream, "cuEventElapsedTime", unsafe {
             cu::cuEventElapsedTime(&mut ms, start.raw, self.raw)
@@ -455,7 +505,7 @@ impl Event {
 
     /// Makes `stream` wait (on the GPU, the host does not block) for this event.
     pub fn make_wait(&self, stream: &Stream) -> Result<()> {
-        self.ctx.bind()?;
+        let _bound = self.ctx.bind()?;
         // SAFETY: valid handles of this context.
         check(Op::Stream, "cuStreamWaitEvent", unsafe {
             cu::cuStreamWaitEvent(stream.raw(), self.raw, 0)
@@ -470,7 +520,7 @@ impl Event {
 
 impl Drop for Event {
     fn drop(&mut self) {
-        if self.ctx.bind().is_ok() {
+        if let Ok(_bound) = self.ctx.bind() {
             // SAFETY: this crate created the event; destroying a recorded, pending event is
             // allowed (the driver releases it when the work completes).
             unsafe { cu::cuEventDestroy_v2(self.raw) };
@@ -485,7 +535,8 @@ impl fmt::Debug for Event {
 }
 
 /// Device memory from the stream-ordered allocator (or `cuMemAlloc` where pools are not
-/// supported), freed in order on the stream it was allocated on.
+/// supported), freed in order on the stream it was allocated on. Work on other streams is
+/// ordered before that free by [`Queue::join`].
 pub(crate) struct DevAlloc {
     pub(crate) ptr: cu::CUdeviceptr,
     stream: Stream,
@@ -495,20 +546,22 @@ impl DevAlloc {
     /// `bytes` of uninitialised device memory, valid for work on `stream` from now on.
     pub(crate) fn new(op: Op, stream: &Stream, bytes: usize) -> Result<DevAlloc> {
         let ctx = &stream.inner.ctx;
-        ctx.bind()?;
+        let _bound = ctx.bind()?;
         let mut ptr: cu::CUdeviceptr = 0;
         if bytes > 0 {
-            let r = if ctx.pools {
+            let (call, r) = if ctx.pools {
                 // SAFETY: writes one pointer; stream is valid in the bound context.
-                unsafe { cu::cuMemAllocAsync(&mut ptr, bytes, stream.raw()) }
+                ("cuMemAllocAsync", unsafe {
+                    cu::cuMemAllocAsync(&mut ptr, bytes, stream.raw())
+                })
             } else {
                 // SAFETY: writes one pointer.
-                unsafe { cu::cuMemAlloc_v2(&mut ptr, bytes) }
+                ("cuMemAlloc", unsafe { cu::cuMemAlloc_v2(&mut ptr, bytes) })
             };
-            if r == cu::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            if r == cu::ERROR_OUT_OF_MEMORY {
                 return Err(Error::OutOfMemory { op, bytes });
             }
-            check(op, "cuMemAllocAsync", r)?;
+            check(op, call, r)?;
         }
         Ok(DevAlloc {
             ptr,
@@ -526,12 +579,16 @@ impl DevAlloc {
 
 impl Drop for DevAlloc {
     fn drop(&mut self) {
-        if self.ptr == 0 || self.stream.inner.ctx.bind().is_err() {
+        if self.ptr == 0 {
             return;
         }
+        let Ok(_bound) = self.stream.inner.ctx.bind() else {
+            return;
+        };
         if self.stream.inner.ctx.pools {
             // SAFETY: allocated by cuMemAllocAsync; the free is ordered after all work already
-            // enqueued on the allocating stream, so in-flight kernels on it finish first.
+            // enqueued on the allocating stream (and, through Queue::join's events, after work
+            // other streams did on it), so in-flight kernels finish first.
             unsafe { cu::cuMemFreeAsync(self.ptr, self.stream.raw()) };
         } else {
             // SAFETY: allocated by cuMemAlloc. Wait for the stream's work first, so no kernel
@@ -555,6 +612,7 @@ pub(crate) fn memset_u8(
     if bytes == 0 {
         return Ok(());
     }
+    let _bound = stream.inner.ctx.bind()?;
     // SAFETY: the caller passes a device range of at least `bytes` bytes it may write.
     check(op, "cuMemsetD8Async", unsafe {
         cu::cuMemsetD8Async(ptr, byte, bytes, stream.raw())
@@ -577,25 +635,25 @@ unsafe impl Send for HostAlloc {}
 unsafe impl Sync for HostAlloc {}
 
 impl HostAlloc {
-    /// `bytes` (> 0) of zeroed, page-locked, mapped host memory.
-    pub(crate) fn new(op: Op, ctx: &Arc<Context>, bytes: usize) -> Result<HostAlloc> {
+    /// `bytes` (> 0) of page-locked, mapped host memory, every byte set to `byte`.
+    pub(crate) fn new(op: Op, ctx: &Arc<Context>, bytes: usize, byte: u8) -> Result<HostAlloc> {
         debug_assert!(bytes > 0);
-        ctx.bind()?;
+        let _bound = ctx.bind()?;
         let mut p: *mut c_void = ptr::null_mut();
         // SAFETY: writes one pointer.
         let r = unsafe {
             cu::cuMemHostAlloc(
                 &mut p,
                 bytes,
-                cu::CU_MEMHOSTALLOC_PORTABLE | cu::CU_MEMHOSTALLOC_DEVICEMAP,
+                cu::MEMHOSTALLOC_PORTABLE | cu::MEMHOSTALLOC_DEVICEMAP,
             )
         };
-        if r == cu::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+        if r == cu::ERROR_OUT_OF_MEMORY {
             return Err(Error::OutOfMemory { op, bytes });
         }
         check(op, "cuMemHostAlloc", r)?;
         // SAFETY: p points at `bytes` writable bytes just allocated and owned by us.
-        unsafe { ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
+        unsafe { ptr::write_bytes(p.cast::<u8>(), byte, bytes) };
         Ok(HostAlloc {
             ptr: p.cast(),
             bytes,
@@ -605,7 +663,7 @@ impl HostAlloc {
 
     /// The address kernels use for this memory (`cuMemHostGetDevicePointer`).
     pub(crate) fn device_ptr(&self, op: Op) -> Result<cu::CUdeviceptr> {
-        self.ctx.bind()?;
+        let _bound = self.ctx.bind()?;
         let mut d: cu::CUdeviceptr = 0;
         // SAFETY: ptr is a live DEVICEMAP allocation of this context; writes one pointer.
         check(op, "cuMemHostGetDevicePointer", unsafe {
@@ -617,16 +675,17 @@ impl HostAlloc {
 
 impl Drop for HostAlloc {
     fn drop(&mut self) {
-        if self.ctx.bind().is_ok() {
+        if let Ok(_bound) = self.ctx.bind() {
             // SAFETY: allocated by cuMemHostAlloc and freed once, here. Owners wait for the
-            // device work that used it before dropping (the buffers' host gates).
+            // device work that used it before dropping (the buffers' host gates, Queue's Drop).
             unsafe { cu::cuMemFreeHost(self.ptr.cast()) };
         }
     }
 }
 
-/// Entries of the error read-out ring; a full ring synchronises the stream first.
-const ERROR_SLOTS: usize = 256;
+/// Entries of the error read-out ring; a full ring is settled (the stream synchronised and the
+/// entries read) before the next capture.
+pub(crate) const ERROR_SLOTS: usize = 256;
 
 /// What a pending checked operation reports if its error word was set.
 #[derive(Clone, Copy, Debug)]
@@ -637,11 +696,17 @@ pub(crate) enum CheckKind {
     Offsets { limit: i64, signed32: bool },
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Pending {
-    op: Op,
-    slot: usize,
-    kind: CheckKind,
+/// A pending report, in issue order.
+#[derive(Debug)]
+enum Pending {
+    /// A `capture_error` kernel writes this slot of the read-out ring.
+    Slot {
+        op: Op,
+        slot: usize,
+        kind: CheckKind,
+    },
+    /// An error already known (a deferred failure, or the first error of a settled ring).
+    Ready(Error),
 }
 
 struct ErrorRing {
@@ -652,8 +717,65 @@ struct ErrorRing {
     out_dev: cu::CUdeviceptr,
     pending: Vec<Pending>,
     next: usize,
-    /// A failure of an infallible-looking call (a fill), reported at the next synchronise.
-    deferred: Option<Error>,
+}
+
+impl ErrorRing {
+    /// The first error among `entries` (issue order): a ready one, or a slot whose capture
+    /// recorded a position. The slots' kernels must have completed.
+    fn first_error(&self, entries: impl Iterator<Item = Pending>) -> Option<Error> {
+        let base = self.out.ptr.cast::<u64>();
+        for p in entries {
+            let (op, slot, kind) = match p {
+                Pending::Ready(e) => return Some(e),
+                Pending::Slot { op, slot, kind } => (op, slot, kind),
+            };
+            // SAFETY: slot < ERROR_SLOTS, so both words lie inside the ring's allocation; the
+            // capture kernel that writes them has completed (the caller synchronised the stream
+            // after it was issued), and no kernel writes the slot again before it is reissued.
+            let (pos, value) = unsafe {
+                (
+                    ptr::read_volatile(base.add(2 * slot)),
+                    ptr::read_volatile(base.add(2 * slot + 1)),
+                )
+            };
+            if pos == crate::kernels::abi::NO_ERROR {
+                continue;
+            }
+            let position = usize::try_from(pos).unwrap_or(usize::MAX);
+            let widen = |signed32: bool| {
+                if signed32 {
+                    i64::from(value as u32 as i32)
+                } else {
+                    value as i64
+                }
+            };
+            return Some(match kind {
+                CheckKind::Index { bound, signed32 } => Error::IndexOutOfBounds {
+                    op,
+                    position,
+                    index: widen(signed32),
+                    bound,
+                },
+                CheckKind::Offsets { limit, signed32 } => {
+                    let v = widen(signed32);
+                    if v < 0 {
+                        Error::NegativeLength {
+                            op,
+                            position,
+                            value: v,
+                        }
+                    } else {
+                        Error::OffsetOverflow {
+                            op,
+                            position,
+                            limit,
+                        }
+                    }
+                }
+            });
+        }
+        None
+    }
 }
 
 /// A [`crate::Device`] on CUDA: a context, the stream its work goes to, the error read-out and a
@@ -675,11 +797,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Cross-stream ordering of one operation, from [`Queue::join`].
+pub(crate) struct Joined<'a> {
+    others: Vec<&'a Queue>,
+}
+
 impl Queue {
     pub(crate) fn new(ctx: Arc<Context>, stream: Stream) -> Result<Queue> {
-        ctx.bind()?;
+        let _bound = ctx.bind()?;
         let word = DevAlloc::filled(Op::Device, &stream, 8, 0xFF)?;
-        let out = HostAlloc::new(Op::Device, &ctx, ERROR_SLOTS * 16)?;
+        // Every slot starts as "no error", so a slot read too early could not invent one.
+        let out = HostAlloc::new(Op::Device, &ctx, ERROR_SLOTS * 16, 0xFF)?;
         let out_dev = out.device_ptr(Op::Device)?;
         Ok(Queue {
             ctx,
@@ -690,7 +818,6 @@ impl Queue {
                 out_dev,
                 pending: Vec::new(),
                 next: 0,
-                deferred: None,
             }),
             staging: Mutex::new(Vec::new()),
             issue: Mutex::new(()),
@@ -703,12 +830,29 @@ impl Queue {
         lock(&self.issue)
     }
 
-    /// Keeps `e` for the next [`Queue::synchronize`] (the first one kept wins).
+    /// Keeps `e` to be reported, in issue order, by a later [`Queue::synchronize`].
     pub(crate) fn defer_error(&self, e: Error) {
-        let mut ring = lock(&self.errors);
-        if ring.deferred.is_none() {
-            ring.deferred = Some(e);
+        lock(&self.errors).pending.push(Pending::Ready(e));
+    }
+
+    /// Orders this queue's next work after everything already issued to the streams of
+    /// `operands` (the queues owning the memory an operation touches) that differ from this
+    /// queue's stream. Call [`Joined::finish`] after the operation's work is issued.
+    pub(crate) fn join<'a>(&self, operands: &[Option<&'a Queue>]) -> Result<Joined<'a>> {
+        let mut others: Vec<&'a Queue> = Vec::new();
+        for o in operands.iter().flatten() {
+            if o.stream.raw() != self.stream.raw()
+                && !others.iter().any(|x| x.stream.raw() == o.stream.raw())
+            {
+                others.push(o);
+            }
         }
+        for o in &others {
+            let e = Event::new(&self.ctx, false)?;
+            e.record(&o.stream)?;
+            e.make_wait(&self.stream)?;
+        }
+        Ok(Joined { others })
     }
 
     /// Launches `kernel` on this queue's stream.
@@ -734,9 +878,10 @@ impl Queue {
                 value: i128::from(kernel.id()),
                 reason: "not in the loaded module",
             })?;
-        // Static shared memory is 0 and every plan stays at or below 48 KiB, the limit without
-        // an opt-in; a larger request is a bug in the launch math, refused rather than faulted.
-        if cfg.shared_bytes > 48 * 1024 || cfg.grid == 0 || cfg.block == 0 || cfg.block > 1024 {
+        // Static shared memory is under 1 KiB and every plan stays at or below 48 KiB dynamic,
+        // the limit without an opt-in; a larger request is a bug in the launch math, refused
+        // rather than faulted.
+        if cfg.shared_bytes > 47 * 1024 || cfg.grid == 0 || cfg.block == 0 || cfg.block > 1024 {
             return Err(Error::InvalidArgument {
                 op,
                 name: "launch configuration",
@@ -744,6 +889,7 @@ impl Queue {
                 reason: "outside the limits every supported GPU accepts",
             });
         }
+        let _bound = self.ctx.bind()?;
         let mut p = *params;
         let mut args = [(&mut p as *mut P).cast::<c_void>()];
         // SAFETY: f is a kernel of the loaded module taking one parameter struct P by value
@@ -771,9 +917,19 @@ impl Queue {
         lock(&self.errors).word.ptr
     }
 
+    /// Re-arms the error word after a checked operation failed to issue all its kernels (its
+    /// capture will not run), so the next operation does not see a stale error.
+    pub(crate) fn rearm(&self) {
+        let word = lock(&self.errors).word.ptr;
+        if let Err(e) = memset_u8(Op::Device, &self.stream, word, 0xFF, 8) {
+            self.defer_error(e);
+        }
+    }
+
     /// After a checked operation's kernels: captures its error word (position and the element
     /// of `data` there, `data` holding `n` elements of `elem_bytes`) into a read-out slot, read
-    /// at the next [`Queue::synchronize`].
+    /// at the next [`Queue::synchronize`]. Always issues the capture (which re-arms the word);
+    /// a full ring is settled first, its first error kept for the next synchronisation.
     pub(crate) fn capture(
         &self,
         op: Op,
@@ -782,9 +938,14 @@ impl Queue {
         n: usize,
         elem_bytes: usize,
     ) -> Result<()> {
-        let full = lock(&self.errors).pending.len() >= ERROR_SLOTS;
-        if full {
-            self.synchronize()?;
+        let slots_in_use = |ring: &ErrorRing| {
+            ring.pending
+                .iter()
+                .filter(|p| matches!(p, Pending::Slot { .. }))
+                .count()
+        };
+        if slots_in_use(&lock(&self.errors)) >= ERROR_SLOTS {
+            self.settle();
         }
         let mut ring = lock(&self.errors);
         let slot = ring.next;
@@ -803,71 +964,39 @@ impl Queue {
         };
         // SAFETY: one thread reads the error word (8 bytes, ours), data[pos] only for pos < n
         // (the caller's input of n elements, alive in stream order), and writes 16 bytes of
-        // slot `slot` of the mapped read-out ring (ours; not read by the host until after a
-        // stream sync).
+        // slot `slot` of the mapped read-out ring (ours; no other pending entry uses the slot,
+        // since at most ERROR_SLOTS are pending, and the host reads it only after a stream
+        // synchronisation that follows this launch).
         unsafe { self.launch(op, list::capture_error, cfg, &p)? };
-        ring.pending.push(Pending { op, slot, kind });
+        ring.pending.push(Pending::Slot { op, slot, kind });
         Ok(())
     }
 
-    /// Waits for all work on the stream, then reports the first device-detected error of the
-    /// operations issued since the last synchronisation (the earliest one; later ones are
-    /// dropped with it).
-    pub(crate) fn synchronize(&self) -> Result<()> {
+    /// Synchronises the stream and replaces the entries pending before it by their first error
+    /// (if any), kept at the front. Entries other threads add meanwhile stay pending.
+    fn settle(&self) {
+        let count = lock(&self.errors).pending.len();
         let synced = self.stream.synchronize();
         let mut ring = lock(&self.errors);
-        if let Some(e) = ring.deferred.take() {
-            ring.pending.clear();
-            return Err(e);
+        let count = count.min(ring.pending.len());
+        let done: Vec<Pending> = ring.pending.drain(..count).collect();
+        let first = ring.first_error(done.into_iter());
+        // A data error the kernels found comes before a failure of the synchronisation itself.
+        if let Some(e) = first.or(synced.err()) {
+            ring.pending.insert(0, Pending::Ready(e));
         }
-        synced?;
-        let pending = std::mem::take(&mut ring.pending);
-        let base = ring.out.ptr.cast::<u64>();
-        for p in pending {
-            // SAFETY: slot < ERROR_SLOTS, so both words lie inside the ring's allocation; the
-            // stream is synchronised, so capture_error's writes are complete and visible, and
-            // no kernel writes the slot until it is reused after this read.
-            let (pos, value) = unsafe {
-                (
-                    ptr::read_volatile(base.add(2 * p.slot)),
-                    ptr::read_volatile(base.add(2 * p.slot + 1)),
-                )
-            };
-            if pos == crate::kernels::abi::NO_ERROR {
-                continue;
+    }
+
+    /// Waits for all work on the stream, then reports the first error (in issue order) of the
+    /// operations issued before the call: a device-detected one (position and value) or a
+    /// deferred driver failure. Later errors of the same batch are dropped with it.
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        self.settle();
+        let mut ring = lock(&self.errors);
+        if matches!(ring.pending.first(), Some(Pending::Ready(_))) {
+            if let Pending::Ready(e) = ring.pending.remove(0) {
+                return Err(e);
             }
-            let position = usize::try_from(pos).unwrap_or(usize::MAX);
-            let widen = |signed32: bool| {
-                if signed32 {
-                    i64::from(value as u32 as i32)
-                } else {
-                    value as i64
-                }
-            };
-            return Err(match p.kind {
-                CheckKind::Index { bound, signed32 } => Error::IndexOutOfBounds {
-                    op: p.op,
-                    position,
-                    index: widen(signed32),
-                    bound,
-                },
-                CheckKind::Offsets { limit, signed32 } => {
-                    let v = widen(signed32);
-                    if v < 0 {
-                        Error::NegativeLength {
-                            op: p.op,
-                            position,
-                            value: v,
-                        }
-                    } else {
-                        Error::OffsetOverflow {
-                            op: p.op,
-                            position,
-                            limit,
-                        }
-                    }
-                }
-            });
         }
         Ok(())
     }
@@ -897,7 +1026,7 @@ impl Queue {
             None => {
                 let bytes = data.len().next_power_of_two().max(64 * 1024);
                 pool.push(Staging {
-                    host: HostAlloc::new(op, &self.ctx, bytes)?,
+                    host: HostAlloc::new(op, &self.ctx, bytes, 0)?,
                     done: None,
                 });
                 pool.len() - 1
@@ -907,6 +1036,7 @@ impl Queue {
         // SAFETY: the staging block has at least data.len() bytes and no copy reads it (its
         // event completed or it is new); we hold the pool lock, so nobody else writes it.
         unsafe { ptr::copy_nonoverlapping(data.as_ptr(), s.host.ptr, data.len()) };
+        let _bound = self.ctx.bind()?;
         // SAFETY: dst has data.len() bytes; the source is page-locked and stays untouched until
         // the event recorded below completes.
         check(op, "cuMemcpyHtoDAsync", unsafe {
@@ -922,17 +1052,31 @@ impl Queue {
     }
 }
 
+impl Joined<'_> {
+    /// Orders the other streams' next work (a free, a memset, a host-gate wait) after the work
+    /// this queue issued for the operation.
+    pub(crate) fn finish(self, q: &Queue) -> Result<()> {
+        if self.others.is_empty() {
+            return Ok(());
+        }
+        let e = Event::new(&q.ctx, false)?;
+        e.record(&q.stream)?;
+        for o in self.others {
+            e.make_wait(&o.stream)?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Queue {
     fn drop(&mut self) {
         // The staging blocks and the error read-out ring are page-locked host memory that
         // in-flight copies and capture kernels may still use: let the stream drain first.
-        if self.ctx.bind().is_ok() {
-            let _ = self.stream.synchronize();
-        }
+        let _ = self.stream.synchronize();
     }
 }
 
-/// Blocking copy of `bytes` from host `src` to device `dst` on `stream`.
+/// Blocking copy of `bytes` from host `src` to device `dst` on `q`'s stream.
 ///
 /// # Safety
 /// `src` must be readable and `dst` writable for `bytes` bytes.
@@ -946,16 +1090,13 @@ pub(crate) unsafe fn copy_htod_sync(
     if bytes == 0 {
         return Ok(());
     }
-    q.ctx.bind()?;
     // SAFETY: the caller's contract; the stream sync below finishes the copy before the host
     // memory can be reused.
-    check(op, "cuMemcpyHtoDAsync", unsafe {
-        cu::cuMemcpyHtoDAsync_v2(dst, src.cast(), bytes, q.stream.raw())
-    })?;
+    unsafe { copy_htod_async(op, q, dst, src, bytes)? };
     q.stream.synchronize()
 }
 
-/// Asynchronous copy of `bytes` from host `src` to device `dst` on `stream`.
+/// Asynchronous copy of `bytes` from host `src` to device `dst` on `q`'s stream.
 ///
 /// # Safety
 /// `src` must be readable and `dst` writable for `bytes` bytes until the copy completes; if
@@ -971,14 +1112,14 @@ pub(crate) unsafe fn copy_htod_async(
     if bytes == 0 {
         return Ok(());
     }
-    q.ctx.bind()?;
+    let _bound = q.ctx.bind()?;
     // SAFETY: the caller's contract.
     check(op, "cuMemcpyHtoDAsync", unsafe {
         cu::cuMemcpyHtoDAsync_v2(dst, src.cast(), bytes, q.stream.raw())
     })
 }
 
-/// Asynchronous copy of `bytes` from device `src` to host `dst` on `stream`.
+/// Asynchronous copy of `bytes` from device `src` to host `dst` on `q`'s stream.
 ///
 /// # Safety
 /// `dst` must be writable and `src` readable for `bytes` bytes until the copy completes, and
@@ -993,14 +1134,14 @@ pub(crate) unsafe fn copy_dtoh_async(
     if bytes == 0 {
         return Ok(());
     }
-    q.ctx.bind()?;
+    let _bound = q.ctx.bind()?;
     // SAFETY: the caller's contract.
     check(op, "cuMemcpyDtoHAsync", unsafe {
         cu::cuMemcpyDtoHAsync_v2(dst.cast(), src, bytes, q.stream.raw())
     })
 }
 
-/// Asynchronous device-to-device copy on `stream`.
+/// Asynchronous device-to-device copy on `q`'s stream.
 ///
 /// # Safety
 /// `src` readable and `dst` writable for `bytes` bytes in stream order; the ranges do not
@@ -1015,7 +1156,7 @@ pub(crate) unsafe fn copy_dtod_async(
     if bytes == 0 {
         return Ok(());
     }
-    q.ctx.bind()?;
+    let _bound = q.ctx.bind()?;
     // SAFETY: the caller's contract.
     check(op, "cuMemcpyDtoDAsync", unsafe {
         cu::cuMemcpyDtoDAsync_v2(dst, src, bytes, q.stream.raw())

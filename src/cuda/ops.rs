@@ -62,47 +62,55 @@ pub(crate) fn gather_rows_into<T: Element, I: Index>(
         GatherPolicy::Checked => (false, T::zeroed()),
         GatherPolicy::NegativeFill(v) => (true, v),
     };
-    q.ctx.bind()?;
+    let _bound = q.ctx.bind()?;
+    let joined = q.join(&[src.cuda_queue(), indices.cuda_queue(), dst.cuda_queue()])?;
     let _issue = q.issue();
     let error = q.error_word();
-    let pv = CpugpuValidateParams {
-        indices: ptr(ip),
-        error: ptr_mut(error),
-        n: i64_of(n),
-        bound: i64_of(rows),
-        allow_negative: i64::from(allow_negative),
-    };
-    // SAFETY: reads indices[0..n] (the view holds n indices) and atomically updates the queue's
-    // error word; both stay valid in stream order.
-    unsafe {
-        q.launch(
-            op,
-            launch::validate_kernel(is_i64::<I>()),
-            launch::flat_launch(n, 4),
-            &pv,
-        )?
-    };
-    if dst_len > 0 {
-        let row_bytes = row_len * w;
-        let v = launch::copy_policy(w, row_bytes, &[sp as usize, dp as usize], Some(q.ctx.cc))
-            .access_width;
-        let rl = launch::rows_launch(n, row_bytes / v);
-        let pg = CpugpuGatherRowsParams {
-            src: ptr(sp),
-            dst: ptr_mut(dp),
+    let issued = (|| -> Result<()> {
+        let pv = CpugpuValidateParams {
             indices: ptr(ip),
-            error: ptr(error),
-            n_indices: i64_of(n),
-            src_rows: i64_of(rows),
-            row_units: i64_of(row_bytes / v),
-            lanes_per_row: rl.lanes_per_row,
-            fill: launch::fill_pattern(fill),
+            error: ptr_mut(error),
+            n: i64_of(n),
+            bound: i64_of(rows),
+            allow_negative: i64::from(allow_negative),
         };
-        // SAFETY: v divides the row size and both base addresses, so every unit access is
-        // aligned and inside: src holds rows * row_len elements, dst n * row_len (its shape was
-        // checked); src rows are read only for indices in 0..rows, and nothing runs when the
-        // validation above set the error word.
-        unsafe { q.launch(op, launch::gather_kernel(v, is_i64::<I>()), rl.config, &pg)? };
+        // SAFETY: reads indices[0..n] (the view holds n indices) and atomically updates the queue's
+        // error word; both stay valid in stream order.
+        unsafe {
+            q.launch(
+                op,
+                launch::validate_kernel(is_i64::<I>()),
+                launch::flat_launch(n, 4),
+                &pv,
+            )?
+        };
+        if dst_len > 0 {
+            let row_bytes = row_len * w;
+            let v = launch::copy_policy(w, row_bytes, &[sp as usize, dp as usize], Some(q.ctx.cc))
+                .access_width;
+            let rl = launch::rows_launch(n, row_bytes / v);
+            let pg = CpugpuGatherRowsParams {
+                src: ptr(sp),
+                dst: ptr_mut(dp),
+                indices: ptr(ip),
+                error: ptr(error),
+                n_indices: i64_of(n),
+                src_rows: i64_of(rows),
+                row_units: i64_of(row_bytes / v),
+                lanes_per_row: rl.lanes_per_row,
+                fill: launch::fill_pattern(fill),
+            };
+            // SAFETY: v divides the row size and both base addresses, so every unit access is
+            // aligned and inside: src holds rows * row_len elements, dst n * row_len (its shape was
+            // checked); src rows are read only for indices in 0..rows, and nothing runs when the
+            // validation above set the error word.
+            unsafe { q.launch(op, launch::gather_kernel(v, is_i64::<I>()), rl.config, &pg)? };
+        }
+        Ok(())
+    })();
+    if let Err(e) = issued {
+        q.rearm();
+        return Err(e);
     }
     q.capture(
         op,
@@ -113,7 +121,8 @@ pub(crate) fn gather_rows_into<T: Element, I: Index>(
         ip,
         n,
         std::mem::size_of::<I>(),
-    )
+    )?;
+    joined.finish(q)
 }
 
 /// Allocating gather on CUDA.
@@ -155,69 +164,77 @@ pub(crate) fn scatter_rows_into<T: Element, I: Index>(
         return Ok(());
     }
     let allow_negative = matches!(policy, ScatterPolicy::NegativeSkip);
-    q.ctx.bind()?;
+    let _bound = q.ctx.bind()?;
+    let joined = q.join(&[src.cuda_queue(), indices.cuda_queue(), dst.cuda_queue()])?;
     let _issue = q.issue();
     let error = q.error_word();
-    if src.is_empty() {
-        // Rows of zero elements: nothing to move, but the indices are still checked.
-        let pv = CpugpuValidateParams {
-            indices: ptr(ip),
-            error: ptr_mut(error),
-            n: i64_of(n),
-            bound: i64_of(rows),
-            allow_negative: i64::from(allow_negative),
-        };
-        // SAFETY: reads indices[0..n] and updates the error word.
-        unsafe {
-            q.launch(
-                op,
-                launch::validate_kernel(is_i64::<I>()),
-                launch::flat_launch(n, 4),
-                &pv,
-            )?
-        };
-    } else {
-        // One i64 per destination row, all -1 (every byte 0xFF); freed in stream order after
-        // the two kernels.
-        let winners = DevAlloc::filled(op, &q.stream, rows.saturating_mul(8), 0xFF)?;
-        let row_bytes = row_len * w;
-        let v = launch::copy_policy(w, row_bytes, &[sp as usize, dp as usize], Some(q.ctx.cc))
-            .access_width;
-        let rl = launch::rows_launch(n, row_bytes / v);
-        let pw = CpugpuScatterWinnersParams {
-            indices: ptr(ip),
-            winners: ptr_mut(winners.ptr),
-            error: ptr_mut(error),
-            n: i64_of(n),
-            dst_rows: i64_of(rows),
-            allow_negative: i64::from(allow_negative),
-        };
-        // SAFETY: reads indices[0..n]; atomically updates winners[k] only for k in 0..rows (the
-        // scratch holds rows entries) and the error word.
-        unsafe {
-            q.launch(
-                op,
-                launch::scatter_winners_kernel(is_i64::<I>()),
-                launch::flat_launch(n, 4),
-                &pw,
-            )?
-        };
-        let pr = CpugpuScatterRowsParams {
-            src: ptr(sp),
-            dst: ptr_mut(dp),
-            indices: ptr(ip),
-            winners: ptr(winners.ptr),
-            error: ptr(error),
-            n_indices: i64_of(n),
-            dst_rows: i64_of(rows),
-            row_units: i64_of(row_bytes / v),
-            lanes_per_row: rl.lanes_per_row,
-        };
-        // SAFETY: v divides the row size and both base addresses; src holds n rows and dst
-        // `rows` rows; only rows 0..rows are written, each by its single winner, and nothing
-        // when the error word is set.
-        unsafe { q.launch(op, launch::scatter_kernel(v, is_i64::<I>()), rl.config, &pr)? };
-        drop(winners);
+    let issued = (|| -> Result<()> {
+        if src.is_empty() {
+            // Rows of zero elements: nothing to move, but the indices are still checked.
+            let pv = CpugpuValidateParams {
+                indices: ptr(ip),
+                error: ptr_mut(error),
+                n: i64_of(n),
+                bound: i64_of(rows),
+                allow_negative: i64::from(allow_negative),
+            };
+            // SAFETY: reads indices[0..n] and updates the error word.
+            unsafe {
+                q.launch(
+                    op,
+                    launch::validate_kernel(is_i64::<I>()),
+                    launch::flat_launch(n, 4),
+                    &pv,
+                )?
+            };
+        } else {
+            // One i64 per destination row, all -1 (every byte 0xFF); freed in stream order after
+            // the two kernels.
+            let winners = DevAlloc::filled(op, &q.stream, rows.saturating_mul(8), 0xFF)?;
+            let row_bytes = row_len * w;
+            let v = launch::copy_policy(w, row_bytes, &[sp as usize, dp as usize], Some(q.ctx.cc))
+                .access_width;
+            let rl = launch::rows_launch(n, row_bytes / v);
+            let pw = CpugpuScatterWinnersParams {
+                indices: ptr(ip),
+                winners: ptr_mut(winners.ptr),
+                error: ptr_mut(error),
+                n: i64_of(n),
+                dst_rows: i64_of(rows),
+                allow_negative: i64::from(allow_negative),
+            };
+            // SAFETY: reads indices[0..n]; atomically updates winners[k] only for k in 0..rows (the
+            // scratch holds rows entries) and the error word.
+            unsafe {
+                q.launch(
+                    op,
+                    launch::scatter_winners_kernel(is_i64::<I>()),
+                    launch::flat_launch(n, 4),
+                    &pw,
+                )?
+            };
+            let pr = CpugpuScatterRowsParams {
+                src: ptr(sp),
+                dst: ptr_mut(dp),
+                indices: ptr(ip),
+                winners: ptr(winners.ptr),
+                error: ptr(error),
+                n_indices: i64_of(n),
+                dst_rows: i64_of(rows),
+                row_units: i64_of(row_bytes / v),
+                lanes_per_row: rl.lanes_per_row,
+            };
+            // SAFETY: v divides the row size and both base addresses; src holds n rows and dst
+            // `rows` rows; only rows 0..rows are written, each by its single winner, and nothing
+            // when the error word is set.
+            unsafe { q.launch(op, launch::scatter_kernel(v, is_i64::<I>()), rl.config, &pr)? };
+            drop(winners);
+        }
+        Ok(())
+    })();
+    if let Err(e) = issued {
+        q.rearm();
+        return Err(e);
     }
     q.capture(
         op,
@@ -228,7 +245,8 @@ pub(crate) fn scatter_rows_into<T: Element, I: Index>(
         ip,
         n,
         std::mem::size_of::<I>(),
-    )
+    )?;
+    joined.finish(q)
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -286,27 +304,32 @@ pub(crate) fn pad_to_multiple_into<T: Element>(
         fill: launch::fill_pattern(fill),
     };
     let cfg = launch::flat_launch(dst.len() * w / v, policy.items_per_thread);
-    q.ctx.bind()?;
+    let _bound = q.ctx.bind()?;
+    let joined = q.join(&[src.cuda_queue(), dst.cuda_queue()])?;
     // SAFETY: v divides both row sizes and both base addresses; the kernel writes
     // outer * dst_row_units units (all of dst) and reads outer * src_row_units (all of src).
-    unsafe { q.launch(op, launch::pad_kernel(v), cfg, &p) }
+    unsafe { q.launch(op, launch::pad_kernel(v), cfg, &p)? };
+    joined.finish(q)
 }
 
 /// Sets `n` elements at device address `dst` to `value`: `cuMemsetD8/16/32Async` for 1-, 2- and
 /// 4-byte elements, the pad kernel with an empty source row for 8 and 16.
 pub(crate) fn fill<T: Element>(q: &Queue, dst: u64, n: usize, value: T) -> Result<()> {
-    use cust::sys as cu;
+    use super::driver as cu;
     let op = Op::Fill;
     let w = width_of::<T>();
     if n == 0 {
         return Ok(());
     }
-    q.ctx.bind()?;
+    let _bound = q.ctx.bind()?;
     let bytes = bytemuck::bytes_of(&value);
+    // cuMemsetD16/D32 need a 2- or 4-byte aligned start; `[u8; 4]` views need not be: those
+    // take the kernel path (0 selects it below).
+    let memset_width = if dst.is_multiple_of(w as u64) { w } else { 0 };
     let s = q.stream.raw();
     // SAFETY (the memsets): dst holds n elements of w bytes, ours to write (the caller holds
     // an exclusive view).
-    match w {
+    match memset_width {
         1 => super::check(op, "cuMemsetD8Async", unsafe {
             cu::cuMemsetD8Async(dst, bytes[0], n, s)
         }),
@@ -370,7 +393,8 @@ pub(crate) fn prefix_sum_offsets_into<L: Index, O: Offset>(
     let opp = offsets.cuda_or(op, "offsets", ord)?;
     let kernels = launch::offsets_kernels(is_i64::<L>(), is_i64::<O>());
     let plan = launch::scan_plan(n);
-    q.ctx.bind()?;
+    let _bound = q.ctx.bind()?;
+    let joined = q.join(&[lengths.cuda_queue(), offsets.cuda_queue()])?;
     let _issue = q.issue();
     let tiles = match plan {
         ScanPlan::Single(_) => 0,
@@ -397,20 +421,24 @@ pub(crate) fn prefix_sum_offsets_into<L: Index, O: Offset>(
     // elements, checked above) only when error-free, use tile_sums[0..tiles + 2] (allocated
     // above for the multi-tile plan; the single-tile kernel never touches it) and update the
     // error word. Shared memory is sized by scan_plan (32 KiB, under the 48 KiB default).
-    match plan {
-        ScanPlan::Single(cfg) => unsafe { q.launch(op, kernels.single, cfg, &p)? },
+    let issued = match plan {
+        ScanPlan::Single(cfg) => unsafe { q.launch(op, kernels.single, cfg, &p) },
         ScanPlan::Multi {
             reduce,
             scan_tiles,
             downsweep,
             ..
         } => unsafe {
-            q.launch(op, kernels.reduce, reduce, &p)?;
-            q.launch(op, kernels.scan_tiles, scan_tiles, &p)?;
-            q.launch(op, kernels.downsweep, downsweep, &p)?;
+            q.launch(op, kernels.reduce, reduce, &p)
+                .and_then(|()| q.launch(op, kernels.scan_tiles, scan_tiles, &p))
+                .and_then(|()| q.launch(op, kernels.downsweep, downsweep, &p))
         },
-    }
+    };
     drop(tile_sums);
+    if let Err(e) = issued {
+        q.rearm();
+        return Err(e);
+    }
     q.capture(
         op,
         CheckKind::Offsets {
@@ -420,7 +448,8 @@ pub(crate) fn prefix_sum_offsets_into<L: Index, O: Offset>(
         lp,
         n,
         std::mem::size_of::<L>(),
-    )
+    )?;
+    joined.finish(q)
 }
 
 /// Packs `u64` words for a metadata upload.
@@ -498,7 +527,11 @@ pub(crate) fn flatten_into<T: Element, O: Offset>(
         .iter()
         .map(|&o| (o * units_per_elem) as u64)
         .collect();
-    q.ctx.bind()?;
+    let _bound = q.ctx.bind()?;
+    let mut operands: Vec<_> = arrays.iter().map(|a| a.cuda_queue()).collect();
+    operands.push(dst.cuda_queue());
+    operands.push(offsets.cuda_queue());
+    let joined = q.join(&operands)?;
     let meta = q.upload_bytes(op, &words(&[&src_ptrs, &seg_offsets]))?;
     let n = arrays.len();
     let p = CpugpuBatchedCopyParams {
@@ -518,7 +551,7 @@ pub(crate) fn flatten_into<T: Element, O: Offset>(
     // divides the element width and every pointer; offsets has n + 1 elements (checked).
     unsafe { q.launch(op, launch::flatten_kernel(v, is_i64::<O>()), cfg, &p)? };
     drop(meta);
-    Ok(())
+    joined.finish(q)
 }
 
 /// Split's copying form on CUDA: one `split_copy_w<V>` launch copies segment `i` of `data` (at
@@ -563,7 +596,10 @@ pub(crate) fn split_copy_into<T: Element, O: Offset>(
     )?;
     let total: usize = outs.iter().map(|o| o.len()).sum();
     let seg_words: Vec<u64> = seg_offsets.iter().map(|&o| o as u64).collect();
-    q.ctx.bind()?;
+    let _bound = q.ctx.bind()?;
+    let mut operands: Vec<_> = outs.iter().map(|o| o.cuda_queue()).collect();
+    operands.push(data.cuda_queue());
+    let joined = q.join(&operands)?;
     let meta = q.upload_bytes(op, &words(&[&dst_ptrs, &seg_words]))?;
     let n = outs.len();
     let p = CpugpuBatchedCopyParams {
@@ -582,5 +618,5 @@ pub(crate) fn split_copy_into<T: Element, O: Offset>(
     // length (checked) and is written at 0..len_s units; v divides the width and every pointer.
     unsafe { q.launch(op, launch::split_copy_kernel(v), cfg, &p)? };
     drop(meta);
-    Ok(())
+    joined.finish(q)
 }
