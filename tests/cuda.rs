@@ -564,7 +564,9 @@ fn paired_buffers_pinned_pageable_and_uva_on_the_gpu() {
 fn pool_slots_are_reused_only_after_the_gpu_work_reading_them() {
     let Some(dev) = gpu() else { return };
     let pool = UvaBufferPool::new(&dev, 2);
-    let n = 1 << 16;
+    // Large enough that each step's gather (reading the slot over the bus) is still running when
+    // the host comes back to write the same slot two steps later, unless the pool waits.
+    let n = 1 << 20;
     let table: Vec<u32> = (0..n as u32).collect();
     let t = up(&dev, &table, &[n, 1]);
     let mut outs = Vec::new();
@@ -623,7 +625,8 @@ fn streams_events_and_foreign_pointers_interoperate() {
         .unwrap();
     other.synchronize().unwrap();
     assert!(done.query().unwrap());
-    assert!(done.elapsed_ms(&start).unwrap() >= 0.0);
+    // A 100,000-row gather takes some GPU time between the two events.
+    assert!(done.elapsed_ms(&start).unwrap() > 0.0);
     let got = b.to_vec().unwrap();
     assert_eq!(got[0], 99_999);
     assert_eq!(got[99_999], 0);
@@ -646,7 +649,49 @@ fn streams_events_and_foreign_pointers_interoperate() {
     assert_eq!(&got[100..103], &[0, 1, 2]);
     drop(on_borrowed);
     drop(borrowed);
-    dev.synchronize().unwrap(); // the borrowed stream was not destroyed
+    // The borrowed stream was not destroyed: dev's own work on it still runs and gives results.
+    let sel2 = up(&dev, &[999i32], &[1]);
+    let again = dev
+        .gather_rows(
+            a.view().reshape(&[1000, 100]).unwrap(),
+            sel2.view(),
+            GatherPolicy::Checked,
+        )
+        .unwrap();
+    dev.synchronize().unwrap();
+    assert_eq!(&again.to_vec().unwrap()[..2], &[99_900, 99_901]);
+}
+
+#[test]
+fn every_default_handle_shares_one_stream_and_other_streams_are_ordered_by_events() {
+    let Some(dev) = gpu() else { return };
+    let again = Device::cuda(0).unwrap();
+    assert_eq!(
+        dev.stream().unwrap().as_raw(),
+        again.stream().unwrap().as_raw(),
+        "Device::auto() and Device::cuda(0) share the default stream"
+    );
+    // Memory made and filled on another stream, used here with no explicit synchronisation:
+    // the operation waits for the other stream's earlier work (the fill), and the other
+    // stream's later work (the free when `table` drops) waits for the operation.
+    let other = dev.new_stream().unwrap();
+    assert_ne!(
+        other.stream().unwrap().as_raw(),
+        dev.stream().unwrap().as_raw()
+    );
+    for round in 0..20u32 {
+        let rows = 1 << 18;
+        let mut table = other.alloc::<u32>(&[rows, 4]).unwrap();
+        table.fill(round + 1);
+        let idx = up(&dev, &[(rows - 1) as i64, 0, 7], &[3]);
+        let got = dev
+            .gather_rows(table.view(), idx.view(), GatherPolicy::Checked)
+            .unwrap();
+        drop(table); // freed on `other`, ordered after the gather
+        assert_eq!(got.to_vec().unwrap(), vec![round + 1; 12], "round {round}");
+    }
+    other.synchronize().unwrap();
+    dev.synchronize().unwrap();
 }
 
 #[test]
