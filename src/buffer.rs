@@ -107,31 +107,43 @@ struct GateState {
 }
 
 impl HostGate {
-    /// Blocks until no device work known to touch the host side is in flight. A driver failure
-    /// while waiting is kept for the device's next `synchronize` (and the state is kept, so the
-    /// next access waits again).
-    pub(crate) fn wait(&self, device: &Device) {
+    /// Blocks until no device work known to touch the host side is in flight.
+    ///
+    /// `exclusive` is true for accesses through `&mut self` (and drop): no device view of the
+    /// buffer can be alive then, so every kernel that got one was issued already and the UVA
+    /// exposure can be cleared once waited for. Through `&self` a `device_view` may still be
+    /// alive and used by work issued later, so the exposure is waited for but kept.
+    ///
+    /// A driver failure while waiting (a dead context: no work will touch the memory any more)
+    /// is kept once for the device's next `synchronize`, and the state is cleared.
+    pub(crate) fn wait(&self, device: &Device, exclusive: bool) {
         #[cfg(feature = "cuda")]
         {
             let Ok(q) = device.cuda_queue(Op::Sync) else {
                 return;
             };
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut failed = None;
             if st.exposed {
-                match q.stream.synchronize() {
-                    Ok(()) => st.exposed = false,
-                    Err(e) => q.defer_error(e),
+                if let Err(e) = q.stream.synchronize() {
+                    failed = Some(e);
                 }
             }
             if let Some(e) = &st.event {
-                match e.synchronize() {
-                    Ok(()) => st.event = None,
-                    Err(err) => q.defer_error(err),
+                if let Err(err) = e.synchronize() {
+                    failed = failed.or(Some(err));
                 }
+            }
+            st.event = None;
+            if exclusive || failed.is_some() {
+                st.exposed = false;
+            }
+            if let Some(e) = failed {
+                q.defer_error(e);
             }
         }
         #[cfg(not(feature = "cuda"))]
-        let _ = device;
+        let _ = (device, exclusive);
     }
 
     /// Records "the device's work so far" as what the next host access waits for.
@@ -159,7 +171,7 @@ impl<T: Element> Drop for CpuGpuBuffer<T> {
     fn drop(&mut self) {
         // In-flight copies and kernels may still use the host side: let them finish before the
         // page-locked memory is freed or returned to a manager's cache.
-        self.gate.wait(&self.device);
+        self.gate.wait(&self.device, true);
     }
 }
 
@@ -243,7 +255,7 @@ impl<T: Element> CpuGpuBuffer<T> {
     /// Blocks until the device work known to use this buffer's host side has completed (the
     /// pool calls it before handing a slot out again).
     pub(crate) fn wait_idle(&self) {
-        self.gate.wait(&self.device);
+        self.gate.wait(&self.device, true);
     }
 
     /// Records the device's work so far as what the next host access waits for (the pool calls
@@ -306,14 +318,14 @@ impl<T: Element> CpuGpuBuffer<T> {
 
     /// The host side (on CUDA, after in-flight copies into it have landed).
     pub fn host(&self) -> &[T] {
-        self.gate.wait(&self.device);
+        self.gate.wait(&self.device, false);
         &self.host
     }
 
     /// The host side, for writing; marks it dirty. On CUDA it first waits until no in-flight
     /// copy or kernel reads it.
     pub fn host_mut(&mut self) -> &mut [T] {
-        self.gate.wait(&self.device);
+        self.gate.wait(&self.device, true);
         self.mark_host_dirty();
         &mut self.host
     }
@@ -322,7 +334,7 @@ impl<T: Element> CpuGpuBuffer<T> {
     /// [`host_mut`](Self::host_mut)).
     pub fn host_rows_mut(&mut self, rows: Range<usize>) -> Result<&mut [T]> {
         let elems = self.elem_range(Op::Slice, &rows)?;
-        self.gate.wait(&self.device);
+        self.gate.wait(&self.device, true);
         self.mark_host_dirty();
         Ok(&mut self.host[elems])
     }
@@ -423,7 +435,7 @@ impl<T: Element> CpuGpuBuffer<T> {
         if let (Some(q), HostBuffer::Pinned(p)) = (self.device.cuda_queue(op).ok(), &self.host) {
             if p.is_page_locked() {
                 // Page-locked: a real asynchronous copy; host access waits for its event.
-                self.gate.wait(&self.device);
+                self.gate.wait(&self.device, true);
                 let bytes = elems.len() * std::mem::size_of::<T>();
                 let dptr = dev.view().cuda_ptr().unwrap_or(0);
                 let hptr = self.host.as_ptr().cast::<u8>().cast_mut();
@@ -436,7 +448,12 @@ impl<T: Element> CpuGpuBuffer<T> {
                         _ => crate::cuda::copy_htod_async(op, q, dptr, hptr, bytes)?,
                     }
                 }
-                return self.gate.arm(&self.device);
+                if let Err(e) = self.gate.arm(&self.device) {
+                    // No event covers the copy: make the next host access wait for the stream.
+                    self.gate.expose();
+                    return Err(e);
+                }
+                return Ok(());
             }
         }
         let host = &mut self.host[elems.clone()];
@@ -484,7 +501,7 @@ impl<T: Element> CpuGpuBuffer<T> {
 
     /// Sets every element of both sides to `value`; both sides then agree, so the flags clear.
     pub fn fill(&mut self, value: T) {
-        self.gate.wait(&self.device);
+        self.gate.wait(&self.device, true);
         crate::ops::par_fill(&mut self.host, value);
         if let Some(d) = &mut self.device_side {
             d.fill(value);
@@ -501,7 +518,7 @@ impl<T: Element> CpuGpuBuffer<T> {
     /// Rows `rows` of both sides.
     pub fn slice(&self, rows: Range<usize>) -> Result<BufferSlice<'_, T>> {
         let elems = self.elem_range(Op::Slice, &rows)?;
-        self.gate.wait(&self.device);
+        self.gate.wait(&self.device, false);
         Ok(BufferSlice {
             host: &self.host[elems],
             device: self.device_view().rows(rows)?,
@@ -521,7 +538,7 @@ impl<T: Element> CpuGpuBuffer<T> {
             self.placement,
         )?;
         let keep = self.row_len() * self.rows().min(rows);
-        self.gate.wait(&self.device);
+        self.gate.wait(&self.device, true);
         next.host[..keep].copy_from_slice(&self.host[..keep]);
         if let (Some(old), Some(new)) = (&self.device_side, &mut next.device_side) {
             let old = old.flat().rows(0..keep)?;

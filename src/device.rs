@@ -149,9 +149,11 @@ impl Device {
     }
 
     /// CUDA device `ordinal` on its default cpugpu stream: every call (and [`Device::auto`])
-    /// returns a handle on the same stream, so work issued through any of them is ordered. The
+    /// returns a handle on the same stream, so work issued through any of them is ordered. Each
+    /// call's handle (and its clones) reports only the errors of the work it issued. The
     /// device's primary context is retained and the crate's kernels are loaded into it once per
-    /// process. [`Device::new_stream`] gives a handle on another stream.
+    /// process. [`Device::new_stream`] gives a handle on another stream. Make the handle once
+    /// and clone it: each call allocates a small error read-out.
     #[cfg(feature = "cuda")]
     pub fn cuda(ordinal: usize) -> Result<Self> {
         let ordinal = u32::try_from(ordinal).map_err(|_| Error::InvalidArgument {
@@ -161,20 +163,27 @@ impl Device {
             reason: "no CUDA device has this ordinal",
         })?;
         static DEFAULTS: std::sync::OnceLock<
-            std::sync::Mutex<std::collections::HashMap<u32, Device>>,
+            std::sync::Mutex<std::collections::HashMap<u32, crate::cuda::Stream>>,
         > = std::sync::OnceLock::new();
-        let mut defaults = DEFAULTS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(d) = defaults.get(&ordinal) {
-            return Ok(d.clone());
-        }
+        let stream = {
+            let mut defaults = DEFAULTS
+                .get_or_init(Default::default)
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match defaults.get(&ordinal) {
+                Some(s) => s.clone(),
+                None => {
+                    let ctx = crate::cuda::Context::get(ordinal)?;
+                    let s = crate::cuda::Stream::new(&ctx)?;
+                    defaults.insert(ordinal, s.clone());
+                    s
+                }
+            }
+        };
         let ctx = crate::cuda::Context::get(ordinal)?;
-        let stream = crate::cuda::Stream::new(&ctx)?;
-        let d = Self::on_queue(crate::cuda::Queue::new(ctx, stream)?)?;
-        defaults.insert(ordinal, d.clone());
-        Ok(d)
+        // A queue of its own (error word and read-out) on the shared stream: errors stay with
+        // the handle that issued the work, ordering is the stream's.
+        Self::on_queue(crate::cuda::Queue::new(ctx, stream)?)
     }
 
     #[cfg(feature = "cuda")]

@@ -738,6 +738,11 @@ impl ErrorRing {
                     ptr::read_volatile(base.add(2 * slot + 1)),
                 )
             };
+            // SAFETY: as above; the slot is re-armed so a later lap cannot reread these words.
+            unsafe {
+                ptr::write_volatile(base.add(2 * slot), crate::kernels::abi::NO_ERROR);
+                ptr::write_volatile(base.add(2 * slot + 1), 0);
+            }
             if pos == crate::kernels::abi::NO_ERROR {
                 continue;
             }
@@ -786,6 +791,7 @@ pub(crate) struct Queue {
     errors: Mutex<ErrorRing>,
     staging: Mutex<Vec<Staging>>,
     issue: Mutex<()>,
+    settling: Mutex<()>,
 }
 
 struct Staging {
@@ -821,6 +827,7 @@ impl Queue {
             }),
             staging: Mutex::new(Vec::new()),
             issue: Mutex::new(()),
+            settling: Mutex::new(()),
         })
     }
 
@@ -848,7 +855,9 @@ impl Queue {
             }
         }
         for o in &others {
-            let e = Event::new(&self.ctx, false)?;
+            // Made in the other stream's context (it may be another GPU's): cuEventRecord needs
+            // the event and the stream in one context; cuStreamWaitEvent accepts any event.
+            let e = Event::new(&o.ctx, false)?;
             e.record(&o.stream)?;
             e.make_wait(&self.stream)?;
         }
@@ -945,7 +954,7 @@ impl Queue {
                 .count()
         };
         if slots_in_use(&lock(&self.errors)) >= ERROR_SLOTS {
-            self.settle();
+            drop(self.settle());
         }
         let mut ring = lock(&self.errors);
         let slot = ring.next;
@@ -967,31 +976,50 @@ impl Queue {
         // slot `slot` of the mapped read-out ring (ours; no other pending entry uses the slot,
         // since at most ERROR_SLOTS are pending, and the host reads it only after a stream
         // synchronisation that follows this launch).
-        unsafe { self.launch(op, list::capture_error, cfg, &p)? };
+        if let Err(e) = unsafe { self.launch(op, list::capture_error, cfg, &p) } {
+            drop(ring);
+            self.rearm(); // the capture would have re-armed the word
+            return Err(e);
+        }
         ring.pending.push(Pending::Slot { op, slot, kind });
         Ok(())
     }
 
     /// Synchronises the stream and replaces the entries pending before it by their first error
-    /// (if any), kept at the front. Entries other threads add meanwhile stay pending.
-    fn settle(&self) {
+    /// (if any), kept at the front. Entries other threads add meanwhile stay pending. Settles
+    /// are serialised (`settling`, taken before `errors`), so each reads only entries whose
+    /// captures were issued before its own stream synchronisation.
+    fn settle(&self) -> MutexGuard<'_, ()> {
+        let settling = lock(&self.settling);
         let count = lock(&self.errors).pending.len();
         let synced = self.stream.synchronize();
         let mut ring = lock(&self.errors);
         let count = count.min(ring.pending.len());
         let done: Vec<Pending> = ring.pending.drain(..count).collect();
-        let first = ring.first_error(done.into_iter());
-        // A data error the kernels found comes before a failure of the synchronisation itself.
-        if let Some(e) = first.or(synced.err()) {
+        let first = match synced {
+            // Captures after a fault never ran: their slots hold an earlier lap's words, so
+            // only errors already known count, then the failure itself.
+            Err(e) => Some(
+                done.into_iter()
+                    .find_map(|p| match p {
+                        Pending::Ready(e) => Some(e),
+                        Pending::Slot { .. } => None,
+                    })
+                    .unwrap_or(e),
+            ),
+            Ok(()) => ring.first_error(done.into_iter()),
+        };
+        if let Some(e) = first {
             ring.pending.insert(0, Pending::Ready(e));
         }
+        settling
     }
 
     /// Waits for all work on the stream, then reports the first error (in issue order) of the
     /// operations issued before the call: a device-detected one (position and value) or a
     /// deferred driver failure. Later errors of the same batch are dropped with it.
     pub(crate) fn synchronize(&self) -> Result<()> {
-        self.settle();
+        let _settling = self.settle();
         let mut ring = lock(&self.errors);
         if matches!(ring.pending.first(), Some(Pending::Ready(_))) {
             if let Pending::Ready(e) = ring.pending.remove(0) {
@@ -1021,36 +1049,62 @@ impl Queue {
                 break;
             }
         }
+        let bytes = data.len().next_power_of_two().max(64 * 1024);
         let i = match pick {
             Some(i) => i,
-            None => {
-                let bytes = data.len().next_power_of_two().max(64 * 1024);
+            None if pool.len() < MAX_STAGING_BLOCKS => {
                 pool.push(Staging {
                     host: HostAlloc::new(op, &self.ctx, bytes, 0)?,
                     done: None,
                 });
                 pool.len() - 1
             }
+            None => {
+                // At the cap: wait for the oldest block's copy, then reuse (or regrow) it.
+                if let Some(e) = &pool[0].done {
+                    e.synchronize()?;
+                }
+                if pool[0].host.bytes < data.len() {
+                    pool[0].host = HostAlloc::new(op, &self.ctx, bytes, 0)?;
+                }
+                pool.rotate_left(1);
+                pool.len() - 1
+            }
         };
         let s = &mut pool[i];
-        // SAFETY: the staging block has at least data.len() bytes and no copy reads it (its
-        // event completed or it is new); we hold the pool lock, so nobody else writes it.
-        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), s.host.ptr, data.len()) };
-        let _bound = self.ctx.bind()?;
-        // SAFETY: dst has data.len() bytes; the source is page-locked and stays untouched until
-        // the event recorded below completes.
-        check(op, "cuMemcpyHtoDAsync", unsafe {
-            cu::cuMemcpyHtoDAsync_v2(dst.ptr, s.host.ptr.cast(), data.len(), self.stream.raw())
-        })?;
+        // The event that will guard this copy exists before the copy is issued, so a failure
+        // to make one cannot leave an unguarded copy behind.
         let e = match s.done.take() {
             Some(e) => e,
             None => Event::new(&self.ctx, false)?,
         };
-        e.record(&self.stream)?;
+        // SAFETY: the staging block has at least data.len() bytes and no copy reads it (its
+        // event completed, it was waited for, or it is new); we hold the pool lock, so nobody
+        // else writes it.
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), s.host.ptr, data.len()) };
+        let _bound = self.ctx.bind()?;
+        // SAFETY: dst has data.len() bytes; the source is page-locked and stays untouched until
+        // the event recorded below completes.
+        let copied = check(op, "cuMemcpyHtoDAsync", unsafe {
+            cu::cuMemcpyHtoDAsync_v2(dst.ptr, s.host.ptr.cast(), data.len(), self.stream.raw())
+        });
+        if let Err(err) = copied {
+            s.done = Some(e); // its last record (complete) still describes the block
+            return Err(err);
+        }
+        if let Err(err) = e.record(&self.stream) {
+            // No event covers the copy: finish it before the block can be reused.
+            let _ = self.stream.synchronize();
+            return Err(err);
+        }
         s.done = Some(e);
         Ok(dst)
     }
 }
+
+/// Page-locked staging blocks kept per queue for launch metadata; beyond this many in flight,
+/// an upload waits for the oldest.
+const MAX_STAGING_BLOCKS: usize = 8;
 
 impl Joined<'_> {
     /// Orders the other streams' next work (a free, a memset, a host-gate wait) after the work

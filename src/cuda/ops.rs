@@ -108,21 +108,25 @@ pub(crate) fn gather_rows_into<T: Element, I: Index>(
         }
         Ok(())
     })();
-    if let Err(e) = issued {
-        q.rearm();
-        return Err(e);
-    }
-    q.capture(
-        op,
-        CheckKind::Index {
-            bound: rows,
-            signed32: !is_i64::<I>(),
-        },
-        ip,
-        n,
-        std::mem::size_of::<I>(),
-    )?;
-    joined.finish(q)
+    let captured = match issued {
+        Err(e) => {
+            q.rearm();
+            Err(e)
+        }
+        Ok(()) => q.capture(
+            op,
+            CheckKind::Index {
+                bound: rows,
+                signed32: !is_i64::<I>(),
+            },
+            ip,
+            n,
+            std::mem::size_of::<I>(),
+        ),
+    };
+    // On every path: kernels may already be queued that read the other streams' memory.
+    let finished = joined.finish(q);
+    captured.and(finished)
 }
 
 /// Allocating gather on CUDA.
@@ -232,21 +236,25 @@ pub(crate) fn scatter_rows_into<T: Element, I: Index>(
         }
         Ok(())
     })();
-    if let Err(e) = issued {
-        q.rearm();
-        return Err(e);
-    }
-    q.capture(
-        op,
-        CheckKind::Index {
-            bound: rows,
-            signed32: !is_i64::<I>(),
-        },
-        ip,
-        n,
-        std::mem::size_of::<I>(),
-    )?;
-    joined.finish(q)
+    let captured = match issued {
+        Err(e) => {
+            q.rearm();
+            Err(e)
+        }
+        Ok(()) => q.capture(
+            op,
+            CheckKind::Index {
+                bound: rows,
+                signed32: !is_i64::<I>(),
+            },
+            ip,
+            n,
+            std::mem::size_of::<I>(),
+        ),
+    };
+    // On every path: kernels may already be queued that read the other streams' memory.
+    let finished = joined.finish(q);
+    captured.and(finished)
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -308,8 +316,9 @@ pub(crate) fn pad_to_multiple_into<T: Element>(
     let joined = q.join(&[src.cuda_queue(), dst.cuda_queue()])?;
     // SAFETY: v divides both row sizes and both base addresses; the kernel writes
     // outer * dst_row_units units (all of dst) and reads outer * src_row_units (all of src).
-    unsafe { q.launch(op, launch::pad_kernel(v), cfg, &p)? };
-    joined.finish(q)
+    let launched = unsafe { q.launch(op, launch::pad_kernel(v), cfg, &p) };
+    let finished = joined.finish(q);
+    launched.and(finished)
 }
 
 /// Sets `n` elements at device address `dst` to `value`: `cuMemsetD8/16/32Async` for 1-, 2- and
@@ -435,21 +444,24 @@ pub(crate) fn prefix_sum_offsets_into<L: Index, O: Offset>(
         },
     };
     drop(tile_sums);
-    if let Err(e) = issued {
-        q.rearm();
-        return Err(e);
-    }
-    q.capture(
-        op,
-        CheckKind::Offsets {
-            limit: O::MAX,
-            signed32: !is_i64::<L>(),
-        },
-        lp,
-        n,
-        std::mem::size_of::<L>(),
-    )?;
-    joined.finish(q)
+    let captured = match issued {
+        Err(e) => {
+            q.rearm();
+            Err(e)
+        }
+        Ok(()) => q.capture(
+            op,
+            CheckKind::Offsets {
+                limit: O::MAX,
+                signed32: !is_i64::<L>(),
+            },
+            lp,
+            n,
+            std::mem::size_of::<L>(),
+        ),
+    };
+    let finished = joined.finish(q);
+    captured.and(finished)
 }
 
 /// Packs `u64` words for a metadata upload.
@@ -532,7 +544,13 @@ pub(crate) fn flatten_into<T: Element, O: Offset>(
     operands.push(dst.cuda_queue());
     operands.push(offsets.cuda_queue());
     let joined = q.join(&operands)?;
-    let meta = q.upload_bytes(op, &words(&[&src_ptrs, &seg_offsets]))?;
+    let meta = match q.upload_bytes(op, &words(&[&src_ptrs, &seg_offsets])) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = joined.finish(q);
+            return Err(e);
+        }
+    };
     let n = arrays.len();
     let p = CpugpuBatchedCopyParams {
         src_ptrs: ptr(meta.ptr),
@@ -549,9 +567,10 @@ pub(crate) fn flatten_into<T: Element, O: Offset>(
     // the kernel; segment s is read at src_ptrs[s][0..len_s * w / v] units (its own view) and
     // written at flat[seg_offsets[s]..seg_offsets[s + 1]], inside dst (total elements); v
     // divides the element width and every pointer; offsets has n + 1 elements (checked).
-    unsafe { q.launch(op, launch::flatten_kernel(v, is_i64::<O>()), cfg, &p)? };
+    let launched = unsafe { q.launch(op, launch::flatten_kernel(v, is_i64::<O>()), cfg, &p) };
     drop(meta);
-    joined.finish(q)
+    let finished = joined.finish(q);
+    launched.and(finished)
 }
 
 /// Split's copying form on CUDA: one `split_copy_w<V>` launch copies segment `i` of `data` (at
@@ -600,7 +619,13 @@ pub(crate) fn split_copy_into<T: Element, O: Offset>(
     let mut operands: Vec<_> = outs.iter().map(|o| o.cuda_queue()).collect();
     operands.push(data.cuda_queue());
     let joined = q.join(&operands)?;
-    let meta = q.upload_bytes(op, &words(&[&dst_ptrs, &seg_words]))?;
+    let meta = match q.upload_bytes(op, &words(&[&dst_ptrs, &seg_words])) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = joined.finish(q);
+            return Err(e);
+        }
+    };
     let n = outs.len();
     let p = CpugpuBatchedCopyParams {
         src_ptrs: std::ptr::null(),
@@ -616,7 +641,8 @@ pub(crate) fn split_copy_into<T: Element, O: Offset>(
     // SAFETY: the segments are consecutive in data from `base` (validated offsets), so flat
     // units 0..total * w / v are inside data and only read; outs[s] has exactly segment s's
     // length (checked) and is written at 0..len_s units; v divides the width and every pointer.
-    unsafe { q.launch(op, launch::split_copy_kernel(v), cfg, &p)? };
+    let launched = unsafe { q.launch(op, launch::split_copy_kernel(v), cfg, &p) };
     drop(meta);
-    joined.finish(q)
+    let finished = joined.finish(q);
+    launched.and(finished)
 }
