@@ -32,6 +32,31 @@ fn ptr_mut<T>(p: u64) -> *mut T {
     p as *mut T
 }
 
+/// The end of a checked operation: capture its error word (or, when its kernels could not all
+/// be issued, re-arm the word and return that failure), then order the other streams after its
+/// work, on every path, since kernels reading their memory may already be queued.
+#[allow(clippy::too_many_arguments)]
+fn finish_checked(
+    q: &Queue,
+    joined: super::Joined<'_>,
+    issued: Result<()>,
+    op: Op,
+    kind: CheckKind,
+    data: u64,
+    n: usize,
+    elem_bytes: usize,
+) -> Result<()> {
+    let captured = match issued {
+        Err(e) => {
+            q.rearm();
+            Err(e)
+        }
+        Ok(()) => q.capture(op, kind, data, n, elem_bytes),
+    };
+    let finished = joined.finish(q);
+    captured.and(finished)
+}
+
 /// Gather on CUDA: `validate_indices`, `gather_rows_w<V>` (which does nothing when validation
 /// failed), `capture_error`. The destination's shape was checked by the caller.
 pub(crate) fn gather_rows_into<T: Element, I: Index>(
@@ -108,25 +133,11 @@ pub(crate) fn gather_rows_into<T: Element, I: Index>(
         }
         Ok(())
     })();
-    let captured = match issued {
-        Err(e) => {
-            q.rearm();
-            Err(e)
-        }
-        Ok(()) => q.capture(
-            op,
-            CheckKind::Index {
-                bound: rows,
-                signed32: !is_i64::<I>(),
-            },
-            ip,
-            n,
-            std::mem::size_of::<I>(),
-        ),
+    let kind = CheckKind::Index {
+        bound: rows,
+        signed32: !is_i64::<I>(),
     };
-    // On every path: kernels may already be queued that read the other streams' memory.
-    let finished = joined.finish(q);
-    captured.and(finished)
+    finish_checked(q, joined, issued, op, kind, ip, n, std::mem::size_of::<I>())
 }
 
 /// Allocating gather on CUDA.
@@ -236,25 +247,11 @@ pub(crate) fn scatter_rows_into<T: Element, I: Index>(
         }
         Ok(())
     })();
-    let captured = match issued {
-        Err(e) => {
-            q.rearm();
-            Err(e)
-        }
-        Ok(()) => q.capture(
-            op,
-            CheckKind::Index {
-                bound: rows,
-                signed32: !is_i64::<I>(),
-            },
-            ip,
-            n,
-            std::mem::size_of::<I>(),
-        ),
+    let kind = CheckKind::Index {
+        bound: rows,
+        signed32: !is_i64::<I>(),
     };
-    // On every path: kernels may already be queued that read the other streams' memory.
-    let finished = joined.finish(q);
-    captured.and(finished)
+    finish_checked(q, joined, issued, op, kind, ip, n, std::mem::size_of::<I>())
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -444,24 +441,11 @@ pub(crate) fn prefix_sum_offsets_into<L: Index, O: Offset>(
         },
     };
     drop(tile_sums);
-    let captured = match issued {
-        Err(e) => {
-            q.rearm();
-            Err(e)
-        }
-        Ok(()) => q.capture(
-            op,
-            CheckKind::Offsets {
-                limit: O::MAX,
-                signed32: !is_i64::<L>(),
-            },
-            lp,
-            n,
-            std::mem::size_of::<L>(),
-        ),
+    let kind = CheckKind::Offsets {
+        limit: O::MAX,
+        signed32: !is_i64::<L>(),
     };
-    let finished = joined.finish(q);
-    captured.and(finished)
+    finish_checked(q, joined, issued, op, kind, lp, n, std::mem::size_of::<L>())
 }
 
 /// Packs `u64` words for a metadata upload.
@@ -487,38 +471,12 @@ pub(crate) fn flatten_into<T: Element, O: Offset>(
     let w = width_of::<T>();
     let q = queue(dev, op)?;
     let ord = q.ctx.ordinal;
-    let n_offsets = arrays.len().checked_add(1).ok_or(Error::SizeOverflow {
-        op,
-        what: "arrays.len() + 1",
-    })?;
-    if offsets.len() != n_offsets {
-        return Err(Error::LengthMismatch {
-            op,
-            what: "offsets.len()",
-            expected: n_offsets,
-            actual: offsets.len(),
-        });
-    }
-    let elem_offsets =
-        launch::flat_offsets(arrays.iter().map(|a| a.len()), O::MAX, 1).map_err(|position| {
-            Error::OffsetOverflow {
-                op,
-                position,
-                limit: O::MAX,
-            }
-        })?;
-    let total = elem_offsets
-        .last()
-        .and_then(|&t| usize::try_from(t).ok())
-        .unwrap_or(0);
-    if dst.len() != total {
-        return Err(Error::LengthMismatch {
-            op,
-            what: "dst.len()",
-            expected: total,
-            actual: dst.len(),
-        });
-    }
+    let elem_offsets = crate::ops::flatten::check_args::<O>(
+        arrays.iter().map(|a| a.len()),
+        offsets.len(),
+        dst.len(),
+    )?;
+    let total = dst.len();
     let mut src_ptrs = Vec::with_capacity(arrays.len());
     for a in arrays {
         src_ptrs.push(a.cuda_or(op, "arrays[i]", ord)?);

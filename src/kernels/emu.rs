@@ -441,38 +441,12 @@ pub fn flatten_into<T: Element, O: Offset, S: AsRef<[T]> + Sync>(
     offsets: &mut [O],
 ) -> Result<()> {
     let w = width_of::<T>();
-    let op = Op::Flatten;
-    // Checks in the host path's order: offsets' length, the running offset, dst's length.
-    let n_offsets = arrays.len().checked_add(1).ok_or(Error::SizeOverflow {
-        op,
-        what: "arrays.len() + 1",
-    })?;
-    if offsets.len() != n_offsets {
-        return Err(Error::LengthMismatch {
-            op,
-            what: "offsets.len()",
-            expected: n_offsets,
-            actual: offsets.len(),
-        });
-    }
-    let elem_offsets = launch::flat_offsets(arrays.iter().map(|a| a.as_ref().len()), O::MAX, 1)
-        .map_err(|position| Error::OffsetOverflow {
-            op,
-            position,
-            limit: O::MAX,
-        })?;
-    let total = elem_offsets
-        .last()
-        .and_then(|&t| usize::try_from(t).ok())
-        .unwrap_or(0);
-    if dst.len() != total {
-        return Err(Error::LengthMismatch {
-            op,
-            what: "dst.len()",
-            expected: total,
-            actual: dst.len(),
-        });
-    }
+    let elem_offsets = crate::ops::flatten::check_args::<O>(
+        arrays.iter().map(|a| a.as_ref().len()),
+        offsets.len(),
+        dst.len(),
+    )?;
+    let total = dst.len();
     let mut addrs: Vec<usize> = arrays
         .iter()
         .map(AsRef::as_ref)

@@ -8,6 +8,54 @@ use crate::error::Result;
 use crate::memory::{DeviceBuffer, DeviceView, DeviceViewMut};
 use crate::shape::Shape;
 
+/// The checks a kernel backend makes before a flatten, in the host path's order: the offsets'
+/// length (`n + 1`), each running offset against `O::MAX`, then the destination's length (the
+/// total). Returns the n + 1 element offsets.
+#[cfg(any(feature = "emulator", feature = "cuda"))]
+pub(crate) fn check_args<O: Offset>(
+    lens: impl ExactSizeIterator<Item = usize>,
+    offsets_len: usize,
+    dst_len: usize,
+) -> Result<Vec<i64>> {
+    let op = crate::Op::Flatten;
+    let n_offsets = lens
+        .len()
+        .checked_add(1)
+        .ok_or(crate::Error::SizeOverflow {
+            op,
+            what: "arrays.len() + 1",
+        })?;
+    if offsets_len != n_offsets {
+        return Err(crate::Error::LengthMismatch {
+            op,
+            what: "offsets.len()",
+            expected: n_offsets,
+            actual: offsets_len,
+        });
+    }
+    let elem_offsets =
+        crate::kernels::launch::flat_offsets(lens, O::MAX, 1).map_err(|position| {
+            crate::Error::OffsetOverflow {
+                op,
+                position,
+                limit: O::MAX,
+            }
+        })?;
+    let total = elem_offsets
+        .last()
+        .and_then(|&t| usize::try_from(t).ok())
+        .unwrap_or(0);
+    if dst_len != total {
+        return Err(crate::Error::LengthMismatch {
+            op,
+            what: "dst.len()",
+            expected: total,
+            actual: dst_len,
+        });
+    }
+    Ok(elem_offsets)
+}
+
 impl Device {
     /// Concatenates `arrays` (each read as flat) into `dst` (exactly their total length) and
     /// writes their `arrays.len() + 1` offsets into `offsets`. An empty list writes `[0]`.
