@@ -339,9 +339,11 @@ pub(crate) fn fill<T: Element>(q: &Queue, dst: u64, n: usize, value: T) -> Resul
         1 => super::check(op, "cuMemsetD8Async", unsafe {
             cu::cuMemsetD8Async(dst, bytes[0], n, s)
         }),
+        // SAFETY: as for the 1-byte memset; dst is 2-byte aligned (checked above).
         2 => super::check(op, "cuMemsetD16Async", unsafe {
             cu::cuMemsetD16Async(dst, u16::from_ne_bytes([bytes[0], bytes[1]]), n, s)
         }),
+        // SAFETY: as for the 1-byte memset; dst is 4-byte aligned (checked above).
         4 => super::check(op, "cuMemsetD32Async", unsafe {
             cu::cuMemsetD32Async(
                 dst,
@@ -426,9 +428,10 @@ pub(crate) fn prefix_sum_offsets_into<L: Index, O: Offset>(
     // SAFETY (all launches): the kernels read lengths[0..n], write offsets[0..=n] (n + 1
     // elements, checked above) only when error-free, use tile_sums[0..tiles + 2] (allocated
     // above for the multi-tile plan; the single-tile kernel never touches it) and update the
-    // error word. Shared memory is sized by scan_plan (32 KiB, under the 48 KiB default).
+    // error word. Shared memory is sized by scan_plan (34,816 bytes, under the 48 KiB default).
     let issued = match plan {
         ScanPlan::Single(cfg) => unsafe { q.launch(op, kernels.single, cfg, &p) },
+        // SAFETY: as above, for the three passes in stream order.
         ScanPlan::Multi {
             reduce,
             scan_tiles,
