@@ -51,11 +51,11 @@ pub enum SyncOutcome {
 ///   dirty; [`device_view_mut`](Self::device_view_mut) and
 ///   [`device_rows_mut`](Self::device_rows_mut) mark the device side dirty.
 /// * A whole-buffer copy makes both sides equal and clears both flags (it is also how a
-///   [`Error::SyncConflict`] is resolved: copy in the direction you mean). A prefix copy
+///   [`Error::SyncConflict`](crate::Error::SyncConflict) is resolved: copy in the direction you mean). A prefix copy
 ///   ([`copy_to_device_rows`](Self::copy_to_device_rows)) leaves the flags alone: rows past the
 ///   prefix may still differ, and the flag keeps saying so.
 /// * [`sync`](Self::sync) copies in the direction the flags say; when both sides are dirty it
-///   returns [`Error::SyncConflict`] and overwrites neither.
+///   returns [`Error::SyncConflict`](crate::Error::SyncConflict) and overwrites neither.
 ///
 /// A UVA buffer ([`MemoryPlacement::Uva`]) has one memory that both sides see: copies are
 /// no-ops and it is never dirty.
@@ -178,7 +178,7 @@ impl<T: Element> Drop for CpuGpuBuffer<T> {
 impl<T: Element> CpuGpuBuffer<T> {
     /// A zeroed paired buffer. `placement` is where the host side lives: `Host` (pageable),
     /// `Pinned`, or `Uva` (pinned and mapped: the device reads the host side directly, there is
-    /// no separate device side). `Device` is an [`Error::UnsupportedPlacement`].
+    /// no separate device side). `Device` is an [`Error::UnsupportedPlacement`](crate::Error::UnsupportedPlacement).
     pub fn new(
         device: &Device,
         name: impl Into<String>,
@@ -465,7 +465,7 @@ impl<T: Element> CpuGpuBuffer<T> {
     }
 
     /// Copies in the direction the dirty flags say. Both sides dirty is
-    /// [`Error::SyncConflict`]: nothing is copied, and the caller decides with an explicit
+    /// [`Error::SyncConflict`](crate::Error::SyncConflict): nothing is copied, and the caller decides with an explicit
     /// [`copy_to_device`](Self::copy_to_device) or [`copy_to_host`](Self::copy_to_host).
     pub fn sync(&mut self) -> Result<SyncOutcome> {
         match (self.host_dirty, self.device_dirty) {

@@ -222,7 +222,7 @@ impl Device {
 
     /// A new event recorded now on this handle's stream (`timing` enables
     /// [`Event::elapsed_ms`](crate::cuda::Event::elapsed_ms)). Host backend:
-    /// [`Error::WrongDevice`].
+    /// [`Error::WrongDevice`](crate::Error::WrongDevice).
     #[cfg(feature = "cuda")]
     pub fn record_event(&self, timing: bool) -> Result<crate::cuda::Event> {
         let q = self.cuda_queue(Op::Stream)?;
@@ -243,7 +243,7 @@ impl Device {
         })
     }
 
-    /// This device's CUDA queue, or [`Error::WrongDevice`] naming `op`.
+    /// This device's CUDA queue, or [`Error::WrongDevice`](crate::Error::WrongDevice) naming `op`.
     #[cfg(feature = "cuda")]
     pub(crate) fn cuda_queue(&self, op: Op) -> Result<&crate::cuda::Queue> {
         self.inner.cuda.as_ref().ok_or(Error::WrongDevice {

@@ -284,7 +284,7 @@ impl<T: Element> DeviceBuffer<T> {
     }
 }
 
-/// `len * size_of::<T>()`, or [`Error::SizeOverflow`].
+/// `len * size_of::<T>()`, or [`Error::SizeOverflow`](crate::Error::SizeOverflow).
 #[cfg(feature = "cuda")]
 pub(crate) fn bytes_of<T>(op: Op, len: usize) -> Result<usize> {
     len.checked_mul(std::mem::size_of::<T>())
@@ -560,7 +560,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
         Ok(())
     }
 
-    /// The slice a host-backend operation works on, or [`Error::WrongDevice`] for CUDA memory.
+    /// The slice a host-backend operation works on, or [`Error::WrongDevice`](crate::Error::WrongDevice) for CUDA memory.
     #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     pub(crate) fn on_host(&self, op: Op) -> Result<&'a [T]> {
         match self.repr {
@@ -570,7 +570,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
         }
     }
 
-    /// The CUDA address of this view, or [`Error::WrongDevice`] when it is host memory or
+    /// The CUDA address of this view, or [`Error::WrongDevice`](crate::Error::WrongDevice) when it is host memory or
     /// another GPU's.
     #[cfg(feature = "cuda")]
     pub(crate) fn cuda_or(&self, op: Op, what: &'static str, ordinal: u32) -> Result<u64> {
@@ -791,7 +791,7 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
     }
 
     /// The slice a host-backend operation works on, consuming the view, or
-    /// [`Error::WrongDevice`] for CUDA memory.
+    /// [`Error::WrongDevice`](crate::Error::WrongDevice) for CUDA memory.
     #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     pub(crate) fn into_host(self, op: Op) -> Result<&'a mut [T]> {
         match self.repr {
@@ -801,7 +801,7 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
         }
     }
 
-    /// The CUDA address of this view, or [`Error::WrongDevice`].
+    /// The CUDA address of this view, or [`Error::WrongDevice`](crate::Error::WrongDevice).
     #[cfg(feature = "cuda")]
     pub(crate) fn cuda_or(&self, op: Op, what: &'static str, ordinal: u32) -> Result<u64> {
         self.as_view().cuda_or(op, what, ordinal)

@@ -197,7 +197,7 @@ impl State {
 
 /// A byte budget of pinned host memory, shared by clones (it is an `Arc` inside).
 ///
-/// Allocation returns a [`PinnedBuffer`], or [`Error::PinnedBudgetExceeded`] stating the
+/// Allocation returns a [`PinnedBuffer`], or [`Error::PinnedBudgetExceeded`](crate::Error::PinnedBudgetExceeded) stating the
 /// requested and the available bytes. A buffer returns its block to the manager when dropped, so
 /// nothing can leak; the block is then reused by a later request that fits.
 #[derive(Clone)]
@@ -230,8 +230,8 @@ impl PinnedMemoryManager {
 
     /// A zeroed buffer of `len` elements.
     ///
-    /// Errors: [`Error::PinnedBudgetExceeded`] when `len * size_of::<T>()` bytes do not fit in
-    /// the budget next to the blocks in use; [`Error::SizeOverflow`] when that product overflows.
+    /// Errors: [`Error::PinnedBudgetExceeded`](crate::Error::PinnedBudgetExceeded) when `len * size_of::<T>()` bytes do not fit in
+    /// the budget next to the blocks in use; [`Error::SizeOverflow`](crate::Error::SizeOverflow) when that product overflows.
     pub fn allocate<T: Element>(&self, len: usize) -> Result<PinnedBuffer<T>> {
         check_align::<T>(Op::PinnedAllocate)?;
         let bytes = len

@@ -145,7 +145,7 @@ impl UvaBufferPool {
 
     /// The next slot of `name`, zeroed, as a pinned host side plus a device side. Creates the
     /// name on first use. The same name with another shape, element type or placement is
-    /// [`Error::PoolKeyMismatch`]; all slots held is [`Error::PoolSlotsBusy`].
+    /// [`Error::PoolKeyMismatch`](crate::Error::PoolKeyMismatch); all slots held is [`Error::PoolSlotsBusy`](crate::Error::PoolSlotsBusy).
     pub fn allocate<T: Element>(&self, name: &str, shape: &[usize]) -> Result<PoolBuffer<T>> {
         self.allocate_at(name, shape, MemoryPlacement::Pinned)
     }
@@ -256,8 +256,8 @@ impl UvaBufferPool {
     }
 
     /// The next free slot of `name`, contents as the last step left them. A wrong element type
-    /// is [`Error::PoolKeyMismatch`], an unknown name [`Error::PoolNameNotFound`], all slots
-    /// held [`Error::PoolSlotsBusy`].
+    /// is [`Error::PoolKeyMismatch`](crate::Error::PoolKeyMismatch), an unknown name [`Error::PoolNameNotFound`](crate::Error::PoolNameNotFound), all slots
+    /// held [`Error::PoolSlotsBusy`](crate::Error::PoolSlotsBusy).
     pub fn get<T: Element>(&self, name: &str) -> Result<PoolBuffer<T>> {
         let entry = self
             .entries()
@@ -357,7 +357,7 @@ impl UvaBufferPool {
 
     /// Syncs every idle slot in the direction its dirty flags say. Slots held by a step are
     /// skipped (their owner syncs them). Every slot is tried; each failure (a
-    /// [`Error::SyncConflict`] when both sides of a slot changed) is kept in
+    /// [`Error::SyncConflict`](crate::Error::SyncConflict) when both sides of a slot changed) is kept in
     /// [`SyncReport::errors`].
     ///
     /// A slot being synced is taken out of the pool for the duration, exactly as a step holds
@@ -450,7 +450,7 @@ pub struct SyncReport {
     pub copied_to_device: usize,
     /// Slots copied device to host.
     pub copied_to_host: usize,
-    /// Slots that could not be synced, e.g. [`Error::SyncConflict`] for a slot dirty on both
+    /// Slots that could not be synced, e.g. [`Error::SyncConflict`](crate::Error::SyncConflict) for a slot dirty on both
     /// sides (left alone).
     pub errors: Vec<Error>,
     /// Slots held by a step, not touched.

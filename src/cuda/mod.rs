@@ -1,8 +1,8 @@
 //! The CUDA backend's runtime: driver calls, contexts, the kernel module, streams, events,
 //! device and pinned allocations, and the device error word's read-out.
 //!
-//! Every driver call goes through [`check`], so a failure becomes an [`Error::Driver`] naming
-//! the operation and the driver function. The entry points are declared in [`driver`] with
+//! Every driver call goes through `check`, so a failure becomes an [`Error::Driver`](crate::Error::Driver) naming
+//! the operation and the driver function. The entry points are declared in `driver.rs` with
 //! `int` results (cust's raw enum lacks codes a CUDA 13 driver returns); cust supplies the handle
 //! types and the link to `libcuda`. The crate keeps its own thin owners (not cust's
 //! `Stream`/`DeviceBuffer`) because it must also accept streams and device pointers made by
@@ -10,7 +10,7 @@
 //!
 //! Contexts are the devices' *primary* contexts (what the CUDA runtime, PyTorch and CuPy use), so
 //! memory and streams interoperate. Each context is retained once per process, and the embedded
-//! fatbin is loaded into it once ([`Context::get`]).
+//! fatbin is loaded into it once (`Context::get`).
 
 pub(crate) mod driver;
 pub(crate) mod ops;
@@ -57,7 +57,7 @@ fn error_name(code: cu::CUresult) -> &'static str {
         .unwrap_or("an unknown CUDA error")
 }
 
-/// `Ok` for `CUDA_SUCCESS`, else an [`Error::Driver`] naming `op` and `call`.
+/// `Ok` for `CUDA_SUCCESS`, else an [`Error::Driver`](crate::Error::Driver) naming `op` and `call`.
 pub(crate) fn check(op: Op, call: &'static str, r: cu::CUresult) -> Result<()> {
     if r == cu::SUCCESS {
         return Ok(());

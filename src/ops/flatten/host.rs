@@ -24,9 +24,9 @@ const OP: Op = Op::Flatten;
 
 /// The total length of `arrays`, checking that every running offset fits `O`.
 ///
-/// The first array whose end offset exceeds `O::MAX` is an [`Error::OffsetOverflow`] naming its
+/// The first array whose end offset exceeds `O::MAX` is an [`Error::OffsetOverflow`](crate::Error::OffsetOverflow) naming its
 /// position. Since `O::MAX <= i64::MAX`, the total also fits `usize` on 64-bit targets; on
-/// narrower ones a total past `usize::MAX` is a [`Error::SizeOverflow`].
+/// narrower ones a total past `usize::MAX` is a [`Error::SizeOverflow`](crate::Error::SizeOverflow).
 fn total_len<T, O: Offset, S: AsRef<[T]>>(arrays: &[S]) -> Result<usize> {
     let mut total: i64 = 0;
     for (position, a) in arrays.iter().enumerate() {
@@ -145,11 +145,11 @@ fn copy_uninit<T: Copy>(d: &mut [MaybeUninit<T>], s: &[T]) {
 /// An empty list writes `offsets = [0]` and nothing else.
 ///
 /// # Errors
-/// - [`Error::LengthMismatch`] when `offsets.len()` is not `arrays.len() + 1`
+/// - [`Error::LengthMismatch`](crate::Error::LengthMismatch) when `offsets.len()` is not `arrays.len() + 1`
 ///   (`what: "offsets.len()"`) or `dst.len()` is not the total length (`what: "dst.len()"`);
-/// - [`Error::OffsetOverflow`] when a running offset exceeds `O::MAX`: `position` is the first
+/// - [`Error::OffsetOverflow`](crate::Error::OffsetOverflow) when a running offset exceeds `O::MAX`: `position` is the first
 ///   array whose end does not fit, `limit` is `O::MAX`;
-/// - [`Error::SizeOverflow`] when `arrays.len() + 1` overflows `usize`.
+/// - [`Error::SizeOverflow`](crate::Error::SizeOverflow) when `arrays.len() + 1` overflows `usize`.
 ///
 /// On error neither `dst` nor `offsets` is written.
 ///
@@ -214,8 +214,8 @@ fn n_offsets(arrays_len: usize) -> Result<usize> {
     })
 }
 
-/// An empty vector with room for exactly `n` elements, or [`Error::OutOfMemory`] /
-/// [`Error::SizeOverflow`].
+/// An empty vector with room for exactly `n` elements, or [`Error::OutOfMemory`](crate::Error::OutOfMemory) /
+/// [`Error::SizeOverflow`](crate::Error::SizeOverflow).
 fn try_with_capacity<E>(n: usize) -> Result<Vec<E>> {
     let bytes = n
         .checked_mul(std::mem::size_of::<E>())
@@ -233,7 +233,7 @@ fn try_with_capacity<E>(n: usize) -> Result<Vec<E>> {
 /// `arrays.len() + 1` offsets (`[0]` for an empty list).
 ///
 /// Besides the errors of [`flatten_into`] (other than the length mismatches), an allocation the
-/// system refuses is an [`Error::OutOfMemory`].
+/// system refuses is an [`Error::OutOfMemory`](crate::Error::OutOfMemory).
 ///
 /// # Example
 /// ```

@@ -151,11 +151,11 @@ unsafe fn gather_validated<T: Element, I: Index>(
 /// which case nothing is copied but the indices are still validated.
 ///
 /// # Errors
-/// - [`Error::TooManyDims`] / [`Error::SizeOverflow`] for a bad `src_shape`;
-/// - [`Error::LengthMismatch`] when `src.len()` is not the shape's element count
+/// - [`Error::TooManyDims`](crate::Error::TooManyDims) / [`Error::SizeOverflow`](crate::Error::SizeOverflow) for a bad `src_shape`;
+/// - [`Error::LengthMismatch`](crate::Error::LengthMismatch) when `src.len()` is not the shape's element count
 ///   (`what: "src.len()"`) or `dst.len()` is not `indices.len() * row_len` (`what: "dst.len()"`);
-/// - [`Error::SizeOverflow`] when `indices.len() * row_len` overflows `usize`;
-/// - [`Error::IndexOutOfBounds`] for the first index outside `0..rows` (under
+/// - [`Error::SizeOverflow`](crate::Error::SizeOverflow) when `indices.len() * row_len` overflows `usize`;
+/// - [`Error::IndexOutOfBounds`](crate::Error::IndexOutOfBounds) for the first index outside `0..rows` (under
 ///   [`GatherPolicy::NegativeFill`] negative indices are allowed and write a row of the fill).
 ///
 /// On error `dst` is untouched.
@@ -205,7 +205,7 @@ pub fn gather_rows_into<T: Element, I: Index>(
 /// Allocating form of [`gather_rows_into`]: returns `indices.len() * row_len` elements.
 ///
 /// Everything is validated before the output is allocated. Besides the errors of
-/// [`gather_rows_into`], an allocation the system refuses is an [`Error::OutOfMemory`].
+/// [`gather_rows_into`], an allocation the system refuses is an [`Error::OutOfMemory`](crate::Error::OutOfMemory).
 ///
 /// # Example
 /// ```

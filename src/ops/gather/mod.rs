@@ -52,7 +52,7 @@ pub(crate) fn check_args(
 impl Device {
     /// Gathers rows of `src` (axis 0) into `dst`, whose shape must be `src`'s with axis 0 set to
     /// `indices.len()`. Under [`GatherPolicy::Checked`] the first out-of-range index is an
-    /// [`Error::IndexOutOfBounds`] and `dst` is not written.
+    /// [`Error::IndexOutOfBounds`](crate::Error::IndexOutOfBounds) and `dst` is not written.
     ///
     /// ```
     /// use cpugpu::{Device, GatherPolicy};

@@ -93,9 +93,9 @@ pub fn prefix_sum_offsets<L: Index, O: Offset>(lengths: &[L]) -> Result<Vec<O>> 
 /// `lengths.len() + 1` elements.
 ///
 /// # Errors
-/// - [`Error::LengthMismatch`] (`what: "offsets.len()"`) for an `offsets` of the wrong length;
-/// - [`Error::NegativeLength`] for a negative length;
-/// - [`Error::OffsetOverflow`] when an offset would exceed the offset type's maximum
+/// - [`Error::LengthMismatch`](crate::Error::LengthMismatch) (`what: "offsets.len()"`) for an `offsets` of the wrong length;
+/// - [`Error::NegativeLength`](crate::Error::NegativeLength) for a negative length;
+/// - [`Error::OffsetOverflow`](crate::Error::OffsetOverflow) when an offset would exceed the offset type's maximum
 ///   (`position` is the length whose addition overflowed).
 ///
 /// The error is the first a left-to-right loop would hit. On error `offsets` is untouched.

@@ -10,8 +10,8 @@ use crate::shape::Shape;
 
 impl Device {
     /// `offsets[0] = 0`, `offsets[i + 1] = offsets[i] + lengths[i]`, into `offsets` of exactly
-    /// `lengths.len() + 1` elements. A negative length is [`Error::NegativeLength`]; an offset
-    /// past the offset type's maximum is [`Error::OffsetOverflow`]; either leaves `offsets`
+    /// `lengths.len() + 1` elements. A negative length is [`Error::NegativeLength`](crate::Error::NegativeLength); an offset
+    /// past the offset type's maximum is [`Error::OffsetOverflow`](crate::Error::OffsetOverflow); either leaves `offsets`
     /// unwritten.
     ///
     /// ```

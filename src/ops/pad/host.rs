@@ -71,9 +71,9 @@ fn pad_validated<T: Element>(
 /// axis is already a multiple comes back borrowed, without a copy.
 ///
 /// # Errors
-/// [`Error::AxisOutOfRange`] when `axis >= shape.len()` (a zero-dimensional array has no axis);
-/// [`Error::InvalidArgument`] for `multiple == 0`; [`Error::LengthMismatch`] when `src.len()` is
-/// not the shape's element count; [`Error::SizeOverflow`] / [`Error::TooManyDims`] for shapes
+/// [`Error::AxisOutOfRange`](crate::Error::AxisOutOfRange) when `axis >= shape.len()` (a zero-dimensional array has no axis);
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for `multiple == 0`; [`Error::LengthMismatch`](crate::Error::LengthMismatch) when `src.len()` is
+/// not the shape's element count; [`Error::SizeOverflow`](crate::Error::SizeOverflow) / [`Error::TooManyDims`](crate::Error::TooManyDims) for shapes
 /// that do not fit.
 ///
 /// # Example
@@ -113,7 +113,7 @@ pub fn pad_to_multiple<'a, T: Element>(
 /// count, and is written even when no padding is needed. Returns the padded shape.
 ///
 /// # Errors
-/// Those of [`pad_to_multiple`], and [`Error::LengthMismatch`] (`what: "dst.len()"`) for a
+/// Those of [`pad_to_multiple`], and [`Error::LengthMismatch`](crate::Error::LengthMismatch) (`what: "dst.len()"`) for a
 /// `dst` of the wrong length. On error `dst` is untouched.
 ///
 /// # Example

@@ -96,11 +96,11 @@ fn scatter_fixed<const N: usize, I: Index>(
 /// still validated.
 ///
 /// # Errors
-/// - [`Error::TooManyDims`] / [`Error::SizeOverflow`] for a bad `dst_shape`;
-/// - [`Error::LengthMismatch`] when `dst.len()` is not the shape's element count
+/// - [`Error::TooManyDims`](crate::Error::TooManyDims) / [`Error::SizeOverflow`](crate::Error::SizeOverflow) for a bad `dst_shape`;
+/// - [`Error::LengthMismatch`](crate::Error::LengthMismatch) when `dst.len()` is not the shape's element count
 ///   (`what: "dst.len()"`) or `src.len()` is not `indices.len() * row_len` (`what: "src.len()"`);
-/// - [`Error::SizeOverflow`] when `indices.len() * row_len` overflows `usize`;
-/// - [`Error::IndexOutOfBounds`] for the first index outside `0..rows` (under
+/// - [`Error::SizeOverflow`](crate::Error::SizeOverflow) when `indices.len() * row_len` overflows `usize`;
+/// - [`Error::IndexOutOfBounds`](crate::Error::IndexOutOfBounds) for the first index outside `0..rows` (under
 ///   [`ScatterPolicy::NegativeSkip`] negative indices are allowed and skip their source row).
 ///
 /// On error `dst` is untouched.

@@ -58,7 +58,7 @@ impl Device {
     /// Scatters the rows of `src` into `dst` at `indices`; `src`'s shape must be `dst`'s with
     /// axis 0 set to `indices.len()`. When an index repeats, the last occurrence wins, on every
     /// backend. Under [`ScatterPolicy::Checked`] the first out-of-range index is an
-    /// [`Error::IndexOutOfBounds`] and `dst` is not written.
+    /// [`Error::IndexOutOfBounds`](crate::Error::IndexOutOfBounds) and `dst` is not written.
     ///
     /// ```
     /// use cpugpu::{Device, ScatterPolicy};

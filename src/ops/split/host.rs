@@ -339,10 +339,10 @@ impl<T, O: Offset> FusedIterator for SegmentsIter<'_, T, O> {}
 /// last below `data.len()`.
 ///
 /// # Errors
-/// - [`Error::LengthMismatch`] (`what: "offsets.len()"`, `expected: 1`, `actual: 0`) for an
+/// - [`Error::LengthMismatch`](crate::Error::LengthMismatch) (`what: "offsets.len()"`, `expected: 1`, `actual: 0`) for an
 ///   empty `offsets`;
-/// - [`Error::OffsetOutOfRange`] for the first offset that is negative or above `data.len()`;
-/// - [`Error::OffsetsNotMonotonic`] for the first offset smaller than its predecessor.
+/// - [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange) for the first offset that is negative or above `data.len()`;
+/// - [`Error::OffsetsNotMonotonic`](crate::Error::OffsetsNotMonotonic) for the first offset smaller than its predecessor.
 ///
 /// The offsets are checked in order and the first bad position is reported; at one position, out
 /// of range is reported before non-monotonic.
