@@ -51,6 +51,9 @@
 //! * [`PinnedMemoryManager`]: pinned host memory under a byte budget.
 //! * [`host`]: the six operations on plain slices, the reference implementation.
 //! * [`Error`]: one error type; every variant names the [`Op`] and the offending value.
+//! * `cuda` (with `--features cuda`): `Device::cuda(n)`, streams and events
+//!   (`cpugpu::cuda::{Stream, Event}`), and the kernels of `kernels/` launched on a stream;
+//!   device-found errors come back from `Device::synchronize`.
 //!
 //! [`MemoryPlacement`] explains where each kind of allocation lives and when to use it.
 
