@@ -165,6 +165,7 @@ impl Device {
         static DEFAULTS: std::sync::OnceLock<
             std::sync::Mutex<std::collections::HashMap<u32, crate::cuda::Stream>>,
         > = std::sync::OnceLock::new();
+        let ctx = crate::cuda::Context::get(ordinal)?;
         let stream = {
             let mut defaults = DEFAULTS
                 .get_or_init(Default::default)
@@ -173,14 +174,12 @@ impl Device {
             match defaults.get(&ordinal) {
                 Some(s) => s.clone(),
                 None => {
-                    let ctx = crate::cuda::Context::get(ordinal)?;
                     let s = crate::cuda::Stream::new(&ctx)?;
                     defaults.insert(ordinal, s.clone());
                     s
                 }
             }
         };
-        let ctx = crate::cuda::Context::get(ordinal)?;
         // A queue of its own (error word and read-out) on the shared stream: errors stay with
         // the handle that issued the work, ordering is the stream's.
         Self::on_queue(crate::cuda::Queue::new(ctx, stream)?)

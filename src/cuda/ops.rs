@@ -57,6 +57,36 @@ fn finish_checked(
     captured.and(finished)
 }
 
+/// Launches `validate_indices_<I>`: the first of the `n` indices at `ip` outside `0..rows`
+/// (negatives allowed when `allow_negative`) goes to the error word `error`.
+fn validate_indices<I: Index>(
+    q: &Queue,
+    op: Op,
+    ip: u64,
+    n: usize,
+    rows: usize,
+    allow_negative: bool,
+    error: u64,
+) -> Result<()> {
+    let pv = CpugpuValidateParams {
+        indices: ptr(ip),
+        error: ptr_mut(error),
+        n: i64_of(n),
+        bound: i64_of(rows),
+        allow_negative: i64::from(allow_negative),
+    };
+    // SAFETY: reads indices[0..n] (the caller's view holds n indices) and atomically updates
+    // the queue's error word; both stay valid in stream order.
+    unsafe {
+        q.launch(
+            op,
+            launch::validate_kernel(is_i64::<I>()),
+            launch::flat_launch(n, 4),
+            &pv,
+        )
+    }
+}
+
 /// Gather on CUDA: `validate_indices`, `gather_rows_w<V>` (which does nothing when validation
 /// failed), `capture_error`. The destination's shape was checked by the caller.
 pub(crate) fn gather_rows_into<T: Element, I: Index>(
@@ -92,23 +122,7 @@ pub(crate) fn gather_rows_into<T: Element, I: Index>(
     let _issue = q.issue();
     let error = q.error_word();
     let issued = (|| -> Result<()> {
-        let pv = CpugpuValidateParams {
-            indices: ptr(ip),
-            error: ptr_mut(error),
-            n: i64_of(n),
-            bound: i64_of(rows),
-            allow_negative: i64::from(allow_negative),
-        };
-        // SAFETY: reads indices[0..n] (the view holds n indices) and atomically updates the queue's
-        // error word; both stay valid in stream order.
-        unsafe {
-            q.launch(
-                op,
-                launch::validate_kernel(is_i64::<I>()),
-                launch::flat_launch(n, 4),
-                &pv,
-            )?
-        };
+        validate_indices::<I>(q, op, ip, n, rows, allow_negative, error)?;
         if dst_len > 0 {
             let row_bytes = row_len * w;
             let v = launch::copy_policy(w, row_bytes, &[sp as usize, dp as usize], Some(q.ctx.cc))
@@ -186,22 +200,7 @@ pub(crate) fn scatter_rows_into<T: Element, I: Index>(
     let issued = (|| -> Result<()> {
         if src.is_empty() {
             // Rows of zero elements: nothing to move, but the indices are still checked.
-            let pv = CpugpuValidateParams {
-                indices: ptr(ip),
-                error: ptr_mut(error),
-                n: i64_of(n),
-                bound: i64_of(rows),
-                allow_negative: i64::from(allow_negative),
-            };
-            // SAFETY: reads indices[0..n] and updates the error word.
-            unsafe {
-                q.launch(
-                    op,
-                    launch::validate_kernel(is_i64::<I>()),
-                    launch::flat_launch(n, 4),
-                    &pv,
-                )?
-            };
+            validate_indices::<I>(q, op, ip, n, rows, allow_negative, error)?;
         } else {
             // One i64 per destination row, all -1 (every byte 0xFF); freed in stream order after
             // the two kernels.

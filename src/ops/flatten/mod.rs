@@ -56,6 +56,14 @@ pub(crate) fn check_args<O: Offset>(
     Ok(elem_offsets)
 }
 
+/// The host slices behind host-backend views, or [`Error::WrongDevice`](crate::Error::WrongDevice).
+fn host_parts<'a, T: Element>(arrays: &[DeviceView<'a, T>]) -> Result<Vec<&'a [T]>> {
+    arrays
+        .iter()
+        .map(|a| a.on_host(crate::Op::Flatten))
+        .collect()
+}
+
 impl Device {
     /// Concatenates `arrays` (each read as flat) into `dst` (exactly their total length) and
     /// writes their `arrays.len() + 1` offsets into `offsets`. An empty list writes `[0]`.
@@ -79,10 +87,7 @@ impl Device {
         width_of::<T>();
         match self.kind() {
             BackendKind::Host => {
-                let parts = arrays
-                    .iter()
-                    .map(|a| a.on_host(crate::Op::Flatten))
-                    .collect::<Result<Vec<&[T]>>>()?;
+                let parts = host_parts(arrays)?;
                 host::flatten_into(
                     &parts,
                     dst.into_host(crate::Op::Flatten)?,
@@ -103,10 +108,7 @@ impl Device {
         match self.kind() {
             // Validates before it allocates, and writes the output once.
             BackendKind::Host => {
-                let parts = arrays
-                    .iter()
-                    .map(|a| a.on_host(crate::Op::Flatten))
-                    .collect::<Result<Vec<&[T]>>>()?;
+                let parts = host_parts(arrays)?;
                 let (data, offsets) = host::flatten(&parts)?;
                 let (n, m) = (data.len(), offsets.len());
                 Ok((
