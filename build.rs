@@ -2,16 +2,23 @@
 //!
 //! Default build: nothing but `rerun-if-changed` lines (no C++ compiler is needed or run).
 //!
-//! `--features emulator` (tests only): compiles the CUDA kernels in `kernels/` as C++20 with the
-//! system's g++ against `kernels/emu/cuda_emu.h`, plus the emulator's launcher, into a static
-//! library, and generates into `OUT_DIR`:
+//! `--features emulator` (tests): the CUDA backend against the emulated GPU. Compiles the CUDA
+//! kernels in `kernels/` as C++20 with the system's g++ against `kernels/emu/cuda_emu.h`, plus the
+//! emulated driver (`kernels/emu/{driver,executor,fiber}.cpp`), into a static library, and
+//! generates into `OUT_DIR`:
 //! - `kernel_list.rs`: one typed handle per kernel of `kernels/kernel_list.h`;
+//! - `cpugpu_kernels.fatbin`: the emulated module image (the names of the kernels it holds),
+//!   loaded by `cuModuleLoadData` as the real fatbin is;
 //! - `abi_layout.rs` / `abi_layout.cpp`: every struct and field of `kernels/cpugpu_abi.h`, as
 //!   Rust `size_of`/`offset_of!` and as C++ `sizeof`/`offsetof`, compared by a test so the
-//!   hand-written Rust mirror (`src/kernels/abi.rs`) cannot drift from the header.
+//!   Rust mirror (`src/kernels/abi.rs`) cannot drift from the header.
 //!
-//! `CPUGPU_EMU_SANITIZE=address|thread` builds the emulated kernels with that sanitizer and links
+//! `CPUGPU_EMU_SANITIZE=address|thread` builds the emulated GPU with that sanitizer and links
 //! its runtime (`.ci/emu-sanitizers` runs the tests that way).
+//!
+//! Both features build the CUDA backend (`src/cuda/`), so both set `cfg(cpugpu_cuda)`; the
+//! emulated one also sets `cfg(cpugpu_emulated)`. They exclude each other: the crate's driver
+//! entry points link either to libcuda or to the emulated driver.
 //!
 //! `--features cuda`: compiles every top-level `kernels/*.cu` with nvcc into one fatbin (SASS for
 //! `CPUGPU_CUDA_ARCHS`, default `80 86 89 90`, plus PTX for the newest), embedded in the library
@@ -37,8 +44,18 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=CPUGPU_EMU_SANITIZE");
     println!("cargo::rustc-check-cfg=cfg(cpugpu_emu_sanitize, values(\"address\", \"thread\"))");
+    println!("cargo::rustc-check-cfg=cfg(cpugpu_cuda)");
+    println!("cargo::rustc-check-cfg=cfg(cpugpu_emulated)");
+    #[cfg(all(feature = "emulator", feature = "cuda"))]
+    panic!(
+        "the `cuda` and `emulator` features exclude each other: `emulator` builds the CUDA \
+         backend against the emulated GPU (tests, no GPU needed), `cuda` against the real driver"
+    );
     #[cfg(any(feature = "emulator", feature = "cuda"))]
-    kernel_list::generate();
+    {
+        println!("cargo:rustc-cfg=cpugpu_cuda");
+        kernel_list::generate();
+    }
     #[cfg(feature = "emulator")]
     emulator::build(&kernel_sources());
     #[cfg(feature = "cuda")]
@@ -87,8 +104,17 @@ mod emulator {
 
     use super::TEST_KERNEL_SOURCES;
 
+    /// The emulated GPU's sources (besides the kernels).
+    const EMULATOR_SOURCES: &[&str] = &[
+        "kernels/emu/fiber.cpp",
+        "kernels/emu/executor.cpp",
+        "kernels/emu/driver.cpp",
+    ];
+
     pub(super) fn build(sources: &[PathBuf]) {
+        println!("cargo:rustc-cfg=cpugpu_emulated");
         let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+        super::kernel_list::write_emulated_image(&out);
 
         let abi = fs::read_to_string("kernels/cpugpu_abi.h").expect("read kernels/cpugpu_abi.h");
         let structs = parse_abi_structs(&abi);
@@ -128,7 +154,9 @@ mod emulator {
         for src in TEST_KERNEL_SOURCES {
             build.file(src);
         }
-        build.file("kernels/emu/launcher.cpp");
+        for src in EMULATOR_SOURCES {
+            build.file(src);
+        }
         build.file(out.join("abi_layout.cpp"));
         build.compile("cpugpu_emu");
 
@@ -227,7 +255,7 @@ mod emulator {
 }
 
 /// `OUT_DIR/kernel_list.rs` from `kernels/kernel_list.h`: one typed Rust handle per kernel, for
-/// the emulator's table and the CUDA module alike.
+/// the real and the emulated module alike.
 #[cfg(any(feature = "emulator", feature = "cuda"))]
 mod kernel_list {
     use std::env;
@@ -246,10 +274,32 @@ mod kernel_list {
     struct Kernel {
         name: String,
         params: String,
+        max_threads: u32,
         test_only: bool,
     }
 
-    /// Lines `CPUGPU_KERNEL(name, Params)` and `CPUGPU_TEST_KERNEL(name, Params)`.
+    /// The emulated module image: a magic line, then the name of every listed kernel (test
+    /// kernels included), each NUL-terminated, then an empty name. `cuModuleLoadData` of the
+    /// emulated driver reads it as the real driver reads the fatbin.
+    #[cfg(feature = "emulator")]
+    pub(super) fn write_emulated_image(out: &std::path::Path) {
+        let list = fs::read_to_string("kernels/kernel_list.h").expect("read kernels/kernel_list.h");
+        let mut image = b"CPUGPU-EMULATED-IMAGE-1\0".to_vec();
+        for k in parse_kernel_list(&list) {
+            image.extend_from_slice(k.name.as_bytes());
+            image.push(0);
+        }
+        image.push(0);
+        fs::write(out.join("cpugpu_kernels.fatbin"), image).expect("write the emulated image");
+        fs::write(
+            out.join("cuda_build_info.rs"),
+            "/// The architectures the embedded fatbin has SASS for: none, this is the emulated \
+             GPU's image.\npub const FATBIN_ARCHS: &[&str] = &[];\n",
+        )
+        .expect("write cuda_build_info.rs");
+    }
+
+    /// Lines `CPUGPU_KERNEL(name, Params, max_threads)` and the same for `CPUGPU_TEST_KERNEL`.
     fn parse_kernel_list(text: &str) -> Vec<Kernel> {
         let mut kernels = Vec::new();
         for line in text.lines().map(str::trim) {
@@ -264,16 +314,25 @@ mod kernel_list {
                 .strip_suffix(')')
                 .expect("kernel_list.h: one entry per line");
             let mut parts = inner.split(',').map(str::trim);
-            let (Some(name), Some(params), None) = (parts.next(), parts.next(), parts.next())
+            let (Some(name), Some(params), Some(max_threads), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
             else {
-                panic!("kernel_list.h: bad entry {line:?}");
+                panic!("kernel_list.h: bad entry {line:?} (name, params, max_threads)");
             };
             if name == "name" {
                 continue; // the #define lines in the header's comments
             }
+            let max: u32 = max_threads
+                .parse()
+                .unwrap_or_else(|_| panic!("kernel_list.h: {line:?}: max_threads is not a number"));
+            assert!(
+                (1..=1024).contains(&max),
+                "kernel_list.h: {line:?}: max_threads must be 1..=1024"
+            );
             kernels.push(Kernel {
                 name: name.to_string(),
                 params: params.to_string(),
+                max_threads: max,
                 test_only,
             });
         }
@@ -295,9 +354,10 @@ mod kernel_list {
             writeln!(
                 s,
                 "/// Kernel `{name}` ({params}).\n#[allow(non_upper_case_globals, dead_code)]\n\
-                 pub(crate) const {name}: Kernel<super::abi::{params}> = Kernel::new({id}, {name:?});",
+                 pub(crate) const {name}: Kernel<super::abi::{params}> = Kernel::new({id}, {name:?}, {max});",
                 name = k.name,
                 params = k.params,
+                max = k.max_threads,
             )
             .unwrap();
         }
@@ -404,7 +464,7 @@ mod cuda {
         // Every listed kernel must be defined by some source: a missing one fails here, at
         // build time, not at module load.
         unit.push_str(
-            "#define CPUGPU_KERNEL(name, params) \\\n    static_assert(sizeof(&name) != 0, \"kernel \" #name \" is in kernel_list.h but no kernels/*.cu defines it\");\n\
+            "#define CPUGPU_KERNEL(name, params, max_threads) \\\n    static_assert(sizeof(&name) != 0, \"kernel \" #name \" is in kernel_list.h but no kernels/*.cu defines it\");\n\
              #include \"kernel_list.h\"\n",
         );
         let unit_path = out.join("cpugpu_kernels.cu");

@@ -23,7 +23,7 @@ __device__ __forceinline__ long long segment_of(const int64_t* offsets, long lon
 template <int V, class O, bool FLATTEN>
 __device__ __forceinline__ void batched_copy_body(const CpugpuBatchedCopyParams& p) {
     using U = typename Unit<V>::type;
-    __shared__ long long range[2];
+    CPUGPU_SHARED(long long, range, 2);
     const int64_t* offs = p.seg_offsets;
     const long long n = p.n_segments;
     const long long total = offs[n];

@@ -3,15 +3,22 @@
 #ifndef CPUGPU_COMMON_CUH
 #define CPUGPU_COMMON_CUH
 
+// Shared memory is declared with two macros, so that the emulator can give every block its own:
+// CPUGPU_SHARED(T, name, N) is `__shared__ T name[N]`, CPUGPU_DYNAMIC_SHARED(T, name) the
+// launch's dynamic shared memory (16-byte aligned) as a `T*`.
 #ifdef __CUDACC__
 #include <stdint.h>
-// Dynamic shared memory (the launch's shared_bytes), 16-byte aligned.
+#define CPUGPU_SHARED(T, name, N) __shared__ T name[N]
 #define CPUGPU_DYNAMIC_SHARED(T, name)                                  \
     extern __shared__ __align__(16) unsigned char cpugpu_dyn_smem_[];   \
     T* name = reinterpret_cast<T*>(cpugpu_dyn_smem_)
 #else
 #include "emu/cuda_emu.h"
-// `extern __shared__` has no C++ spelling: the emulator hands out its per-launch buffer.
+// A C++ `static` would be one object for every block: each declaration site is mapped to this
+// block's memory instead (kernels/emu/cuda_emu.h).
+#define CPUGPU_SHARED(T, name, N)                                                                        \
+    static constexpr ::cuda_emu::SharedSite cpugpu_shared_site_##name{sizeof(T) * (N), alignof(T)};      \
+    T* name = static_cast<T*>(::cuda_emu::block_shared(cpugpu_shared_site_##name))
 #define CPUGPU_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(::cuda_emu::dynamic_shared())
 #endif
 
@@ -70,7 +77,7 @@ __device__ __forceinline__ unsigned long long sat_add(unsigned long long a, unsi
 __device__ __forceinline__ unsigned long long block_exclusive_scan(unsigned long long v,
                                                                    unsigned long long cap,
                                                                    unsigned long long* total) {
-    __shared__ unsigned long long warp_inclusive[32];
+    CPUGPU_SHARED(unsigned long long, warp_inclusive, 32);
     const unsigned lane = threadIdx.x % 32;
     const unsigned warp = threadIdx.x / 32;
     const unsigned warps = blockDim.x / 32;

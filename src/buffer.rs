@@ -81,7 +81,7 @@ pub struct CpuGpuBuffer<T: Element> {
     device_dirty: bool,
     gate: HostGate,
     /// The device address of a UVA buffer's mapped host side (CUDA only).
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     uva_ptr: Option<u64>,
 }
 
@@ -91,11 +91,11 @@ pub struct CpuGpuBuffer<T: Element> {
 /// slip past a wait in progress; the state is cleared only once the wait succeeded.
 #[derive(Default)]
 pub(crate) struct HostGate {
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     state: std::sync::Mutex<GateState>,
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(cpugpu_cuda)]
 #[derive(Default)]
 struct GateState {
     /// Recorded after the last asynchronous copy (or guard release) touching the host side.
@@ -117,7 +117,7 @@ impl HostGate {
     /// A driver failure while waiting (a dead context: no work will touch the memory any more)
     /// is kept once for the device's next `synchronize`, and the state is cleared.
     pub(crate) fn wait(&self, device: &Device, exclusive: bool) {
-        #[cfg(feature = "cuda")]
+        #[cfg(cpugpu_cuda)]
         {
             let Ok(q) = device.cuda_queue(Op::Sync) else {
                 return;
@@ -142,25 +142,25 @@ impl HostGate {
                 q.defer_error(e);
             }
         }
-        #[cfg(not(feature = "cuda"))]
+        #[cfg(not(cpugpu_cuda))]
         let _ = (device, exclusive);
     }
 
     /// Records "the device's work so far" as what the next host access waits for.
     pub(crate) fn arm(&self, device: &Device) -> Result<()> {
-        #[cfg(feature = "cuda")]
+        #[cfg(cpugpu_cuda)]
         if device.cuda_queue(Op::Sync).is_ok() {
             let e = device.record_event(false)?;
             self.state.lock().unwrap_or_else(|e| e.into_inner()).event = Some(e);
         }
-        #[cfg(not(feature = "cuda"))]
+        #[cfg(not(cpugpu_cuda))]
         let _ = device;
         Ok(())
     }
 
     /// Notes that the host side was handed out as device memory (UVA).
     pub(crate) fn expose(&self) {
-        #[cfg(feature = "cuda")]
+        #[cfg(cpugpu_cuda)]
         {
             self.state.lock().unwrap_or_else(|e| e.into_inner()).exposed = true;
         }
@@ -217,14 +217,14 @@ impl<T: Element> CpuGpuBuffer<T> {
             MemoryPlacement::Uva => None,
             _ => Some(DeviceBuffer::zeroed(device, shape)?),
         };
-        #[cfg(feature = "cuda")]
+        #[cfg(cpugpu_cuda)]
         let uva_ptr = match (&host, placement) {
             (HostBuffer::Pinned(p), MemoryPlacement::Uva) => {
                 p.device_ptr(Op::Allocate).transpose()?
             }
             _ => None,
         };
-        #[cfg(feature = "cuda")]
+        #[cfg(cpugpu_cuda)]
         if device.kind() == crate::BackendKind::Cuda
             && placement == MemoryPlacement::Uva
             && uva_ptr.is_none()
@@ -247,7 +247,7 @@ impl<T: Element> CpuGpuBuffer<T> {
             host_dirty: false,
             device_dirty: false,
             gate: HostGate::default(),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             uva_ptr,
         })
     }
@@ -350,7 +350,7 @@ impl<T: Element> CpuGpuBuffer<T> {
     /// The device side, for writing; marks it dirty (not for UVA buffers, which have one side).
     pub fn device_view_mut(&mut self) -> DeviceViewMut<'_, T> {
         self.mark_device_dirty();
-        #[cfg(feature = "cuda")]
+        #[cfg(cpugpu_cuda)]
         if let (None, Some(ptr)) = (&self.device_side, self.uva_ptr) {
             self.gate.expose();
             return DeviceViewMut::cuda_parts(ptr, &self.device, self.shape);
@@ -373,7 +373,7 @@ impl<T: Element> CpuGpuBuffer<T> {
     }
 
     fn uva_view(&self) -> DeviceView<'_, T> {
-        #[cfg(feature = "cuda")]
+        #[cfg(cpugpu_cuda)]
         if let Some(ptr) = self.uva_ptr {
             // CUDA: the mapped host memory's device address; kernels read it over the bus.
             self.gate.expose();
@@ -431,7 +431,7 @@ impl<T: Element> CpuGpuBuffer<T> {
         let Some(dev) = &mut self.device_side else {
             return Ok(()); // UVA: one memory
         };
-        #[cfg(feature = "cuda")]
+        #[cfg(cpugpu_cuda)]
         if let (Some(q), HostBuffer::Pinned(p)) = (self.device.cuda_queue(op).ok(), &self.host) {
             if p.is_page_locked() {
                 // Page-locked: a real asynchronous copy; host access waits for its event.

@@ -18,7 +18,7 @@ pub enum BackendKind {
     Host,
     /// A CUDA GPU (`--features cuda`): device memory, page-locked and mapped host memory, the
     /// crate's kernels launched on a stream.
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     Cuda,
 }
 
@@ -27,7 +27,7 @@ impl BackendKind {
     pub const fn name(self) -> &'static str {
         match self {
             BackendKind::Host => "host",
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => "cuda",
         }
     }
@@ -74,7 +74,7 @@ struct Inner {
     kind: BackendKind,
     fallback_reason: Option<&'static str>,
     /// The CUDA context, stream and error read-out (CUDA devices only).
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     cuda: Option<crate::cuda::Queue>,
 }
 
@@ -117,17 +117,19 @@ impl Device {
             inner: Arc::new(Inner {
                 kind: BackendKind::Host,
                 fallback_reason,
-                #[cfg(feature = "cuda")]
+                #[cfg(cpugpu_cuda)]
                 cuda: None,
             }),
         }
     }
 
-    /// The best backend this build and machine offer: CUDA device 0 when the `cuda` feature is
-    /// on and a device answers, else the host backend, with [`Device::fallback_reason`] saying
-    /// why (no `cuda` feature, no driver, no device, or the device could not be opened).
+    /// The best backend this build and machine offer: CUDA device 0 when the build has the CUDA
+    /// backend (`--features cuda`; or `--features emulator`, whose GPU is emulated on CPU
+    /// threads) and a device answers, else the host backend, with [`Device::fallback_reason`]
+    /// saying why (no GPU backend in the build, no driver, no device, or the device could not be
+    /// opened).
     pub fn auto() -> Self {
-        #[cfg(feature = "cuda")]
+        #[cfg(cpugpu_cuda)]
         {
             static REASON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
             match crate::cuda::probe() {
@@ -142,7 +144,7 @@ impl Device {
                 },
             }
         }
-        #[cfg(not(feature = "cuda"))]
+        #[cfg(not(cpugpu_cuda))]
         Self::host_because(Some(
             "this build of cpugpu has no GPU backend (build with --features cuda)",
         ))
@@ -154,7 +156,7 @@ impl Device {
     /// device's primary context is retained and the crate's kernels are loaded into it once per
     /// process. [`Device::new_stream`] gives a handle on another stream. Make the handle once
     /// and clone it: each call allocates a small error read-out.
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub fn cuda(ordinal: usize) -> Result<Self> {
         let ordinal = u32::try_from(ordinal).map_err(|_| Error::InvalidArgument {
             op: Op::Device,
@@ -185,7 +187,7 @@ impl Device {
         Self::on_queue(crate::cuda::Queue::new(ctx, stream)?)
     }
 
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     fn on_queue(q: crate::cuda::Queue) -> Result<Self> {
         Ok(Device {
             inner: Arc::new(Inner {
@@ -199,14 +201,14 @@ impl Device {
     /// A handle on the same GPU whose operations go to `stream` (for instance one wrapped with
     /// [`Stream::from_raw`](crate::cuda::Stream::from_raw) from PyTorch or the CUDA runtime).
     /// Its device-side errors are reported by its own [`Device::synchronize`].
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub fn with_stream(&self, stream: &crate::cuda::Stream) -> Result<Self> {
         let q = self.cuda_queue(Op::Stream)?;
         Self::on_queue(crate::cuda::Queue::new(q.ctx.clone(), stream.clone())?)
     }
 
     /// A handle on the same GPU with a new stream of its own.
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub fn new_stream(&self) -> Result<Self> {
         let q = self.cuda_queue(Op::Stream)?;
         let stream = crate::cuda::Stream::new(&q.ctx)?;
@@ -214,7 +216,7 @@ impl Device {
     }
 
     /// The stream this handle's work goes to (`None` on the host backend).
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub fn stream(&self) -> Option<&crate::cuda::Stream> {
         self.inner.cuda.as_ref().map(|q| &q.stream)
     }
@@ -222,7 +224,7 @@ impl Device {
     /// A new event recorded now on this handle's stream (`timing` enables
     /// [`Event::elapsed_ms`](crate::cuda::Event::elapsed_ms)). Host backend:
     /// [`Error::WrongDevice`](crate::Error::WrongDevice).
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub fn record_event(&self, timing: bool) -> Result<crate::cuda::Event> {
         let q = self.cuda_queue(Op::Stream)?;
         let e = crate::cuda::Event::new(&q.ctx, timing)?;
@@ -231,7 +233,7 @@ impl Device {
     }
 
     /// The CUDA device's ordinal, name and compute capability (`None` on the host backend).
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub fn cuda_info(&self) -> Option<(usize, &str, (u32, u32))> {
         self.inner.cuda.as_ref().map(|q| {
             (
@@ -243,7 +245,7 @@ impl Device {
     }
 
     /// This device's CUDA queue, or [`Error::WrongDevice`](crate::Error::WrongDevice) naming `op`.
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub(crate) fn cuda_queue(&self, op: Op) -> Result<&crate::cuda::Queue> {
         self.inner.cuda.as_ref().ok_or(Error::WrongDevice {
             op,
@@ -251,6 +253,12 @@ impl Device {
             expected: "cuda",
             actual: "host",
         })
+    }
+
+    /// True for the emulated GPU of `--features emulator` (a CUDA device that runs on CPU
+    /// threads: see `docs/EMULATOR.md`), false for a real GPU and the host backend.
+    pub fn is_emulated(&self) -> bool {
+        cfg!(cpugpu_emulated) && self.kind() != BackendKind::Host
     }
 
     /// Which backend runs this device's work.
@@ -270,7 +278,7 @@ impl Device {
     pub fn synchronize(&self) -> Result<()> {
         match self.kind() {
             BackendKind::Host => Ok(()),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => self.cuda_queue(Op::Device)?.synchronize(),
         }
     }
@@ -317,7 +325,7 @@ impl Device {
                 v.extend_from_slice(data);
                 Ok(DeviceBuffer::from_host_vec(self, v, shape))
             }
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {
                 let mut b = DeviceBuffer::uninit(self, shape)?;
                 b.copy_from_host(data)?;
@@ -331,8 +339,11 @@ impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind() {
             BackendKind::Host => write!(f, "host ({} rayon threads)", rayon::current_num_threads()),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => match self.cuda_info() {
+                Some((o, name, (ma, mi))) if self.is_emulated() => {
+                    write!(f, "cuda:{o} ({name}, emulated sm_{ma}{mi})")
+                }
                 Some((o, name, (ma, mi))) => write!(f, "cuda:{o} ({name}, sm_{ma}{mi})"),
                 None => f.write_str("cuda"),
             },

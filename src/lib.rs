@@ -6,7 +6,7 @@
 //! ```
 //! use cpugpu::{Device, DeviceBuffer, DeviceView, GatherPolicy, UvaBufferPool};
 //!
-//! let dev = Device::auto(); // a GPU with `--features cuda` when one answers, else the host
+//! let dev = Device::auto(); // a GPU (real or emulated) when the build has one, else the host
 //! let pool = UvaBufferPool::new(&dev, 2); // two steps in flight at most
 //!
 //! // Three requests with ragged token lists.
@@ -51,9 +51,9 @@
 //! * [`PinnedMemoryManager`]: pinned host memory under a byte budget.
 //! * [`host`]: the six operations on plain slices, the reference implementation.
 //! * [`Error`]: one error type; every variant names the [`Op`] and the offending value.
-//! * `cuda` (with `--features cuda`): `Device::cuda(n)`, streams and events
-//!   (`cpugpu::cuda::{Stream, Event}`), and the kernels of `kernels/` launched on a stream;
-//!   device-found errors come back from `Device::synchronize`.
+//! * `cuda` (with `--features cuda`, or `--features emulator` for the emulated GPU):
+//!   `Device::cuda(n)`, streams and events (`cpugpu::cuda::{Stream, Event}`), and the kernels of
+//!   `kernels/` launched on a stream; device-found errors come back from `Device::synchronize`.
 //!
 //! [`MemoryPlacement`] explains where each kind of allocation lives and when to use it.
 
@@ -61,13 +61,14 @@
 #![warn(missing_docs)]
 
 mod buffer;
-/// The CUDA backend's public handles: streams and events (`--features cuda`).
-#[cfg(feature = "cuda")]
+/// The CUDA backend's public handles: streams and events (`--features cuda`, or `--features
+/// emulator` for the emulated GPU).
+#[cfg(cpugpu_cuda)]
 pub mod cuda;
 mod device;
 mod element;
 mod error;
-#[cfg(any(feature = "emulator", feature = "cuda"))]
+#[cfg(cpugpu_cuda)]
 mod kernels;
 mod memory;
 pub mod ops;
@@ -79,8 +80,8 @@ pub use buffer::{BufferSlice, CpuGpuBuffer, SyncOutcome};
 pub use device::{BackendKind, Device, MemoryPlacement};
 pub use element::{Element, Index, Offset};
 pub use error::{Error, Op, Result};
-#[cfg(feature = "emulator")]
-pub use kernels::emu;
+#[cfg(cpugpu_emulated)]
+pub use cuda::emu;
 pub use memory::{DeviceBuffer, DeviceView, DeviceViewMut, HostBuffer};
 pub use ops::pad::DevicePadded;
 pub use ops::{GatherPolicy, ScatterPolicy};

@@ -29,20 +29,20 @@ enum Storage<T> {
     /// Host backend: a second host allocation.
     Host(Vec<T>),
     /// CUDA: device memory, freed in order on the allocating device's stream.
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     Cuda(crate::cuda::DevAlloc),
 }
 
 /// A view of CUDA memory: the device address and the queue of the device that owns it (whose
 /// stream copies through the view are issued on).
-#[cfg(feature = "cuda")]
+#[cfg(cpugpu_cuda)]
 #[derive(Clone, Copy)]
 pub(crate) struct CudaPtr<'a> {
     pub(crate) ptr: u64,
     pub(crate) q: &'a crate::cuda::Queue,
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(cpugpu_cuda)]
 impl CudaPtr<'_> {
     fn offset<T>(self, elems: usize) -> Self {
         // Cannot overflow: the element range lies inside the allocation.
@@ -129,7 +129,7 @@ impl<T: Element> DeviceBuffer<T> {
     pub(crate) fn zeroed(device: &Device, shape: Shape) -> Result<Self> {
         let storage = match device.kind() {
             BackendKind::Host => Storage::Host(zeroed_vec(Op::Allocate, shape.numel())?),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {
                 let q = device.cuda_queue(Op::Allocate)?;
                 Storage::Cuda(crate::cuda::DevAlloc::filled(
@@ -149,7 +149,7 @@ impl<T: Element> DeviceBuffer<T> {
 
     /// A CUDA buffer whose contents are whatever the allocator returned (every caller
     /// overwrites all of it before anything reads it).
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub(crate) fn uninit(device: &Device, shape: Shape) -> Result<Self> {
         let q = device.cuda_queue(Op::Allocate)?;
         let bytes = bytes_of::<T>(Op::Allocate, shape.numel())?;
@@ -204,7 +204,7 @@ impl<T: Element> DeviceBuffer<T> {
     fn view_as(&self, shape: Shape) -> DeviceView<'_, T> {
         let repr = match &self.storage {
             Storage::Host(v) => ViewRepr::Host(v),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             Storage::Cuda(a) => ViewRepr::Cuda(CudaPtr {
                 ptr: a.ptr,
                 q: self.queue(),
@@ -214,7 +214,7 @@ impl<T: Element> DeviceBuffer<T> {
     }
 
     /// The queue of a CUDA buffer's device (a CUDA buffer is only made by a CUDA device).
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     fn queue(&self) -> &crate::cuda::Queue {
         match self.device.cuda_queue(Op::Slice) {
             Ok(q) => q,
@@ -223,7 +223,7 @@ impl<T: Element> DeviceBuffer<T> {
     }
 
     fn view_mut_as(&mut self, shape: Shape) -> DeviceViewMut<'_, T> {
-        #[cfg(feature = "cuda")]
+        #[cfg(cpugpu_cuda)]
         if let Storage::Cuda(a) = &self.storage {
             let ptr = a.ptr;
             let q = match self.device.cuda_queue(Op::Slice) {
@@ -237,7 +237,7 @@ impl<T: Element> DeviceBuffer<T> {
         }
         let repr = match &mut self.storage {
             Storage::Host(v) => ViewReprMut::Host(v),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             Storage::Cuda(_) => unreachable!("handled above"),
         };
         DeviceViewMut { repr, shape }
@@ -285,7 +285,7 @@ impl<T: Element> DeviceBuffer<T> {
 }
 
 /// `len * size_of::<T>()`, or [`Error::SizeOverflow`](crate::Error::SizeOverflow).
-#[cfg(feature = "cuda")]
+#[cfg(cpugpu_cuda)]
 pub(crate) fn bytes_of<T>(op: Op, len: usize) -> Result<usize> {
     len.checked_mul(std::mem::size_of::<T>())
         .ok_or(Error::SizeOverflow {
@@ -307,13 +307,13 @@ impl<T: Element> fmt::Debug for DeviceBuffer<T> {
 #[derive(Clone, Copy)]
 enum ViewRepr<'a, T> {
     Host(&'a [T]),
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     Cuda(CudaPtr<'a>),
 }
 
 enum ViewReprMut<'a, T> {
     Host(&'a mut [T]),
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     Cuda(CudaPtr<'a>),
 }
 
@@ -368,7 +368,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
     }
 
     /// A view of CUDA memory owned by the caller (a paired buffer's mapped host side).
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub(crate) fn cuda_parts(ptr: u64, device: &'a Device, shape: Shape) -> Self {
         let q = match device.cuda_queue(Op::Slice) {
             Ok(q) => q,
@@ -419,7 +419,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
     pub fn backend(&self) -> BackendKind {
         match self.repr {
             ViewRepr::Host(_) => BackendKind::Host,
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             ViewRepr::Cuda(_) => BackendKind::Cuda,
         }
     }
@@ -428,7 +428,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
     pub fn as_host_slice(&self) -> Option<&'a [T]> {
         match self.repr {
             ViewRepr::Host(s) => Some(s),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             ViewRepr::Cuda(_) => None,
         }
     }
@@ -440,7 +440,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
     /// `ptr` must be a device address on `device`'s GPU (or a mapped host address it can read),
     /// aligned for `T`, valid for reads of `shape`'s element count for `'a`, and not written by
     /// anything else while this crate's work on it may run.
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub unsafe fn from_raw_cuda(device: &'a Device, ptr: u64, shape: &[usize]) -> Result<Self> {
         let shape = Shape::for_op(Op::Slice, shape)?;
         check_raw::<T>(ptr)?;
@@ -454,7 +454,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
     }
 
     /// The queue of the device owning a CUDA view's memory.
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub(crate) fn cuda_queue(&self) -> Option<&'a crate::cuda::Queue> {
         match self.repr {
             ViewRepr::Cuda(c) => Some(c.q),
@@ -464,7 +464,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
 
     /// The device address of a CUDA view (`None` on the host backend), for other libraries'
     /// kernels.
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub fn cuda_ptr(&self) -> Option<u64> {
         match self.repr {
             ViewRepr::Cuda(c) => Some(c.ptr),
@@ -478,7 +478,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
         Ok(DeviceView {
             repr: match self.repr {
                 ViewRepr::Host(s) => ViewRepr::Host(&s[elems]),
-                #[cfg(feature = "cuda")]
+                #[cfg(cpugpu_cuda)]
                 ViewRepr::Cuda(c) => ViewRepr::Cuda(c.offset::<T>(elems.start)),
             },
             shape,
@@ -502,7 +502,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
         check_len(Op::CopyToHost, "dst.len()", &self.shape, dst.len())?;
         match self.repr {
             ViewRepr::Host(s) => crate::ops::par_copy(dst, s),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             ViewRepr::Cuda(c) => {
                 // SAFETY: dst is an exclusive host slice of exactly the view's bytes, and the
                 // view's device range holds them; synchronize completes the copy before return.
@@ -527,7 +527,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
         check_len(Op::CopyToDevice, "dst.len()", &self.shape, dst.len())?;
         match (self.repr, &mut dst.repr) {
             (ViewRepr::Host(s), ViewReprMut::Host(d)) => crate::ops::par_copy(d, s),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             (ViewRepr::Cuda(s), ViewReprMut::Cuda(d)) => {
                 let d = *d;
                 let joined = d.q.join(&[Some(s.q)])?;
@@ -544,7 +544,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
                 };
                 joined.finish(d.q)?;
             }
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             (s, _) => {
                 return Err(Error::WrongDevice {
                     op: Op::CopyDeviceToDevice,
@@ -561,18 +561,18 @@ impl<'a, T: Element> DeviceView<'a, T> {
     }
 
     /// The slice a host-backend operation works on, or [`Error::WrongDevice`](crate::Error::WrongDevice) for CUDA memory.
-    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    #[cfg_attr(not(cpugpu_cuda), allow(unused_variables))]
     pub(crate) fn on_host(&self, op: Op) -> Result<&'a [T]> {
         match self.repr {
             ViewRepr::Host(s) => Ok(s),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             ViewRepr::Cuda(_) => Err(wrong_for_host(op)),
         }
     }
 
     /// The CUDA address of this view, or [`Error::WrongDevice`](crate::Error::WrongDevice) when it is host memory or
     /// another GPU's.
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub(crate) fn cuda_or(&self, op: Op, what: &'static str, ordinal: u32) -> Result<u64> {
         match self.repr {
             ViewRepr::Cuda(c) if c.q.ctx.ordinal == ordinal => Ok(c.ptr),
@@ -592,7 +592,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
     }
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(cpugpu_cuda)]
 fn wrong_for_host(op: Op) -> Error {
     Error::WrongDevice {
         op,
@@ -603,7 +603,7 @@ fn wrong_for_host(op: Op) -> Error {
 }
 
 /// Alignment check of a caller's raw device pointer.
-#[cfg(feature = "cuda")]
+#[cfg(cpugpu_cuda)]
 fn check_raw<T>(ptr: u64) -> Result<()> {
     if !ptr.is_multiple_of(std::mem::align_of::<T>() as u64) {
         return Err(Error::InvalidArgument {
@@ -627,7 +627,7 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
     }
 
     /// A mutable view of CUDA memory owned by the caller (a paired buffer's mapped host side).
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub(crate) fn cuda_parts(ptr: u64, device: &'a Device, shape: Shape) -> Self {
         let q = match device.cuda_queue(Op::Slice) {
             Ok(q) => q,
@@ -671,7 +671,7 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
     pub fn backend(&self) -> BackendKind {
         match self.repr {
             ViewReprMut::Host(_) => BackendKind::Host,
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             ViewReprMut::Cuda(_) => BackendKind::Cuda,
         }
     }
@@ -681,7 +681,7 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
     /// # Safety
     /// As [`DeviceView::from_raw_cuda`], and valid for writes: nothing else reads or writes the
     /// memory while this crate's work on it may run.
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub unsafe fn from_raw_cuda(device: &'a Device, ptr: u64, shape: &[usize]) -> Result<Self> {
         let shape = Shape::for_op(Op::Slice, shape)?;
         check_raw::<T>(ptr)?;
@@ -699,7 +699,7 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
         DeviceViewMut {
             repr: match &mut self.repr {
                 ViewReprMut::Host(s) => ViewReprMut::Host(s),
-                #[cfg(feature = "cuda")]
+                #[cfg(cpugpu_cuda)]
                 ViewReprMut::Cuda(c) => ViewReprMut::Cuda(*c),
             },
             shape: self.shape,
@@ -711,7 +711,7 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
         DeviceView {
             repr: match &self.repr {
                 ViewReprMut::Host(s) => ViewRepr::Host(s),
-                #[cfg(feature = "cuda")]
+                #[cfg(cpugpu_cuda)]
                 ViewReprMut::Cuda(c) => ViewRepr::Cuda(*c),
             },
             shape: self.shape,
@@ -722,7 +722,7 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
     pub fn as_host_slice_mut(&mut self) -> Option<&mut [T]> {
         match &mut self.repr {
             ViewReprMut::Host(s) => Some(s),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             ViewReprMut::Cuda(_) => None,
         }
     }
@@ -733,7 +733,7 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
         Ok(DeviceViewMut {
             repr: match self.repr {
                 ViewReprMut::Host(s) => ViewReprMut::Host(&mut s[elems]),
-                #[cfg(feature = "cuda")]
+                #[cfg(cpugpu_cuda)]
                 ViewReprMut::Cuda(c) => ViewReprMut::Cuda(c.offset::<T>(elems.start)),
             },
             shape,
@@ -757,7 +757,7 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
         check_len(Op::CopyToDevice, "src.len()", &self.shape, src.len())?;
         match &mut self.repr {
             ViewReprMut::Host(d) => crate::ops::par_copy(d, src),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             ViewReprMut::Cuda(c) => {
                 // SAFETY: src holds exactly the view's bytes and the view's device range is
                 // ours to write (exclusive view); the copy completes before this returns.
@@ -780,10 +780,10 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
     pub fn fill(&mut self, value: T) {
         match &mut self.repr {
             ViewReprMut::Host(d) => crate::ops::par_fill(d, value),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             ViewReprMut::Cuda(c) => {
                 let (ptr, q, n) = (c.ptr, c.q, self.shape.numel());
-                if let Err(e) = crate::cuda::ops::fill(q, ptr, n, value) {
+                if let Err(e) = crate::cuda::fill::fill(q, ptr, n, value) {
                     q.defer_error(e);
                 }
             }
@@ -792,29 +792,29 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
 
     /// The slice a host-backend operation works on, consuming the view, or
     /// [`Error::WrongDevice`](crate::Error::WrongDevice) for CUDA memory.
-    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    #[cfg_attr(not(cpugpu_cuda), allow(unused_variables))]
     pub(crate) fn into_host(self, op: Op) -> Result<&'a mut [T]> {
         match self.repr {
             ViewReprMut::Host(s) => Ok(s),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             ViewReprMut::Cuda(_) => Err(wrong_for_host(op)),
         }
     }
 
     /// The CUDA address of this view, or [`Error::WrongDevice`](crate::Error::WrongDevice).
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub(crate) fn cuda_or(&self, op: Op, what: &'static str, ordinal: u32) -> Result<u64> {
         self.as_view().cuda_or(op, what, ordinal)
     }
 
     /// The device address of a CUDA view (`None` on the host backend).
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub fn cuda_ptr(&self) -> Option<u64> {
         self.as_view().cuda_ptr()
     }
 
     /// The queue of the device owning a CUDA view's memory.
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub(crate) fn cuda_queue(&self) -> Option<&'a crate::cuda::Queue> {
         match self.repr {
             ViewReprMut::Cuda(c) => Some(c.q),

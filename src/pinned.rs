@@ -61,7 +61,7 @@ pub(crate) struct RawBlock {
     ptr: NonNull<u8>,
     bytes: usize,
     /// The CUDA allocation behind `ptr` (None: 256-byte-aligned heap memory, host backend).
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     cuda: Option<crate::cuda::HostAlloc>,
 }
 
@@ -77,7 +77,7 @@ impl RawBlock {
     /// memory on the host backend.
     fn new(device: &Device, bytes: usize) -> Result<Self> {
         debug_assert!(bytes > 0);
-        #[cfg(feature = "cuda")]
+        #[cfg(cpugpu_cuda)]
         if let Ok(q) = device.cuda_queue(Op::PinnedAllocate) {
             let a = crate::cuda::HostAlloc::new(Op::PinnedAllocate, &q.ctx, bytes, 0)?;
             let ptr = NonNull::new(a.ptr).ok_or(Error::OutOfMemory {
@@ -90,7 +90,7 @@ impl RawBlock {
                 cuda: Some(a),
             });
         }
-        #[cfg(not(feature = "cuda"))]
+        #[cfg(not(cpugpu_cuda))]
         let _ = device;
         let layout =
             Layout::from_size_align(bytes, PINNED_ALIGN).map_err(|_| Error::SizeOverflow {
@@ -106,13 +106,13 @@ impl RawBlock {
         Ok(RawBlock {
             ptr,
             bytes,
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             cuda: None,
         })
     }
 
     /// The device address of a CUDA block (mapped memory), if it is one.
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub(crate) fn device_ptr(&self, op: Op) -> Option<Result<u64>> {
         self.cuda.as_ref().map(|a| a.device_ptr(op))
     }
@@ -126,7 +126,7 @@ impl RawBlock {
 
 impl Drop for RawBlock {
     fn drop(&mut self) {
-        #[cfg(feature = "cuda")]
+        #[cfg(cpugpu_cuda)]
         if self.cuda.is_some() {
             return; // the HostAlloc frees itself
         }
@@ -453,14 +453,14 @@ impl<T: Element> PinnedBuffer<T> {
     }
 
     /// The device address of page-locked, mapped (CUDA) memory; `None` for heap memory.
-    #[cfg(feature = "cuda")]
+    #[cfg(cpugpu_cuda)]
     pub(crate) fn device_ptr(&self, op: Op) -> Option<Result<u64>> {
         self.block.as_ref().and_then(|b| b.device_ptr(op))
     }
 
     /// True when the block is page-locked by a CUDA driver.
     pub fn is_page_locked(&self) -> bool {
-        #[cfg(feature = "cuda")]
+        #[cfg(cpugpu_cuda)]
         if let Some(b) = &self.block {
             return b.cuda.is_some();
         }

@@ -4,9 +4,12 @@
 //! included); no tolerance is needed or used. Outputs are poisoned before each run, inputs are
 //! seeded random bytes, sizes cross the kernels' boundaries (a warp, a block, a scan tile).
 //!
-//! Without a device every GPU test prints why and passes (CI has no GPU); with
-//! `CPUGPU_REQUIRE_GPU=1` a missing device is a failure. `no_device_path_*` runs everywhere.
-#![cfg(feature = "cuda")]
+//! With `--features emulator` (the README's test command) every body runs on the emulated GPU:
+//! the crate's real CUDA code path, against an emulated driver, on CPU threads; a missing device
+//! is then a failure. With `--features cuda` and no device every GPU test prints why and passes
+//! (CI's no-device path); `CPUGPU_REQUIRE_GPU=1` turns that into a failure on a GPU machine.
+//! `no_device_path_*` runs everywhere.
+#![cfg(any(feature = "cuda", feature = "emulator"))]
 
 mod common;
 
@@ -24,6 +27,9 @@ fn gpu() -> Option<Device> {
         return Some(dev);
     }
     let reason = dev.fallback_reason().unwrap_or("unknown");
+    if cfg!(feature = "emulator") {
+        panic!("the emulated GPU is always there, yet Device::auto() fell back: {reason}");
+    }
     if std::env::var("CPUGPU_REQUIRE_GPU").is_ok_and(|v| v == "1") {
         panic!("CPUGPU_REQUIRE_GPU=1 but no CUDA device: {reason}");
     }

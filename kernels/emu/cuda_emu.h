@@ -1,40 +1,36 @@
-// cuda_emu.h: just enough of CUDA, in C++20, to run cpugpu's kernels on CPU threads.
+// cuda_emu.h: the device side of cpugpu's emulated GPU, in C++20: enough of CUDA C++ for the
+// kernels in kernels/*.cu to compile unchanged with g++ and run on CPU threads.
 //
 // Used only when the kernels are compiled by g++ (cargo feature `emulator`); nvcc never sees it.
-// Model (see docs/EMULATOR.md for what is NOT modelled):
-// - A launch runs its blocks one after another. Each block's threads are real concurrent
-//   std::threads (a pool, reused across launches), so `__syncthreads` is a real barrier
-//   (std::barrier) and a missing one is a real data race that ThreadSanitizer can see. A
-//   divergent barrier (threads meeting at different barriers) aborts with a message.
-// - Warps are groups of 32 consecutive threads of a block. Shuffles and votes exchange values
-//   through a per-warp slot array and a per-warp std::barrier: every lane named in the mask
-//   must take part (the emulator requires the mask to name every lane of the warp and aborts
-//   otherwise). `__syncwarp` is a warp barrier.
-// - `__shared__` is `static`: a function-local static array is one object shared by all the
-//   threads of the block. That is race-free across blocks because blocks run one after
-//   another (the pool's end-of-block barrier orders them) and across launches because launches
-//   are serialised by a process-wide mutex. Dynamic shared memory is a heap buffer of exactly
-//   the launch's shared_bytes, re-poisoned before every block, reached through
-//   CPUGPU_DYNAMIC_SHARED (kernels/common.cuh), since `extern __shared__` has no C++ spelling.
-// - Atomics are __atomic builtins (relaxed, like CUDA's), so ThreadSanitizer sees them.
+// The emulated driver (driver.cpp) launches kernels through the block executor (executor.cpp);
+// docs/EMULATOR.md says what is and is not modelled. In short:
+// - Each CUDA thread is a fiber (its own stack, switched in user space), so a block of 1,024
+//   threads costs no OS threads and a barrier costs a few context switches. A block's fibers
+//   run on one OS thread until each finishes or blocks at a barrier or warp collective; the
+//   executor runs a few blocks at a time on a few OS threads, in a seeded order.
+// - Under ThreadSanitizer every fiber is a TSan thread of its own, switched without implied
+//   synchronisation: barriers and warp collectives are the only happens-before edges between the
+//   threads of a block, and nothing orders two blocks of a launch but the kernel's own atomics.
+// - `__shared__` is not spelled here: kernels declare shared memory with CPUGPU_SHARED (static
+//   size) and CPUGPU_DYNAMIC_SHARED (the launch's dynamic size), kernels/common.cuh. Each block
+//   gets fresh shared memory, filled with garbage (0xA5) before it starts.
+// - Everything that reads or writes the emulator's own per-thread state is an out-of-line
+//   function of executor.cpp, built without TSan instrumentation, so the scheduler rewriting that
+//   state between fibers is not mistaken for a race in a kernel.
 #ifndef CPUGPU_CUDA_EMU_H
 #define CPUGPU_CUDA_EMU_H
 
-#include <algorithm>
-#include <atomic>
-#include <barrier>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
 #define __global__
 #define __device__
-#define __launch_bounds__(...)
 #define __host__
+#define __launch_bounds__(...)
 #define __forceinline__ inline __attribute__((always_inline))
-#define __shared__ static
+// Static shared memory must be per block, which a C++ `static` cannot be: use CPUGPU_SHARED.
+#define __shared__ CPUGPU_EMU_ERROR_declare_shared_memory_with_CPUGPU_SHARED
 #define __align__(n) alignas(n)
 #define __restrict__ __restrict
 
@@ -69,103 +65,52 @@ inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
 inline int2 make_int2(int x, int y) { return {x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 
-// Built-in variables: one copy per emulated thread.
-inline thread_local uint3 threadIdx;
-inline thread_local uint3 blockIdx;
-inline thread_local dim3 blockDim;
-inline thread_local dim3 gridDim;
 constexpr int warpSize = 32;
 
 namespace cuda_emu {
 
-[[noreturn]] inline void fail(const char* what) {
-    std::fprintf(stderr, "cuda_emu: %s\n", what);
-    std::fflush(stderr);
-    std::abort();
-}
-
-// Block-wide barrier; its completion step (run by one thread while all wait) reduces the
-// per-thread predicates for __syncthreads_count/_or/_and, and checks that every thread arrived
-// at the same kind of barrier: a thread that left the kernel (or skipped a __syncthreads) while
-// the others wait at one is a divergent barrier, undefined on a GPU and an abort here.
-struct BlockState;
-struct BlockCompletion {
-    BlockState* block;
-    void operator()() noexcept;
+// A CPUGPU_SHARED declaration site: its bytes and alignment. Each block maps each site to its own
+// memory, the same for every thread of the block.
+struct SharedSite {
+    unsigned long bytes;
+    unsigned long align;
 };
 
-struct WarpState {
-    std::barrier<>* barrier = nullptr;
-    unsigned lanes = 0;                 // threads in this warp (the last one may be partial)
-    unsigned long long slots[2][32] = {};  // double-buffered exchange slots
-};
+// The running thread's built-in variables.
+uint3 thread_idx() noexcept;
+uint3 block_idx() noexcept;
+dim3 block_dim() noexcept;
+dim3 grid_dim() noexcept;
 
-struct BlockState {
-    std::barrier<BlockCompletion>* barrier = nullptr;
-    int* predicates = nullptr;  // one per thread
-    int* kinds = nullptr;       // one per thread: which barrier it arrived at (Barrier)
-    unsigned threads = 0;
-    int reduced = 0;  // sum of predicates of the last barrier phase
-    WarpState* warps = nullptr;
-    unsigned char* dynamic_shared = nullptr;
-};
+// Block-wide barrier; returns the number of threads whose predicate was non-zero. Every thread of
+// the block must arrive: one that left the kernel while others wait is a divergent barrier, which
+// aborts the process with a message naming both threads (a GPU would hang or misbehave).
+int block_sync(int predicate);
 
-// The barriers a block's threads meet at.
-enum Barrier : int { kSyncthreads = 0, kBlockStart = 1, kBlockEnd = 2 };
+// Warp collectives. Every lane of the warp must take part and the mask must name every lane of
+// the warp (a partial mask aborts with a message: the kernels use full masks only).
+enum class Shfl : int { Idx = 0, Up = 1, Down = 2, Xor = 3 };
+unsigned long long warp_shfl(unsigned mask, unsigned long long bits, Shfl mode, int arg, int width);
+unsigned warp_ballot(unsigned mask, int predicate);
+void warp_sync(unsigned mask);
+unsigned active_mask() noexcept;
 
-inline void BlockCompletion::operator()() noexcept {
-    int sum = 0;
-    for (unsigned i = 0; i < block->threads; ++i) {
-        sum += block->predicates[i];
-        if (block->kinds[i] != block->kinds[0]) {
-            std::fprintf(stderr,
-                         "cuda_emu: divergent __syncthreads: thread %u is at %s while thread 0 is at %s\n", i,
-                         block->kinds[i] == kSyncthreads ? "__syncthreads" : "the kernel's end",
-                         block->kinds[0] == kSyncthreads ? "__syncthreads" : "the kernel's end");
-            fail("divergent barrier");
-        }
-    }
-    block->reduced = sum;
+// This block's memory for a CPUGPU_SHARED site, and its dynamic shared memory.
+void* block_shared(const SharedSite& site);
+void* dynamic_shared() noexcept;
+
+// Lets the other threads of this block run before this one continues (a spin-wait's pause).
+void yield_thread();
+
+// Acquire/release accesses for inter-block protocols (flags published by one block and read by
+// another), visible as such to ThreadSanitizer.
+template <class T>
+inline T load_acquire(const T* p) {
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
-
-// Per-thread context, set by the launcher before the thread runs any block.
-inline thread_local BlockState* tls_block = nullptr;
-inline thread_local unsigned tls_linear = 0;       // linear thread index in the block
-inline thread_local unsigned tls_warp_calls = 0;   // warp collectives this thread has made
-
-inline unsigned char* dynamic_shared() { return tls_block->dynamic_shared; }
-
-inline int block_sync(int predicate, Barrier kind = kSyncthreads) {
-    BlockState* b = tls_block;
-    b->predicates[tls_linear] = predicate;
-    b->kinds[tls_linear] = kind;
-    b->barrier->arrive_and_wait();
-    return b->reduced;
-}
-
-inline WarpState& my_warp() { return tls_block->warps[tls_linear / 32]; }
-inline unsigned lane_id() { return tls_linear % 32; }
-
-inline void check_mask(unsigned mask, const char* op) {
-    WarpState& w = my_warp();
-    unsigned full = w.lanes == 32 ? 0xffffffffu : ((1u << w.lanes) - 1u);
-    if ((mask & full) != full) {
-        std::fprintf(stderr, "cuda_emu: %s with mask %08x: the emulator needs every lane of the warp\n",
-                     op, mask);
-        fail("partial-warp collective");
-    }
-    if (!(mask & (1u << lane_id()))) fail("warp collective called by a lane not in its mask");
-}
-
-// Every lane publishes `v`; after the warp barrier each lane can read any lane's value from the
-// returned slot row. The row is not reused until two collectives later, by which time every
-// lane has passed the next barrier and so finished reading.
-inline const unsigned long long* warp_exchange(unsigned long long v) {
-    WarpState& w = my_warp();
-    unsigned buf = tls_warp_calls++ & 1u;
-    w.slots[buf][lane_id()] = v;
-    w.barrier->arrive_and_wait();
-    return w.slots[buf];
+template <class T>
+inline void store_release(T* p, T v) {
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
 }
 
 template <class T>
@@ -199,70 +144,49 @@ inline T atomic_max(T* p, T v) {
 
 }  // namespace cuda_emu
 
+// ---- built-in variables (read through the executor: each fiber has its own) ----
+#define threadIdx (::cuda_emu::thread_idx())
+#define blockIdx (::cuda_emu::block_idx())
+#define blockDim (::cuda_emu::block_dim())
+#define gridDim (::cuda_emu::grid_dim())
+
 // ---- synchronisation ----
 inline void __syncthreads() { cuda_emu::block_sync(0); }
 inline int __syncthreads_count(int p) { return cuda_emu::block_sync(p != 0); }
 inline int __syncthreads_or(int p) { return cuda_emu::block_sync(p != 0) != 0; }
 inline int __syncthreads_and(int p) {
-    return cuda_emu::block_sync(p != 0) == static_cast<int>(cuda_emu::tls_block->threads);
+    const dim3 b = cuda_emu::block_dim();
+    return cuda_emu::block_sync(p != 0) == static_cast<int>(b.x * b.y * b.z);
 }
-inline void __syncwarp(unsigned mask = 0xffffffffu) {
-    cuda_emu::check_mask(mask, "__syncwarp");
-    cuda_emu::my_warp().barrier->arrive_and_wait();
-}
-// Not used by the kernels (ThreadSanitizer does not model fences); kept for completeness.
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { cuda_emu::warp_sync(mask); }
+// Fences order nothing ThreadSanitizer can see: kernels publish inter-block data with
+// cpugpu::store_release / load_acquire (kernels/common.cuh) instead.
+inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline void __nanosleep(unsigned) { cuda_emu::yield_thread(); }
 
 // ---- warp shuffles and votes ----
 template <class T>
 inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
-    cuda_emu::check_mask(mask, "__shfl_sync");
-    const unsigned long long* s = cuda_emu::warp_exchange(cuda_emu::to_bits(v));
-    unsigned lane = cuda_emu::lane_id();
-    unsigned base = lane - lane % static_cast<unsigned>(width);
-    return cuda_emu::from_bits<T>(s[base + static_cast<unsigned>(src) % static_cast<unsigned>(width)]);
+    return cuda_emu::from_bits<T>(cuda_emu::warp_shfl(mask, cuda_emu::to_bits(v), cuda_emu::Shfl::Idx, src, width));
 }
 template <class T>
 inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-    cuda_emu::check_mask(mask, "__shfl_up_sync");
-    const unsigned long long* s = cuda_emu::warp_exchange(cuda_emu::to_bits(v));
-    unsigned lane = cuda_emu::lane_id();
-    unsigned in_seg = lane % static_cast<unsigned>(width);
-    return in_seg >= delta ? cuda_emu::from_bits<T>(s[lane - delta]) : v;
+    return cuda_emu::from_bits<T>(
+        cuda_emu::warp_shfl(mask, cuda_emu::to_bits(v), cuda_emu::Shfl::Up, static_cast<int>(delta), width));
 }
 template <class T>
 inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-    cuda_emu::check_mask(mask, "__shfl_down_sync");
-    const unsigned long long* s = cuda_emu::warp_exchange(cuda_emu::to_bits(v));
-    unsigned lane = cuda_emu::lane_id();
-    unsigned in_seg = lane % static_cast<unsigned>(width);
-    bool ok = in_seg + delta < static_cast<unsigned>(width) && lane + delta < cuda_emu::my_warp().lanes;
-    return ok ? cuda_emu::from_bits<T>(s[lane + delta]) : v;
+    return cuda_emu::from_bits<T>(
+        cuda_emu::warp_shfl(mask, cuda_emu::to_bits(v), cuda_emu::Shfl::Down, static_cast<int>(delta), width));
 }
 template <class T>
 inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
-    cuda_emu::check_mask(mask, "__shfl_xor_sync");
-    const unsigned long long* s = cuda_emu::warp_exchange(cuda_emu::to_bits(v));
-    unsigned lane = cuda_emu::lane_id();
-    unsigned other = lane ^ static_cast<unsigned>(lane_mask);
-    unsigned base = lane - lane % static_cast<unsigned>(width);
-    bool ok = other >= base && other < base + static_cast<unsigned>(width) && other < cuda_emu::my_warp().lanes;
-    return ok ? cuda_emu::from_bits<T>(s[other]) : v;
+    return cuda_emu::from_bits<T>(cuda_emu::warp_shfl(mask, cuda_emu::to_bits(v), cuda_emu::Shfl::Xor, lane_mask, width));
 }
-inline unsigned __ballot_sync(unsigned mask, int pred) {
-    cuda_emu::check_mask(mask, "__ballot_sync");
-    const unsigned long long* s = cuda_emu::warp_exchange(pred != 0);
-    unsigned bits = 0;
-    for (unsigned i = 0; i < cuda_emu::my_warp().lanes; ++i)
-        if (s[i]) bits |= 1u << i;
-    return bits & mask;
-}
+inline unsigned __ballot_sync(unsigned mask, int pred) { return cuda_emu::warp_ballot(mask, pred); }
 inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
-inline unsigned __activemask() {
-    unsigned lanes = cuda_emu::my_warp().lanes;
-    return lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1u);
-}
+inline unsigned __activemask() { return cuda_emu::active_mask(); }
 inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == (mask & __activemask()); }
 
 // ---- atomics (relaxed, returning the old value, as in CUDA) ----
@@ -293,5 +217,6 @@ inline T __ldg(const T* p) { return *p; }
 // ---- integer intrinsics used by the kernels ----
 inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll(static_cast<unsigned long long>(x)); }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __ffs(unsigned x) { return __builtin_ffs(static_cast<int>(x)); }
 
 #endif  // CPUGPU_CUDA_EMU_H

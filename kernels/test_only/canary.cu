@@ -11,7 +11,7 @@ extern "C" __global__ void canary_read_past_end(const CpugpuCanaryParams p) {
 // Thread 0 writes shared memory that thread 1 reads with no __syncthreads in between:
 // ThreadSanitizer must report a data race.
 extern "C" __global__ void canary_shared_race(const CpugpuCanaryParams p) {
-    __shared__ uint64_t cell[1];
+    CPUGPU_SHARED(uint64_t, cell, 1);
     if (threadIdx.x == 0) cell[0] = p.src[0];
     if (threadIdx.x == 1) p.dst[0] = cell[0];
 }

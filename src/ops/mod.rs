@@ -7,6 +7,8 @@
 
 pub(crate) mod flatten;
 pub(crate) mod gather;
+#[cfg(cpugpu_cuda)]
+pub(crate) mod launch;
 pub(crate) mod offsets;
 pub(crate) mod pad;
 pub(crate) mod scatter;

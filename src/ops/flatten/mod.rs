@@ -1,6 +1,8 @@
 //! Flatten: ragged arrays to one contiguous buffer plus n + 1 offsets.
 
 pub(crate) mod host;
+#[cfg(cpugpu_cuda)]
+pub(crate) mod launch;
 
 use crate::device::{BackendKind, Device};
 use crate::element::{width_of, Element, Offset};
@@ -11,7 +13,7 @@ use crate::shape::Shape;
 /// The checks a kernel backend makes before a flatten, in the host path's order: the offsets'
 /// length (`n + 1`), each running offset against `O::MAX`, then the destination's length (the
 /// total). Returns the n + 1 element offsets.
-#[cfg(any(feature = "emulator", feature = "cuda"))]
+#[cfg(cpugpu_cuda)]
 pub(crate) fn check_args<O: Offset>(
     lens: impl ExactSizeIterator<Item = usize>,
     offsets_len: usize,
@@ -94,8 +96,8 @@ impl Device {
                     offsets.into_host(crate::Op::Flatten)?,
                 )
             }
-            #[cfg(feature = "cuda")]
-            BackendKind::Cuda => crate::cuda::ops::flatten_into(self, arrays, dst, offsets),
+            #[cfg(cpugpu_cuda)]
+            BackendKind::Cuda => launch::flatten_into(self, arrays, dst, offsets),
         }
     }
 
@@ -116,7 +118,7 @@ impl Device {
                     DeviceBuffer::from_host_vec(self, offsets, Shape::vector(m)),
                 ))
             }
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {
                 let op = crate::Op::Flatten;
                 let total = arrays
@@ -136,7 +138,7 @@ impl Device {
                 // The kernel writes all of both (flatten has no data-dependent errors).
                 let mut data = DeviceBuffer::uninit(self, Shape::vector(total))?;
                 let mut offsets = DeviceBuffer::uninit(self, Shape::vector(n))?;
-                crate::cuda::ops::flatten_into(self, arrays, data.view_mut(), offsets.view_mut())?;
+                launch::flatten_into(self, arrays, data.view_mut(), offsets.view_mut())?;
                 Ok((data, offsets))
             }
         }

@@ -1,6 +1,8 @@
 //! Gather rows: `dst[i, ..] = src[indices[i], ..]`.
 
 pub(crate) mod host;
+#[cfg(cpugpu_cuda)]
+pub(crate) mod launch;
 
 use crate::device::{BackendKind, Device};
 use crate::element::{width_of, Element, Index};
@@ -82,9 +84,9 @@ impl Device {
                 dst.into_host(crate::Op::GatherRows)?,
                 policy,
             ),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {
-                crate::cuda::ops::gather_rows_into(self, src, indices, dst, policy)
+                launch::gather_rows_into(self, src, indices, dst, policy)
             }
         }
     }
@@ -119,8 +121,8 @@ impl Device {
                 )?;
                 Ok(DeviceBuffer::from_host_vec(self, data, shape))
             }
-            #[cfg(feature = "cuda")]
-            BackendKind::Cuda => crate::cuda::ops::gather_rows(self, src, indices, policy, shape),
+            #[cfg(cpugpu_cuda)]
+            BackendKind::Cuda => launch::gather_rows(self, src, indices, policy, shape),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Prefix-sum offsets: n lengths to n + 1 offsets starting at 0.
 
 pub(crate) mod host;
+#[cfg(cpugpu_cuda)]
+pub(crate) mod launch;
 
 use crate::device::{BackendKind, Device};
 use crate::element::{Index, Offset};
@@ -40,8 +42,8 @@ impl Device {
                 lengths.on_host(crate::Op::PrefixSumOffsets)?,
                 offsets.into_host(crate::Op::PrefixSumOffsets)?,
             ),
-            #[cfg(feature = "cuda")]
-            BackendKind::Cuda => crate::cuda::ops::prefix_sum_offsets_into(self, lengths, offsets),
+            #[cfg(cpugpu_cuda)]
+            BackendKind::Cuda => launch::prefix_sum_offsets_into(self, lengths, offsets),
         }
     }
 
@@ -57,7 +59,7 @@ impl Device {
                 let shape = Shape::vector(data.len());
                 Ok(DeviceBuffer::from_host_vec(self, data, shape))
             }
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {
                 let n = lengths
                     .len()
@@ -69,7 +71,7 @@ impl Device {
                 // Written whole by the kernels unless a length is bad (reported at the next
                 // synchronisation).
                 let mut out = DeviceBuffer::zeroed(self, Shape::vector(n))?;
-                crate::cuda::ops::prefix_sum_offsets_into(self, lengths, out.view_mut())?;
+                launch::prefix_sum_offsets_into(self, lengths, out.view_mut())?;
                 Ok(out)
             }
         }

@@ -1,6 +1,8 @@
 //! Pad to a multiple along one axis.
 
 pub(crate) mod host;
+#[cfg(cpugpu_cuda)]
+pub(crate) mod launch;
 
 use std::borrow::Cow;
 
@@ -138,7 +140,7 @@ impl Device {
                     }
                 })
             }
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {
                 let (s, padded) = check_args(src.len(), src.shape().dims(), axis, multiple, None)?;
                 if padded == s {
@@ -146,7 +148,7 @@ impl Device {
                 }
                 // The pad kernel writes every element of the output.
                 let mut out = DeviceBuffer::uninit(self, padded)?;
-                crate::cuda::ops::pad_to_multiple_into(
+                launch::pad_to_multiple_into(
                     self,
                     src,
                     axis,
@@ -182,9 +184,9 @@ impl Device {
                 dst.into_host(crate::Op::PadToMultiple)?,
             )
             .map(|_| ()),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {
-                crate::cuda::ops::pad_to_multiple_into(self, src, axis, multiple, fill, dst)
+                launch::pad_to_multiple_into(self, src, axis, multiple, fill, dst)
             }
         }
     }

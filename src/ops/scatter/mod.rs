@@ -1,6 +1,8 @@
 //! Scatter rows: `dst[indices[i], ..] = src[i, ..]`, last occurrence wins.
 
 pub(crate) mod host;
+#[cfg(cpugpu_cuda)]
+pub(crate) mod launch;
 
 use crate::device::{BackendKind, Device};
 use crate::element::{width_of, Element, Index};
@@ -89,10 +91,10 @@ impl Device {
                 dst_shape.dims(),
                 policy,
             ),
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {
                 let _ = dst_shape;
-                crate::cuda::ops::scatter_rows_into(self, src, indices, dst, policy)
+                launch::scatter_rows_into(self, src, indices, dst, policy)
             }
         }
     }

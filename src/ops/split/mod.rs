@@ -1,6 +1,8 @@
 //! Split: one buffer plus offsets to zero-copy segment views.
 
 pub(crate) mod host;
+#[cfg(cpugpu_cuda)]
+pub(crate) mod launch;
 
 use crate::device::{BackendKind, Device};
 use crate::element::{width_of, Element, Offset};
@@ -42,7 +44,7 @@ impl Device {
                         .map(|(&s, &e)| DeviceView::host_vector(host::segment(flat, s, e))),
                 );
             }
-            #[cfg(feature = "cuda")]
+            #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {
                 let flat = data.reshape(&[data.len()])?;
                 let at = |o: O| usize::try_from(o.to_i64()).unwrap_or(0); // validated
@@ -85,8 +87,8 @@ impl Device {
                 }
                 Ok(())
             }
-            #[cfg(feature = "cuda")]
-            BackendKind::Cuda => crate::cuda::ops::split_copy_into(self, data, offsets, outs),
+            #[cfg(cpugpu_cuda)]
+            BackendKind::Cuda => launch::split_copy_into(self, data, offsets, outs),
         }
     }
 

@@ -1,0 +1,390 @@
+//! A [`crate::Device`] on CUDA is a [`Queue`]: a context, the stream its work goes to, its
+//! device-error read-out ([`super::error_ring`]) and page-locked staging for small uploads of
+//! launch metadata. Operations use it to order themselves after other streams' work
+//! ([`Queue::join`]), launch kernels ([`Queue::launch`]), capture the errors their kernels find
+//! ([`Queue::capture`]) and upload metadata ([`Queue::upload_bytes`]).
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::alloc::{memset_u8, DevAlloc, HostAlloc};
+use super::context::Context;
+use super::driver as cu;
+use super::error_ring::{CheckKind, ErrorRing, Pending, ERROR_SLOTS};
+use super::result::check;
+use super::stream::{Event, Stream};
+use crate::error::{Error, Op, Result};
+use crate::kernels::launch::LaunchConfig;
+use crate::kernels::{list, Kernel};
+
+/// A [`crate::Device`] on CUDA: a context, the stream its work goes to, the error read-out and a
+/// staging area for small host-to-device uploads of launch metadata.
+pub(crate) struct Queue {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) stream: Stream,
+    errors: Mutex<ErrorRing>,
+    staging: Mutex<Vec<Staging>>,
+    issue: Mutex<()>,
+    settling: Mutex<()>,
+}
+
+struct Staging {
+    host: HostAlloc,
+    done: Option<Event>,
+}
+
+/// Page-locked staging blocks kept per queue for launch metadata; beyond this many in flight,
+/// an upload waits for the oldest.
+const MAX_STAGING_BLOCKS: usize = 8;
+
+/// Memory a dropped owner left to the stream's in-flight work: freed once `done` has completed.
+pub(crate) struct Reclaim {
+    done: Event,
+    _keep: Box<dyn Any + Send>,
+}
+
+/// Frees every reclaimed block of `ctx` whose work has completed (or whose event can no longer
+/// be asked: the context is gone, nothing uses the memory any more).
+fn sweep(ctx: &Context) {
+    let finished: Vec<Reclaim> = {
+        let mut list = lock(&ctx.reclaim);
+        let (done, pending): (Vec<Reclaim>, Vec<Reclaim>) = std::mem::take(&mut *list)
+            .into_iter()
+            .partition(|r| r.done.query().unwrap_or(true));
+        *list = pending;
+        done
+    };
+    drop(finished); // freed after unlocking
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Cross-stream ordering of one operation, from [`Queue::join`].
+pub(crate) struct Joined<'a> {
+    others: Vec<&'a Queue>,
+}
+
+impl Queue {
+    pub(crate) fn new(ctx: Arc<Context>, stream: Stream) -> Result<Queue> {
+        sweep(&ctx);
+        let _bound = ctx.bind()?;
+        let ring = ErrorRing::new(&stream)?;
+        Ok(Queue {
+            ctx,
+            stream,
+            errors: Mutex::new(ring),
+            staging: Mutex::new(Vec::new()),
+            issue: Mutex::new(()),
+            settling: Mutex::new(()),
+        })
+    }
+
+    /// Held while a checked operation enqueues its kernels and their `capture_error`, so two
+    /// host threads sharing this queue cannot interleave on its one error word.
+    pub(crate) fn issue(&self) -> MutexGuard<'_, ()> {
+        lock(&self.issue)
+    }
+
+    /// Keeps `e` to be reported, in issue order, by a later [`Queue::synchronize`].
+    pub(crate) fn defer_error(&self, e: Error) {
+        lock(&self.errors).pending.push(Pending::Ready(e));
+    }
+
+    /// Orders this queue's next work after everything already issued to the streams of
+    /// `operands` (the queues owning the memory an operation touches) that differ from this
+    /// queue's stream. Call [`Joined::finish`] after the operation's work is issued.
+    pub(crate) fn join<'a>(&self, operands: &[Option<&'a Queue>]) -> Result<Joined<'a>> {
+        let mut others: Vec<&'a Queue> = Vec::new();
+        for o in operands.iter().flatten() {
+            if o.stream.raw() != self.stream.raw()
+                && !others.iter().any(|x| x.stream.raw() == o.stream.raw())
+            {
+                others.push(o);
+            }
+        }
+        for o in &others {
+            // Made in the other stream's context (it may be another GPU's): cuEventRecord needs
+            // the event and the stream in one context; cuStreamWaitEvent accepts any event.
+            let e = Event::new(&o.ctx, false)?;
+            e.record(&o.stream)?;
+            e.make_wait(&self.stream)?;
+        }
+        Ok(Joined { others })
+    }
+
+    /// Launches `kernel` on this queue's stream.
+    ///
+    /// # Safety
+    /// Every pointer in `params` must be valid on this device for every access the kernel makes
+    /// under `cfg`, until the kernel completes (stream order), and no other work may race with
+    /// its writes.
+    pub(crate) unsafe fn launch<P: Copy>(
+        &self,
+        op: Op,
+        kernel: Kernel<P>,
+        cfg: LaunchConfig,
+        params: &P,
+    ) -> Result<()> {
+        // A configuration outside what every supported GPU accepts is a bug in the launch math:
+        // refused here with a typed error, before the driver could fault.
+        if cfg.grid == 0 || cfg.block == 0 || cfg.block > kernel.max_threads() {
+            return Err(Error::InvalidArgument {
+                op,
+                name: "launch configuration",
+                value: i128::from(cfg.block),
+                reason: "threads per block outside 1..=the kernel's launch bounds",
+            });
+        }
+        let _bound = self.ctx.bind()?;
+        let f = self.ctx.function(op, kernel.id(), cfg.shared_bytes)?;
+        let mut p = *params;
+        let mut args = [(&mut p as *mut P).cast::<c_void>()];
+        // SAFETY: f is a kernel of the loaded module taking one parameter struct P by value
+        // (its typed handle says so); args points at a live copy of P that the driver copies
+        // before returning; the caller guarantees the pointers inside it.
+        check(op, "cuLaunchKernel", unsafe {
+            cu::cuLaunchKernel(
+                f,
+                cfg.grid,
+                1,
+                1,
+                cfg.block,
+                1,
+                1,
+                cfg.shared_bytes,
+                self.stream.raw(),
+                args.as_mut_ptr(),
+                ptr::null_mut(),
+            )
+        })
+    }
+
+    /// The error word to pass to a checked operation's kernels.
+    pub(crate) fn error_word(&self) -> cu::CUdeviceptr {
+        lock(&self.errors).word.ptr
+    }
+
+    /// Re-arms the error word after a checked operation failed to issue all its kernels (its
+    /// capture will not run), so the next operation does not see a stale error.
+    pub(crate) fn rearm(&self) {
+        let word = lock(&self.errors).word.ptr;
+        if let Err(e) = memset_u8(Op::Device, &self.stream, word, 0xFF, 8) {
+            self.defer_error(e);
+        }
+    }
+
+    /// After a checked operation's kernels: captures its error word (position and the element
+    /// of `data` there, `data` holding `n` elements of `elem_bytes`) into a read-out slot, read
+    /// at the next [`Queue::synchronize`]. Always issues the capture (which re-arms the word);
+    /// a full ring is settled first, its first error kept for the next synchronisation.
+    pub(crate) fn capture(
+        &self,
+        op: Op,
+        kind: CheckKind,
+        data: cu::CUdeviceptr,
+        n: usize,
+        elem_bytes: usize,
+    ) -> Result<()> {
+        if lock(&self.errors).slots_pending >= ERROR_SLOTS {
+            drop(self.settle());
+        }
+        let mut ring = lock(&self.errors);
+        let slot = ring.next;
+        ring.next = (ring.next + 1) % ERROR_SLOTS;
+        let p = crate::kernels::abi::CpugpuErrorCaptureParams {
+            error: ring.word.ptr as *mut u64,
+            data: data as *const c_void,
+            out: (ring.out_dev + (slot as u64) * 16) as *mut u64,
+            n: crate::kernels::launch::i64_of(n),
+            elem_bytes: crate::kernels::launch::i64_of(elem_bytes),
+        };
+        let cfg = LaunchConfig {
+            grid: 1,
+            block: 32,
+            shared_bytes: 0,
+        };
+        // SAFETY: one thread reads the error word (8 bytes, ours), data[pos] only for pos < n
+        // (the caller's input of n elements, alive in stream order), and writes 16 bytes of
+        // slot `slot` of the mapped read-out ring (ours; no other pending entry uses the slot,
+        // since at most ERROR_SLOTS are pending, and the host reads it only after a stream
+        // synchronisation that follows this launch).
+        if let Err(e) = unsafe { self.launch(op, list::capture_error, cfg, &p) } {
+            drop(ring);
+            self.rearm(); // the capture would have re-armed the word
+            return Err(e);
+        }
+        ring.pending.push(Pending::Slot { op, slot, kind });
+        ring.slots_pending += 1;
+        Ok(())
+    }
+
+    /// Synchronises the stream and replaces the entries pending before it by their first error
+    /// (if any), kept at the front. Entries other threads add meanwhile stay pending. Settles
+    /// are serialised (`settling`, taken before `errors`), so each reads only entries whose
+    /// captures were issued before its own stream synchronisation.
+    fn settle(&self) -> MutexGuard<'_, ()> {
+        let settling = lock(&self.settling);
+        let count = lock(&self.errors).pending.len();
+        let synced = self.stream.synchronize();
+        let mut ring = lock(&self.errors);
+        let done = ring.drain_front(count);
+        let first = match synced {
+            // Captures after a fault never ran: their slots hold an earlier lap's words, so
+            // only errors already known count, then the failure itself.
+            Err(e) => Some(
+                done.into_iter()
+                    .find_map(|p| match p {
+                        Pending::Ready(e) => Some(e),
+                        Pending::Slot { .. } => None,
+                    })
+                    .unwrap_or(e),
+            ),
+            Ok(()) => ring.first_error(done.into_iter()),
+        };
+        if let Some(e) = first {
+            ring.pending.insert(0, Pending::Ready(e));
+        }
+        settling
+    }
+
+    /// Waits for all work on the stream, then reports the first error (in issue order) of the
+    /// operations issued before the call: a device-detected one (position and value) or a
+    /// deferred driver failure. Later errors of the same batch are dropped with it.
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        let _settling = self.settle();
+        let mut ring = lock(&self.errors);
+        if matches!(ring.pending.first(), Some(Pending::Ready(_))) {
+            if let Pending::Ready(e) = ring.pending.remove(0) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `bytes` of host data to a fresh device allocation, in stream order, staging
+    /// through page-locked memory so the copy is a real asynchronous DMA; the staging block is
+    /// reused once the copy has completed.
+    pub(crate) fn upload_bytes(&self, op: Op, data: &[u8]) -> Result<DevAlloc> {
+        let dst = DevAlloc::new(op, &self.stream, data.len())?;
+        if data.is_empty() {
+            return Ok(dst);
+        }
+        let mut pool = lock(&self.staging);
+        let mut pick = None;
+        for (i, s) in pool.iter().enumerate() {
+            let free = match &s.done {
+                None => true,
+                Some(e) => e.query()?,
+            };
+            if free && s.host.bytes >= data.len() {
+                pick = Some(i);
+                break;
+            }
+        }
+        let bytes = data.len().next_power_of_two().max(64 * 1024);
+        let i = match pick {
+            Some(i) => i,
+            None if pool.len() < MAX_STAGING_BLOCKS => {
+                pool.push(Staging {
+                    host: HostAlloc::new(op, &self.ctx, bytes, 0)?,
+                    done: None,
+                });
+                pool.len() - 1
+            }
+            None => {
+                // At the cap: wait for the oldest block's copy, then reuse (or regrow) it.
+                if let Some(e) = &pool[0].done {
+                    e.synchronize()?;
+                }
+                if pool[0].host.bytes < data.len() {
+                    pool[0].host = HostAlloc::new(op, &self.ctx, bytes, 0)?;
+                }
+                pool.rotate_left(1);
+                pool.len() - 1
+            }
+        };
+        let s = &mut pool[i];
+        // The event that will guard this copy exists before the copy is issued, so a failure
+        // to make one cannot leave an unguarded copy behind.
+        let e = match s.done.take() {
+            Some(e) => e,
+            None => Event::new(&self.ctx, false)?,
+        };
+        // SAFETY: the staging block has at least data.len() bytes and no copy reads it (its
+        // event completed, it was waited for, or it is new); we hold the pool lock, so nobody
+        // else writes it.
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), s.host.ptr, data.len()) };
+        let _bound = self.ctx.bind()?;
+        // SAFETY: dst has data.len() bytes; the source is page-locked and stays untouched until
+        // the event recorded below completes.
+        let copied = check(op, "cuMemcpyHtoDAsync", unsafe {
+            cu::cuMemcpyHtoDAsync_v2(dst.ptr, s.host.ptr.cast(), data.len(), self.stream.raw())
+        });
+        if let Err(err) = copied {
+            s.done = Some(e); // its last record (complete) still describes the block
+            return Err(err);
+        }
+        if let Err(err) = e.record(&self.stream) {
+            // No event covers the copy: finish it before the block can be reused.
+            let _ = self.stream.synchronize();
+            return Err(err);
+        }
+        s.done = Some(e);
+        Ok(dst)
+    }
+}
+
+impl Joined<'_> {
+    /// Orders the other streams' next work (a free, a memset, a host-gate wait) after the work
+    /// this queue issued for the operation.
+    pub(crate) fn finish(self, q: &Queue) -> Result<()> {
+        if self.others.is_empty() {
+            return Ok(());
+        }
+        let e = Event::new(&q.ctx, false)?;
+        e.record(&q.stream)?;
+        for o in self.others {
+            e.make_wait(&o.stream)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // The staging blocks and the error read-out ring are page-locked memory that in-flight
+        // copies and capture kernels may still use. Their release waits for an event recorded
+        // now, on the context's reclaim list, rather than for the stream: the default stream is
+        // shared by every handle of the GPU, and one handle's drop must not wait for the
+        // others' work.
+        let out = self
+            .errors
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .out
+            .take();
+        let staging: Vec<HostAlloc> =
+            std::mem::take(self.staging.get_mut().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .map(|s| s.host)
+                .collect();
+        let keep: Box<dyn Any + Send> = Box::new((out, staging));
+        let recorded = Event::new(&self.ctx, false).and_then(|e| {
+            e.record(&self.stream)?;
+            Ok(e)
+        });
+        match recorded {
+            Ok(done) => lock(&self.ctx.reclaim).push(Reclaim { done, _keep: keep }),
+            Err(_) => {
+                // No event to wait for: the stream's completion is the only safe point.
+                let _ = self.stream.synchronize();
+                drop(keep);
+            }
+        }
+        sweep(&self.ctx);
+    }
+}

@@ -1,0 +1,73 @@
+//! Pad on CUDA: one `pad_w<V>` launch copies and fills.
+
+use crate::element::{width_of, Element};
+use crate::error::{Op, Result};
+use crate::kernels::abi::CpugpuPadParams;
+use crate::kernels::launch::{self, i64_of};
+use crate::memory::{DeviceView, DeviceViewMut};
+use crate::ops::launch::{ptr, ptr_mut};
+use crate::Device;
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Pad on CUDA: one `pad_w<V>` launch copies and fills. The destination's shape was checked.
+pub(crate) fn pad_to_multiple_into<T: Element>(
+    dev: &Device,
+    src: DeviceView<'_, T>,
+    axis: usize,
+    multiple: usize,
+    fill: T,
+    dst: DeviceViewMut<'_, T>,
+) -> Result<()> {
+    let op = Op::PadToMultiple;
+    let w = width_of::<T>();
+    let q = dev.cuda_queue(op)?;
+    let ord = q.ctx.ordinal;
+    let (s, padded) = super::check_args(
+        src.len(),
+        src.shape().dims(),
+        axis,
+        multiple,
+        Some(dst.len()),
+    )?;
+    let sp = src.cuda_or(op, "src", ord)?;
+    let dp = dst.cuda_or(op, "dst", ord)?;
+    if dst.is_empty() {
+        return Ok(());
+    }
+    // dst is not empty, so none of these products overflows (they divide its length).
+    let dims = s.dims();
+    let outer: usize = dims[..axis].iter().product();
+    let inner: usize = dims[axis + 1..].iter().product();
+    let src_row_bytes = dims[axis] * inner * w;
+    let dst_row_bytes = padded.dims()[axis] * inner * w;
+    let policy = launch::copy_policy(
+        w,
+        gcd(src_row_bytes, dst_row_bytes),
+        &[sp as usize, dp as usize],
+        Some(q.ctx.cc),
+    );
+    let v = policy.access_width;
+    let p = CpugpuPadParams {
+        src: ptr(sp),
+        dst: ptr_mut(dp),
+        outer: i64_of(outer),
+        src_row_units: i64_of(src_row_bytes / v),
+        dst_row_units: i64_of(dst_row_bytes / v),
+        fill: launch::fill_pattern(fill),
+    };
+    let cfg = launch::flat_launch(dst.len() * w / v, policy.items_per_thread);
+    let _bound = q.ctx.bind()?;
+    let joined = q.join(&[src.cuda_queue(), dst.cuda_queue()])?;
+    // SAFETY: v divides both row sizes and both base addresses; the kernel writes
+    // outer * dst_row_units units (all of dst) and reads outer * src_row_units (all of src).
+    let launched = unsafe { q.launch(op, launch::pad_kernel(v), cfg, &p) };
+    let finished = joined.finish(q);
+    launched.and(finished)
+}
