@@ -17,13 +17,19 @@ use cpugpu::{
     ScatterPolicy, Shape,
 };
 
-/// The backends to run every test on: the host backend, plus [`Device::auto`] when it is a GPU.
-/// In a `cuda` build with `CPUGPU_REQUIRE_GPU=1`, a missing GPU is a failure, not a skip.
+/// The backends to run every test on: the host backend, plus [`Device::auto`] when it is a GPU
+/// (with `--features emulator`, the README's test command, always: the emulated GPU). A missing
+/// GPU is a failure in an emulator build, and in a `cuda` build with `CPUGPU_REQUIRE_GPU=1`.
 fn backends() -> Vec<Device> {
     let mut all = vec![Device::host()];
     let auto = Device::auto();
     if auto.kind() != BackendKind::Host {
         all.push(auto);
+    } else if cfg!(feature = "emulator") {
+        panic!(
+            "the emulated GPU is always there, yet Device::auto() fell back: {}",
+            auto.fallback_reason().unwrap_or("unknown")
+        );
     } else if cfg!(feature = "cuda") && std::env::var("CPUGPU_REQUIRE_GPU").is_ok_and(|v| v == "1")
     {
         panic!(
@@ -83,7 +89,7 @@ fn start_address<T: Element>(v: DeviceView<'_, T>) -> u64 {
     if let Some(s) = v.as_host_slice() {
         return s.as_ptr() as u64;
     }
-    #[cfg(feature = "cuda")]
+    #[cfg(any(feature = "cuda", feature = "emulator"))]
     if let Some(p) = v.cuda_ptr() {
         return p;
     }

@@ -17,17 +17,27 @@ const CHILD_ENV: &str = "CPUGPU_EMU_CANARY";
 #[test]
 fn canary_child() {
     let src = vec![7u64; 8];
-    match std::env::var(CHILD_ENV).as_deref() {
-        Ok("read_past_end") => println!("read {}", emu::canary::read_past_end(&src)),
-        Ok("divergent_barrier") => println!("read {}", emu::canary::divergent_barrier(&src)),
-        Ok("shared_race") => {
-            // Several launches: each is a fresh chance for the two threads to interleave, but
-            // ThreadSanitizer's happens-before analysis reports the race on the first.
-            for _ in 0..4 {
-                println!("read {}", emu::canary::shared_race(&src));
+    let Ok(which) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let dev = cpugpu::Device::cuda(0).expect("the emulated GPU");
+    // SAFETY: none, on purpose: each canary is a broken kernel whose report (or abort) the
+    // parent test asserts; this runs only in that child process.
+    unsafe {
+        match which.as_str() {
+            "read_past_end" => println!("read {:?}", emu::canary::read_past_end(&dev, &src)),
+            "divergent_barrier" => {
+                println!("read {:?}", emu::canary::divergent_barrier(&dev, &src))
             }
+            "shared_race" => {
+                // Several launches: each is a fresh chance for the two threads to interleave,
+                // but ThreadSanitizer's happens-before analysis reports the race on the first.
+                for _ in 0..4 {
+                    println!("read {:?}", emu::canary::shared_race(&dev, &src));
+                }
+            }
+            other => panic!("unknown canary {other}"),
         }
-        _ => {}
     }
 }
 

@@ -1,15 +1,20 @@
-//! Edge paths of the emulated kernels found by review: the scan's tile-sums loop taking more
-//! than one chunk (> 256 tiles), overflow exactly at a tile edge, flatten/split and pad with a
-//! capped grid (grid-stride loops taken many times), fill patterns when the access width is
-//! smaller or larger than the element, and scatter through every access width.
+//! Edge paths of the kernels found by review, on the emulated GPU through `Device`: the scan's
+//! tile-sums loop taking more than one chunk (> 256 tiles), overflow exactly at a tile edge,
+//! flatten/split and pad with a capped grid (grid-stride loops taken many times), fill patterns
+//! when the access width is smaller or larger than the element, and scatter through every
+//! access width.
 #![cfg(feature = "emulator")]
+
+mod common;
 
 use std::sync::{Mutex, MutexGuard};
 
+use common::gpu;
 use cpugpu::{emu, host};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
-/// `emu::set_grid_cap` is process-wide: tests that change it run one at a time.
+/// `emu::set_grid_cap` is per thread; these tests still run one at a time, so each sees only
+/// its own cap in its launch log and timing.
 fn cap_lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
@@ -26,7 +31,7 @@ fn big_scan_multi_chunk() {
         emu::set_grid_cap(cap);
         let mut a = vec![-1i64; n + 1];
         let mut b = vec![-1i64; n + 1];
-        let e = emu::prefix_sum_offsets_into(&l, &mut a);
+        let e = gpu::prefix_sum_offsets_into(&l, &mut a);
         let h = host::prefix_sum_offsets_into(&l, &mut b);
         assert_eq!(e, h);
         assert!(a == b, "cap {cap}");
@@ -39,7 +44,7 @@ fn big_scan_multi_chunk() {
         emu::set_grid_cap(cap);
         let mut a = vec![-1i32; n + 1];
         let mut b = vec![-1i32; n + 1];
-        let e = emu::prefix_sum_offsets_into(&l2, &mut a);
+        let e = gpu::prefix_sum_offsets_into(&l2, &mut a);
         let h = host::prefix_sum_offsets_into(&l2, &mut b);
         assert_eq!(e, h);
         assert!(a.iter().all(|&x| x == -1));
@@ -63,11 +68,11 @@ fn flatten_capped_grid() {
                 .collect();
             let arrays: Vec<&[u8]> = bufs.iter().map(|b| b.as_slice()).collect();
             let h: (Vec<u8>, Vec<i64>) = host::flatten(&arrays).unwrap();
-            let e: (Vec<u8>, Vec<i64>) = emu::flatten(&arrays).unwrap();
+            let e: (Vec<u8>, Vec<i64>) = gpu::flatten(&arrays).unwrap();
             assert!(h == e, "cap {cap} n {n}");
             let mut outs: Vec<Vec<u8>> = bufs.iter().map(|b| vec![0xA5; b.len()]).collect();
             let mut refs: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
-            emu::split_copy_into(&e.0, &e.1, &mut refs).unwrap();
+            gpu::split_copy_into(&e.0, &e.1, &mut refs).unwrap();
             assert!(outs == bufs);
         }
     }
@@ -89,8 +94,8 @@ fn pad_capped_grid() {
             let numel: usize = shape.iter().product();
             let src: Vec<u16> = (0..numel).map(|_| r.gen()).collect();
             let h = host::pad_to_multiple(&src, &shape, axis, m, 0xBEEFu16).unwrap();
-            let e = emu::pad_to_multiple(&src, &shape, axis, m, 0xBEEFu16).unwrap();
-            assert!(h.data == e.data, "cap {cap} {shape:?}");
+            let (_, e, _) = gpu::pad_to_multiple(&src, &shape, axis, m, 0xBEEFu16).unwrap();
+            assert!(*h.data == e[..], "cap {cap} {shape:?}");
         }
     }
     emu::set_grid_cap(0);
@@ -113,7 +118,7 @@ fn fill_paths_misaligned() {
         let d: &mut [[u32; 4]] =
             bytemuck::cast_slice_mut(&mut dstbuf[view_off..view_off + 4 * 4 * 40]);
         emu::take_launch_log();
-        emu::gather_rows_into(s, &[16, 4], &idx, d, GatherPolicy::NegativeFill(fill)).unwrap();
+        gpu::gather_rows_into(s, &[16, 4], &idx, d, GatherPolicy::NegativeFill(fill)).unwrap();
         let log = emu::take_launch_log();
         let mut want = vec![[0u32; 4]; 4 * 40];
         host::gather_rows_into(
@@ -134,7 +139,7 @@ fn fill_paths_misaligned() {
         .map(|i| if i % 2 == 0 { -5 } else { i % 10 })
         .collect();
     emu::take_launch_log();
-    emu::gather_rows_into(
+    gpu::gather_rows_into(
         &s16,
         &[10, 8],
         &idx2,
@@ -165,7 +170,7 @@ fn scatter_widths_and_tile_edge_overflow() {
         let mut dbuf = vec![0xA5u8; 16 * 20 + 16];
         let mut want = dbuf[off..off + 16 * 20].to_vec();
         emu::take_launch_log();
-        emu::scatter_rows_into(
+        gpu::scatter_rows_into(
             src,
             &idx,
             &mut dbuf[off..off + 16 * 20],
@@ -190,12 +195,12 @@ fn scatter_widths_and_tile_edge_overflow() {
     l[4096] = 1;
     let mut a = vec![-1i32; l.len() + 1];
     let mut b = vec![-1i32; l.len() + 1];
-    let e = emu::prefix_sum_offsets_into(&l, &mut a);
+    let e = gpu::prefix_sum_offsets_into(&l, &mut a);
     let h = host::prefix_sum_offsets_into(&l, &mut b);
     assert_eq!(e, h);
     // Exactly limit at the end: no error.
     l[4096] = 0;
-    let e = emu::prefix_sum_offsets_into(&l, &mut a);
+    let e = gpu::prefix_sum_offsets_into(&l, &mut a);
     let h = host::prefix_sum_offsets_into(&l, &mut b);
     assert_eq!(e, h);
     assert!(a == b);

@@ -2,6 +2,9 @@
 //! matrix. Each integration test file includes this with `mod common;`.
 #![allow(dead_code)]
 
+#[cfg(feature = "emulator")]
+pub mod gpu;
+
 use bytemuck::Pod;
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};

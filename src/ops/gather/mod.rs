@@ -93,12 +93,18 @@ impl Device {
 
     /// Allocating form of [`Device::gather_rows_into`].
     ///
+    /// A bad index is reported by the call on the host backend, and by the next
+    /// [`Device::synchronize`] on a GPU, where the kernels find it: check both to be portable.
+    ///
     /// ```
     /// use cpugpu::{Device, Error};
     /// let dev = Device::auto();
     /// let table = dev.upload(&[1u8, 2, 3], &[3])?;
     /// let bad = dev.upload(&[0i32, 3], &[2])?;
-    /// let err = dev.gather_rows(table.view(), bad.view(), Default::default()).unwrap_err();
+    /// let err = dev
+    ///     .gather_rows(table.view(), bad.view(), Default::default())
+    ///     .and_then(|rows| dev.synchronize().map(|()| rows))
+    ///     .unwrap_err();
     /// assert_eq!(err.to_string(), "gather_rows: indices[1] = 3 is out of bounds for 3 rows");
     /// # Ok::<(), cpugpu::Error>(())
     /// ```
