@@ -104,12 +104,32 @@ mod emulator {
 
     use super::TEST_KERNEL_SOURCES;
 
-    /// The emulated GPU's sources (besides the kernels).
-    const EMULATOR_SOURCES: &[&str] = &[
-        "kernels/emu/fiber.cpp",
-        "kernels/emu/executor.cpp",
-        "kernels/emu/driver.cpp",
-    ];
+    /// The emulated driver.
+    const DRIVER_SOURCE: &str = "kernels/emu/driver.cpp";
+    /// The emulated GPU's block executor and fibers.
+    const RUNTIME_SOURCES: &[&str] = &["kernels/emu/executor.cpp", "kernels/emu/fiber.cpp"];
+
+    /// A C++20 build of emulator sources; `instrument` adds `-fsanitize=<sanitize>`.
+    fn emu_build(sanitize: &str, instrument: bool) -> cc::Build {
+        let mut build = cc::Build::new();
+        build
+            .cpp(true)
+            .std("c++20")
+            .include("kernels")
+            .flag("-pthread")
+            .flag_if_supported("-Wall")
+            .flag_if_supported("-Wextra")
+            .warnings_into_errors(true);
+        if sanitize.is_empty() {
+            build.opt_level(2);
+        } else {
+            build.opt_level(1).debug(true).flag("-fno-omit-frame-pointer");
+            if instrument {
+                build.flag(format!("-fsanitize={sanitize}"));
+            }
+        }
+        build
+    }
 
     pub(super) fn build(sources: &[PathBuf]) {
         println!("cargo:rustc-cfg=cpugpu_emulated");
@@ -123,29 +143,15 @@ mod emulator {
         fs::write(out.join("abi_layout.cpp"), cpp).expect("write abi_layout.cpp");
 
         let sanitize = env::var("CPUGPU_EMU_SANITIZE").unwrap_or_default();
-        let mut build = cc::Build::new();
-        build
-            .cpp(true)
-            .std("c++20")
-            .include("kernels")
-            .flag("-pthread")
-            .flag_if_supported("-Wall")
-            .flag_if_supported("-Wextra")
-            .warnings_into_errors(true);
-        match sanitize.as_str() {
-            "" => {
-                build.opt_level(2);
-            }
-            "address" | "thread" => {
-                build
-                    .opt_level(1)
-                    .debug(true)
-                    .flag(format!("-fsanitize={sanitize}"))
-                    .flag("-fno-omit-frame-pointer");
-                println!("cargo:rustc-cfg=cpugpu_emu_sanitize=\"{sanitize}\"");
-            }
-            other => panic!("CPUGPU_EMU_SANITIZE={other:?}: expected \"address\" or \"thread\""),
+        if !matches!(sanitize.as_str(), "" | "address" | "thread") {
+            panic!("CPUGPU_EMU_SANITIZE={sanitize:?}: expected \"address\" or \"thread\"");
         }
+        if !sanitize.is_empty() {
+            println!("cargo:rustc-cfg=cpugpu_emu_sanitize=\"{sanitize}\"");
+        }
+        // The kernels and the driver: built with the sanitizer, so every access a kernel, a
+        // copy or a memset makes is checked.
+        let mut build = emu_build(&sanitize, true);
         // The kernels are CUDA sources: compile them as C++ (`-x c++` applies to the files after it).
         build.flag("-x").flag("c++");
         for src in sources {
@@ -154,11 +160,21 @@ mod emulator {
         for src in TEST_KERNEL_SOURCES {
             build.file(src);
         }
-        for src in EMULATOR_SOURCES {
-            build.file(src);
-        }
+        build.file(DRIVER_SOURCE);
         build.file(out.join("abi_layout.cpp"));
         build.compile("cpugpu_emu");
+        // The block executor and the fibers: they rewrite each fiber's bookkeeping between
+        // switches on one OS thread, which ThreadSanitizer would take for races. Under
+        // ThreadSanitizer they are built without its instrumentation but with its hooks
+        // (CPUGPU_EMU_TSAN_HOOKS: fiber switches and the barriers' happens-before edges).
+        let mut rt = emu_build(&sanitize, sanitize != "thread");
+        if sanitize == "thread" {
+            rt.define("CPUGPU_EMU_TSAN_HOOKS", "1");
+        }
+        for src in RUNTIME_SOURCES {
+            rt.file(src);
+        }
+        rt.compile("cpugpu_emu_rt");
 
         // The C++ runtime (and the sanitizer runtime, dynamically: load it first with LD_PRELOAD).
         println!("cargo:rustc-link-lib=dylib=stdc++");

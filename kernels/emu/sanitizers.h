@@ -12,16 +12,20 @@
 #define CPUGPU_EMU_ASAN 0
 #endif
 
-#if defined(__SANITIZE_THREAD__)
+// CPUGPU_EMU_TSAN_HOOKS: the block executor and the fibers, built without ThreadSanitizer's
+// instrumentation but linked with its runtime (build.rs), still make its fiber and
+// happens-before calls.
+#if defined(__SANITIZE_THREAD__) || defined(CPUGPU_EMU_TSAN_HOOKS)
 #define CPUGPU_EMU_TSAN 1
 #include <sanitizer/tsan_interface.h>
 #else
 #define CPUGPU_EMU_TSAN 0
 #endif
 
-// Functions that read or write the executor's bookkeeping for the running fiber: built without
-// ThreadSanitizer instrumentation, since the scheduler rewrites that state between fibers with
-// no happens-before edge a sanitizer could see (the fibers take turns on one OS thread).
+// Functions that read or write the executor's bookkeeping for the running fiber: the scheduler
+// rewrites that state between fibers with no happens-before edge a sanitizer could see (the
+// fibers take turns on one OS thread). Under ThreadSanitizer the whole executor is built without
+// instrumentation (build.rs); the attribute keeps these functions out of line.
 #define CPUGPU_EMU_NOSAN __attribute__((noinline, no_sanitize_thread))
 
 namespace cuda_emu {
