@@ -85,9 +85,29 @@ fn poisoned_dev<T: Element>(dev: &Device, shape: &[usize]) -> DeviceBuffer<T> {
 
 const ROW_LENS: &[usize] = &[1, 3, 4, 16, 33];
 
+/// `full` on a GPU, `emulated` on the emulated GPU: sizes that only load a real device (the
+/// 40,000 rows that cross the host reference's parallel threshold, the 256 MiB inputs) are
+/// smaller there, still crossing every kernel boundary (a warp, a block, several blocks, a
+/// scan tile, many tiles), so the suite also runs under the sanitizers in CI's time.
+fn scaled(full: usize, emulated: usize) -> usize {
+    if cfg!(feature = "emulator") {
+        emulated
+    } else {
+        full
+    }
+}
+
+/// The boundary sizes of `common::SIZES`, the largest scaled.
+fn gpu_sizes() -> Vec<usize> {
+    SIZES
+        .iter()
+        .map(|&n| if n == 40_000 { scaled(n, 4_099) } else { n })
+        .collect()
+}
+
 fn gather_case_idx<T: Element, I: Index + Element + TryFrom<i64>>(dev: &Device, seed: u64) {
     let mut rng = rng(seed);
-    for &rows in SIZES {
+    for rows in gpu_sizes() {
         for &row_len in ROW_LENS {
             let src: Vec<T> = random_vec(&mut rng, rows * row_len);
             let n = rows + 7;
@@ -172,7 +192,7 @@ fn gather_matches_host_for_every_width_index_type_and_size() {
 
 fn scatter_case_idx<T: Element, I: Index + Element + TryFrom<i64>>(dev: &Device, seed: u64) {
     let mut rng = rng(seed);
-    for &rows in SIZES.iter().filter(|&&r| r > 0) {
+    for rows in gpu_sizes().into_iter().filter(|&r| r > 0) {
         for &row_len in ROW_LENS {
             let n = rows + 9; // more source rows than destination rows: duplicates
             let src: Vec<T> = random_vec(&mut rng, n * row_len);
@@ -227,15 +247,16 @@ fn scatter_matches_host_last_wins_for_every_width_index_type_and_size() {
 fn pad_case<T: Element>() {
     let Some(dev) = gpu() else { return };
     let mut rng = rng(41);
-    let shapes: &[&[usize]] = &[
-        &[0, 3],
-        &[1, 1],
-        &[33, 5],
-        &[257, 3],
-        &[40_000, 2],
-        &[3, 7, 5],
+    let shapes: Vec<Vec<usize>> = vec![
+        vec![0, 3],
+        vec![1, 1],
+        vec![33, 5],
+        vec![257, 3],
+        vec![scaled(40_000, 4_099), 2],
+        vec![3, 7, 5],
     ];
-    for shape in shapes {
+    for shape in &shapes {
+        let shape = shape.as_slice();
         for axis in 0..shape.len() {
             for multiple in [1usize, 2, 8, 64] {
                 let n: usize = shape.iter().product();
@@ -265,7 +286,7 @@ fn pad_matches_host_for_every_width_axis_and_multiple() {
 fn offsets_case<L: Index + Element + TryFrom<i64>, O: Offset + Element>(dev: &Device, seed: u64) {
     use rand::Rng;
     let mut rng = rng(seed);
-    for n in [0usize, 1, 31, 255, 256, 4095, 4096, 4097, 70_001, 1 << 20] {
+    for n in [0usize, 1, 31, 255, 256, 4095, 4096, 4097, 70_001, scaled(1 << 20, 1 << 18)] {
         let lengths: Vec<L> = (0..n)
             .map(|_| L::try_from(rng.gen_range(0..9i64)).ok().unwrap())
             .collect();
@@ -572,7 +593,7 @@ fn pool_slots_are_reused_only_after_the_gpu_work_reading_them() {
     let pool = UvaBufferPool::new(&dev, 2);
     // Large enough that each step's gather (reading the slot over the bus) is still running when
     // the host comes back to write the same slot two steps later, unless the pool waits.
-    let n = 1 << 20;
+    let n = scaled(1 << 20, 1 << 14);
     let table: Vec<u32> = (0..n as u32).collect();
     let t = up(&dev, &table, &[n, 1]);
     let mut outs = Vec::new();
@@ -704,10 +725,11 @@ fn every_default_handle_shares_one_stream_and_other_streams_are_ordered_by_event
 fn large_inputs_match_host() {
     let Some(dev) = gpu() else { return };
     let mut r = rng(81);
-    // 16 Mi rows of 16 bytes (256 MiB) gathered by 4 Mi i64 indices.
-    let rows = 1 << 24;
+    // 16 Mi rows of 16 bytes (256 MiB) gathered by 4 Mi i64 indices (1 Mi rows and 256 Ki
+    // indices on the emulated GPU).
+    let rows = scaled(1 << 24, 1 << 20);
     let src: Vec<u128> = random_vec(&mut r, rows);
-    let idx = random_indices(&mut r, 1 << 22, rows);
+    let idx = random_indices(&mut r, scaled(1 << 22, 1 << 18), rows);
     let want = host::gather_rows(&src, &[rows], &idx, GatherPolicy::Checked).unwrap();
     let s = up(&dev, &src, &[rows]);
     let i = up(&dev, &idx, &[idx.len()]);
@@ -715,8 +737,8 @@ fn large_inputs_match_host() {
         .gather_rows(s.view(), i.view(), GatherPolicy::Checked)
         .unwrap();
     assert_bits_eq(&got.to_vec().unwrap(), &want, "large gather");
-    // 2^26 i32 lengths.
-    let lengths: Vec<i32> = (0..1i32 << 26).map(|k| k % 5).collect();
+    // 2^26 i32 lengths (2^21, 512 tiles, on the emulated GPU).
+    let lengths: Vec<i32> = (0..scaled(1 << 26, 1 << 21) as i32).map(|k| k % 5).collect();
     let want: Vec<i64> = host::prefix_sum_offsets(&lengths).unwrap();
     let l = up(&dev, &lengths, &[lengths.len()]);
     let got = dev.prefix_sum_offsets::<i32, i64>(l.view()).unwrap();

@@ -1410,6 +1410,46 @@ extern "C" int cpugpu_emu_fail_nth(int kind, uint64_t nth, int code) {
 
 extern "C" void cpugpu_emu_set_delay_us(uint32_t max_us) { drv().delay_us.store(max_us); }
 
+namespace {
+struct Latch {
+    std::mutex m;
+    std::condition_variable cv;
+    bool released = false;
+};
+}  // namespace
+
+extern "C" void* cpugpu_emu_hold_stream(void* stream) {
+    Driver& d = drv();
+    std::lock_guard<std::mutex> g(d.m);
+    if (!d.initialized) return nullptr;
+    std::shared_ptr<Stream> s;
+    if (reinterpret_cast<std::uintptr_t>(stream) <= 2) {
+        if (tls_ctx == nullptr) return nullptr;
+        s = tls_ctx->legacy;
+    } else {
+        auto it = d.streams.find(stream);
+        if (it == d.streams.end()) return nullptr;
+        s = it->second;
+    }
+    auto latch = std::make_shared<Latch>();
+    enqueue(*s, Op{"a test's hold", [latch] {
+                       std::unique_lock<std::mutex> lock(latch->m);
+                       latch->cv.wait(lock, [&] { return latch->released; });
+                   }});
+    return new std::shared_ptr<Latch>(latch);
+}
+
+extern "C" void cpugpu_emu_release_hold(void* hold) {
+    auto* p = static_cast<std::shared_ptr<Latch>*>(hold);
+    if (p == nullptr) return;
+    {
+        std::lock_guard<std::mutex> g((*p)->m);
+        (*p)->released = true;
+    }
+    (*p)->cv.notify_all();
+    delete p;
+}
+
 extern "C" void cpugpu_emu_set_tag(uint64_t tag) { tls_tag = tag; }
 
 extern "C" void cpugpu_emu_tag_stats(uint64_t tag, CpugpuEmuStats* out) {

@@ -32,6 +32,12 @@ int cpugpu_emu_fail_nth(int kind, uint64_t nth, int code);
  * 0..=max_us microseconds (0 turns them off). CPUGPU_EMU_DELAY_US sets the initial value. */
 void cpugpu_emu_set_delay_us(uint32_t max_us);
 
+/* A hold: the stream's next operation waits until the hold is released, so a test can keep work
+ * queued behind it for as long as it needs (no timing involved). Returns the hold, or NULL for an
+ * unknown stream (0 is the current context's legacy stream). Each hold is released once. */
+void* cpugpu_emu_hold_stream(void* stream);
+void cpugpu_emu_release_hold(void* hold);
+
 /* Tags: resources are counted under the tag of the thread that created them (0 by default), so
  * a test can check that its own work leaked nothing while other tests run. */
 void cpugpu_emu_set_tag(uint64_t tag);

@@ -66,6 +66,48 @@ extern "C" {
     fn cpugpu_emu_sanitizer() -> *const c_char;
     fn cpugpu_emu_describe() -> *const c_char;
     fn cpugpu_emu_abi_layout(s: *const c_char, f: *const c_char) -> i64;
+    fn cpugpu_emu_hold_stream(stream: *mut std::ffi::c_void) -> *mut std::ffi::c_void;
+    fn cpugpu_emu_release_hold(hold: *mut std::ffi::c_void);
+}
+
+/// Work queued behind a [`hold`] waits until the hold is released (or dropped).
+#[must_use = "a hold released at once holds nothing"]
+pub struct Hold {
+    raw: *mut std::ffi::c_void,
+}
+
+// SAFETY: the hold is a heap handle of the emulated driver, released once from any thread.
+unsafe impl Send for Hold {}
+
+impl Hold {
+    /// Lets the stream go on.
+    pub fn release(self) {}
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        // SAFETY: a hold from cpugpu_emu_hold_stream, released exactly once (here).
+        unsafe { cpugpu_emu_release_hold(self.raw) }
+    }
+}
+
+/// Stops `dev`'s stream at its current end: everything issued to it from now on waits until the
+/// returned [`Hold`] is released, so a test can make "work still in flight" last as long as it
+/// needs, with no timing involved.
+pub fn hold(dev: &Device) -> Result<Hold> {
+    let q = dev.cuda_queue(Op::Stream)?;
+    let _bound = q.ctx.bind()?;
+    // SAFETY: a live stream of the bound context; the driver only enqueues a wait on it.
+    let raw = unsafe { cpugpu_emu_hold_stream(q.stream.raw().cast()) };
+    if raw.is_null() {
+        return Err(crate::Error::InvalidArgument {
+            op: Op::Stream,
+            name: "stream",
+            value: 0,
+            reason: "not a stream of the emulated driver",
+        });
+    }
+    Ok(Hold { raw })
 }
 
 /// What [`fail_nth`] makes fail.

@@ -255,6 +255,7 @@ impl Queue {
     /// operations issued before the call: a device-detected one (position and value) or a
     /// deferred driver failure. Later errors of the same batch are dropped with it.
     pub(crate) fn synchronize(&self) -> Result<()> {
+        sweep(&self.ctx);
         let _settling = self.settle();
         let mut ring = lock(&self.errors);
         if matches!(ring.pending.first(), Some(Pending::Ready(_))) {
