@@ -135,32 +135,42 @@ fn a_pool_slot_is_handed_out_again_only_after_the_work_that_read_it() {
     let n = 2048;
     let table: Vec<u32> = (0..n as u32).collect();
     let t = dev.upload(&table, &[n, 1]).unwrap();
-    let mut outs = Vec::new();
-    let mut releases = Vec::new();
-    for step in 0..6u32 {
-        // Steps 0 and 1 hold the stream, so their gathers (reading the UVA slots) are still
-        // queued when steps 2 and 3 come back for the same slots.
-        let hold = (step < 2).then(|| emu::hold(&dev).unwrap());
-        let mut ids = pool.allocate_uva::<i32>("ids", &[n]).unwrap();
-        if let Some(h) = hold {
-            releases.push(release_later(h));
+    for placement in [MemoryPlacement::Uva, MemoryPlacement::Pinned] {
+        let mut outs = Vec::new();
+        let mut releases = Vec::new();
+        for step in 0..6u32 {
+            // Steps 0 and 1 hold the stream, so their uploads and gathers (reading the slots)
+            // are still queued when steps 2 and 3 come back for the same slots.
+            let hold = (step < 2).then(|| emu::hold(&dev).unwrap());
+            let mut ids = match placement {
+                MemoryPlacement::Uva => pool.allocate_uva::<i32>("uva ids", &[n]).unwrap(),
+                _ => pool.allocate::<i32>("pinned ids", &[n]).unwrap(),
+            };
+            if let Some(h) = hold {
+                releases.push(release_later(h));
+            }
+            for (k, v) in ids.host_mut().iter_mut().enumerate() {
+                *v = ((k as u32 * 7 + step) % n as u32) as i32;
+            }
+            ids.copy_to_device_rows(n).unwrap(); // a no-op for UVA: one memory
+            let out = dev
+                .gather_rows(t.view(), ids.device_view(), GatherPolicy::Checked)
+                .unwrap();
+            drop(ids);
+            outs.push((step, out));
         }
-        for (k, v) in ids.host_mut().iter_mut().enumerate() {
-            *v = ((k as u32 * 7 + step) % n as u32) as i32;
+        for r in releases {
+            r.join().unwrap();
         }
-        let out = dev
-            .gather_rows(t.view(), ids.device_view(), GatherPolicy::Checked)
-            .unwrap();
-        drop(ids);
-        outs.push((step, out));
-    }
-    for r in releases {
-        r.join().unwrap();
-    }
-    dev.synchronize().unwrap();
-    for (step, out) in outs {
-        let want: Vec<u32> = (0..n as u32).map(|k| (k * 7 + step) % n as u32).collect();
-        assert_eq!(out.to_vec().unwrap(), want, "step {step} read another step's ids");
+        dev.synchronize().unwrap();
+        for (step, out) in outs {
+            let want: Vec<u32> = (0..n as u32).map(|k| (k * 7 + step) % n as u32).collect();
+            assert_eq!(
+                out.to_vec().unwrap(),
+                want,
+                "{placement}: step {step} read another step's ids"
+            );
+        }
     }
 }
 
