@@ -233,8 +233,11 @@ fn assert_no_leak(tag: u64, before: emu::Stats, what: &str) {
 
 #[test]
 fn a_driver_failure_in_the_middle_of_an_operation_is_typed_leaks_nothing_and_the_next_works() {
+    // The default stream is made by the process's first Device::cuda(0), under that thread's
+    // tag: make sure it exists before this test counts its own resources.
+    let default = gpu();
     let tag = own_tag("driver failures");
-    let dev = gpu().new_stream().unwrap();
+    let dev = default.new_stream().unwrap();
     let mut r = rng(3);
     let src: Vec<f32> = random_vec(&mut r, 300 * 4);
     let s = dev.upload(&src, &[300, 4]).unwrap();
@@ -358,7 +361,7 @@ fn a_driver_failure_in_the_middle_of_an_operation_is_typed_leaks_nothing_and_the
     emu::set_tag(0);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        gpu().synchronize().unwrap();
+        default.synchronize().unwrap();
         let st = emu::stats(tag);
         if (st.device_allocs, st.host_allocs, st.events, st.streams) == (0, 0, 0, 0) {
             break;
