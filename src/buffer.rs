@@ -28,7 +28,7 @@ use std::fmt;
 use std::ops::Range;
 
 use crate::device::{Device, MemoryPlacement};
-use crate::element::Element;
+use crate::element::{nonzero_size_of, Element};
 use crate::error::{Error, Op, Result};
 use crate::memory::{DeviceBuffer, DeviceView, DeviceViewMut, HostBuffer};
 use crate::pinned::PinnedMemoryManager;
@@ -211,6 +211,7 @@ impl<T: Element> CpuGpuBuffer<T> {
         shape: &[usize],
         placement: MemoryPlacement,
     ) -> Result<Self> {
+        nonzero_size_of::<T>();
         let shape = Shape::for_op(Op::Allocate, shape)?;
         let host = HostBuffer::zeroed(device, placement, shape.numel(), manager)?;
         let device_side = match placement {

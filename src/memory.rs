@@ -13,7 +13,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut, Range};
 
 use crate::device::{BackendKind, Device, MemoryPlacement};
-use crate::element::Element;
+use crate::element::{nonzero_size_of, Element};
 use crate::error::{Error, Op, Result};
 use crate::pinned::{PinnedBuffer, PinnedMemoryManager};
 use crate::shape::Shape;
@@ -127,6 +127,7 @@ fn advise_huge_pages<T>(_: &mut [T]) {}
 
 impl<T: Element> DeviceBuffer<T> {
     pub(crate) fn zeroed(device: &Device, shape: Shape) -> Result<Self> {
+        nonzero_size_of::<T>();
         let storage = match device.kind() {
             BackendKind::Host => Storage::Host(zeroed_vec(Op::Allocate, shape.numel())?),
             #[cfg(feature = "cuda")]
@@ -162,6 +163,7 @@ impl<T: Element> DeviceBuffer<T> {
 
     /// A host-backend buffer taking ownership of `data` (`shape.numel()` elements).
     pub(crate) fn from_host_vec(device: &Device, data: Vec<T>, shape: Shape) -> Self {
+        nonzero_size_of::<T>();
         debug_assert_eq!(data.len(), shape.numel());
         DeviceBuffer {
             storage: Storage::Host(data),
@@ -360,6 +362,7 @@ fn row_range(op: Op, shape: &Shape, rows: &Range<usize>) -> Result<(Shape, Range
 impl<'a, T: Element> DeviceView<'a, T> {
     /// A view of `data`, whose length is `shape.numel()` (the caller guarantees it).
     pub(crate) fn from_host_parts(data: &'a [T], shape: Shape) -> Self {
+        nonzero_size_of::<T>();
         debug_assert_eq!(data.len(), shape.numel());
         DeviceView {
             repr: ViewRepr::Host(data),
@@ -619,6 +622,7 @@ fn check_raw<T>(ptr: u64) -> Result<()> {
 impl<'a, T: Element> DeviceViewMut<'a, T> {
     /// A view of `data`, whose length is `shape.numel()` (the caller guarantees it).
     pub(crate) fn from_host_parts(data: &'a mut [T], shape: Shape) -> Self {
+        nonzero_size_of::<T>();
         debug_assert_eq!(data.len(), shape.numel());
         DeviceViewMut {
             repr: ViewReprMut::Host(data),

@@ -46,7 +46,7 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::device::Device;
-use crate::element::Element;
+use crate::element::{nonzero_size_of, Element};
 use crate::error::{Error, Op, Result};
 
 /// Alignment of every pinned block, as `cudaHostAlloc` gives (and enough for 16-byte vector
@@ -235,7 +235,7 @@ impl PinnedMemoryManager {
     pub fn allocate<T: Element>(&self, len: usize) -> Result<PinnedBuffer<T>> {
         check_align::<T>(Op::PinnedAllocate)?;
         let bytes = len
-            .checked_mul(std::mem::size_of::<T>())
+            .checked_mul(nonzero_size_of::<T>())
             .ok_or(Error::SizeOverflow {
                 op: Op::PinnedAllocate,
                 what: "len * size_of::<T>()",
@@ -410,7 +410,7 @@ pub struct PinnedBuffer<T: Element> {
 }
 
 impl<T: Element> PinnedBuffer<T> {
-    /// A buffer that needs no memory: `len == 0`, or a zero-sized `T`.
+    /// A buffer that needs no memory: `len == 0` (element types are never zero-sized).
     fn empty(len: usize) -> Self {
         PinnedBuffer {
             block: None,
@@ -431,7 +431,7 @@ impl<T: Element> PinnedBuffer<T> {
     pub fn new_on(device: &Device, len: usize) -> Result<Self> {
         check_align::<T>(Op::Allocate)?;
         let bytes = len
-            .checked_mul(std::mem::size_of::<T>())
+            .checked_mul(nonzero_size_of::<T>())
             .ok_or(Error::SizeOverflow {
                 op: Op::Allocate,
                 what: "len * size_of::<T>()",
