@@ -92,11 +92,14 @@ impl RawBlock {
         }
         #[cfg(not(feature = "cuda"))]
         let _ = device;
-        let layout =
-            Layout::from_size_align(bytes, PINNED_ALIGN).map_err(|_| Error::SizeOverflow {
+        // Fails only when `bytes`, rounded up to the alignment, exceeds isize::MAX.
+        let layout = Layout::from_size_align(bytes, PINNED_ALIGN).map_err(|_| {
+            Error::AllocationTooLarge {
                 op: Op::PinnedAllocate,
-                what: "the pinned block size",
-            })?;
+                bytes,
+                max: isize::MAX as usize,
+            }
+        })?;
         // SAFETY: layout has a non-zero size (bytes > 0, checked by every caller).
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).ok_or(Error::OutOfMemory {
@@ -258,6 +261,7 @@ impl PinnedMemoryManager {
             let available = st.budget.saturating_sub(st.allocated);
             if bytes > available {
                 return Err(Error::PinnedBudgetExceeded {
+                    op: Op::PinnedAllocate,
                     requested: bytes,
                     available,
                     budget: st.budget,
@@ -440,7 +444,7 @@ impl<T: Element> PinnedBuffer<T> {
             return Ok(Self::empty(len));
         }
         Ok(PinnedBuffer {
-            block: Some(RawBlock::new(device, bytes)?),
+            block: Some(RawBlock::new(device, bytes).map_err(|e| e.in_op(Op::Allocate))?),
             len,
             home: None,
             _t: std::marker::PhantomData,
@@ -471,6 +475,13 @@ impl<T: Element> PinnedBuffer<T> {
     pub fn is_managed(&self) -> bool {
         self.home.is_some()
     }
+
+    /// Shortens the buffer to `len` elements (no effect when it is not longer), keeping its
+    /// block: nothing is allocated or freed, and the block counts against the budget as before
+    /// ([`block_bytes`](Self::block_bytes) is unchanged) until the buffer is dropped.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
 }
 
 impl<T: Element> Deref for PinnedBuffer<T> {
@@ -478,13 +489,14 @@ impl<T: Element> Deref for PinnedBuffer<T> {
     fn deref(&self) -> &[T] {
         match &self.block {
             // SAFETY: the block holds at least len * size_of::<T>() bytes (checked at
-            // allocation, and a reused block is never smaller than the request), is aligned to
+            // allocation, a reused block is never smaller than the request, and `truncate`
+            // only ever lowers len), is aligned to
             // PINNED_ALIGN >= align_of::<T>() (check_align), was zeroed or written through this
             // buffer, and T: Pod accepts any byte pattern. The shared borrow of self keeps it
             // alive and unaliased by writers.
             Some(b) => unsafe { std::slice::from_raw_parts(b.ptr.as_ptr() as *const T, self.len) },
-            // SAFETY: no block means `len * size_of::<T>() == 0`: either `len == 0` or `T` is
-            // zero-sized, and a dangling, aligned pointer is valid for such a slice.
+            // SAFETY: no block means `len * size_of::<T>() == 0`, so the slice has no bytes, and
+            // a dangling, aligned pointer is valid for such a slice.
             None => unsafe {
                 std::slice::from_raw_parts(NonNull::<T>::dangling().as_ptr(), self.len)
             },

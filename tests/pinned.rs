@@ -197,6 +197,7 @@ fn budget_exceeded_reports_exact_numbers() {
     assert_eq!(
         err,
         Error::PinnedBudgetExceeded {
+            op: Op::PinnedAllocate,
             requested: 5000,
             available: 4000,
             budget: 10_000
@@ -212,6 +213,7 @@ fn budget_exceeded_reports_exact_numbers() {
     assert_eq!(
         err,
         Error::PinnedBudgetExceeded {
+            op: Op::PinnedAllocate,
             requested: 4008,
             available: 4000,
             budget: 10_000
@@ -224,6 +226,7 @@ fn budget_exceeded_reports_exact_numbers() {
     assert_eq!(
         err,
         Error::PinnedBudgetExceeded {
+            op: Op::PinnedAllocate,
             requested: 1,
             available: 0,
             budget: 10_000
@@ -242,6 +245,7 @@ fn zero_budget() {
     assert_eq!(
         m.allocate::<f32>(1).unwrap_err(),
         Error::PinnedBudgetExceeded {
+            op: Op::PinnedAllocate,
             requested: 4,
             available: 0,
             budget: 0
@@ -386,22 +390,37 @@ fn size_overflow() {
 fn unallocatable_size_within_budget_is_an_error_not_a_panic() {
     // The byte count fits in usize but no allocation that large can exist (> isize::MAX).
     let m = mgr(usize::MAX);
+    // It is named for what it is: more than isize::MAX bytes, not a usize overflow.
     let err = m.allocate::<u8>(usize::MAX - 10).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::SizeOverflow {
-                op: Op::PinnedAllocate,
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_eq!(
+        err,
+        Error::AllocationTooLarge {
+            op: Op::PinnedAllocate,
+            bytes: usize::MAX - 10,
+            max: isize::MAX as usize
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "pinned_allocate: {} bytes requested, more than {} (isize::MAX), the largest \
+             allocation possible",
+            usize::MAX - 10,
+            isize::MAX
+        )
     );
     let s = m.stats();
     assert_eq!(s.allocated_bytes, 0);
     assert_eq!(s.fresh_allocations, 0, "a failed allocation is not counted");
     let err = PinnedBuffer::<u8>::new(usize::MAX - 10).unwrap_err();
-    assert!(matches!(err, Error::SizeOverflow { .. }), "{err:?}");
+    assert_eq!(
+        err,
+        Error::AllocationTooLarge {
+            op: Op::Allocate,
+            bytes: usize::MAX - 10,
+            max: isize::MAX as usize
+        }
+    );
 }
 
 #[test]
@@ -414,7 +433,7 @@ fn eviction_arithmetic_does_not_overflow_near_usize_max() {
     drop(m.allocate::<u8>(1000).unwrap());
     assert_eq!(m.cached_bytes(), 1000);
     let err = m.allocate::<u8>(usize::MAX - 1500).unwrap_err();
-    assert!(matches!(err, Error::SizeOverflow { .. }), "{err:?}");
+    assert!(matches!(err, Error::AllocationTooLarge { .. }), "{err:?}");
     let s = m.stats();
     assert_eq!(s.allocated_bytes, 1000);
     assert_consistent(&s);
@@ -531,6 +550,7 @@ fn concurrent_allocate_and_free_keeps_accounting_consistent() {
                             requested,
                             available,
                             budget: b,
+                            ..
                         }) => {
                             refused.fetch_add(1, Ordering::Relaxed);
                             assert_eq!(requested, len * 8);
