@@ -489,11 +489,10 @@ impl<T: Element> Deref for PinnedBuffer<T> {
     fn deref(&self) -> &[T] {
         match &self.block {
             // SAFETY: the block holds at least len * size_of::<T>() bytes (checked at
-            // allocation, a reused block is never smaller than the request, and `truncate`
-            // only ever lowers len), is aligned to
-            // PINNED_ALIGN >= align_of::<T>() (check_align), was zeroed or written through this
-            // buffer, and T: Pod accepts any byte pattern. The shared borrow of self keeps it
-            // alive and unaliased by writers.
+            // allocation, a reused block is never smaller than the request, and `truncate` only
+            // ever lowers len), is aligned to PINNED_ALIGN >= align_of::<T>() (check_align), was
+            // zeroed or written through this buffer, and T: Pod accepts any byte pattern. The
+            // shared borrow of self keeps it alive and unaliased by writers.
             Some(b) => unsafe { std::slice::from_raw_parts(b.ptr.as_ptr() as *const T, self.len) },
             // SAFETY: no block means `len * size_of::<T>() == 0`, so the slice has no bytes, and
             // a dangling, aligned pointer is valid for such a slice.
