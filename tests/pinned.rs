@@ -321,11 +321,13 @@ fn clear_frees_the_cache_only() {
 }
 
 fn reused_is_zeroed<T: Element>() {
+    // Fewer elements under Miri, which checks every byte it reads.
+    let n = if cfg!(miri) { 100 } else { 1000 };
     let m = mgr(1 << 20);
-    let mut a = m.allocate::<T>(1000).unwrap();
+    let mut a = m.allocate::<T>(n).unwrap();
     bytemuck::cast_slice_mut::<T, u8>(&mut a).fill(0xA5);
     drop(a);
-    let b = m.allocate::<T>(1000).unwrap();
+    let b = m.allocate::<T>(n).unwrap();
     assert_eq!(m.stats().reuses, 1);
     assert!(bytemuck::cast_slice::<T, u8>(&b).iter().all(|&x| x == 0));
     drop(b);
@@ -333,12 +335,12 @@ fn reused_is_zeroed<T: Element>() {
     // A smaller request served by the same block sees zeros, and so does the next full one
     // (the part past the smaller buffer's end was zeroed too).
     let w = std::mem::size_of::<T>();
-    let mut c = m.allocate::<u8>(1000 * w - 1).unwrap();
+    let mut c = m.allocate::<u8>(n * w - 1).unwrap();
     assert_eq!(m.stats().reuses, 2);
     assert!(c.iter().all(|&x| x == 0));
     c.fill(0xFF);
     drop(c);
-    let d = m.allocate::<u8>(1000 * w).unwrap();
+    let d = m.allocate::<u8>(n * w).unwrap();
     assert_eq!(m.stats().reuses, 3);
     assert!(d.iter().all(|&x| x == 0));
 }
@@ -518,7 +520,8 @@ fn buffers_outlive_their_manager() {
 #[test]
 fn concurrent_allocate_and_free_keeps_accounting_consistent() {
     const THREADS: u64 = 8;
-    const ITERS: usize = 200;
+    // Miri runs the same race with fewer rounds.
+    const ITERS: usize = if cfg!(miri) { 12 } else { 200 };
     let budget = 48 * 1024;
     let m = mgr(budget);
     let ok = AtomicU64::new(0);

@@ -727,7 +727,8 @@ fn mixed_element_types_in_one_pool() {
 #[test]
 fn concurrent_steps_never_share_a_slot() {
     const THREADS: u64 = 6;
-    const ITERS: u64 = 150;
+    // Miri runs the same race with fewer rounds.
+    const ITERS: u64 = if cfg!(miri) { 10 } else { 150 };
     let depth = 3;
     let p = pool(depth);
     drop(p.allocate::<u64>("shared", &[64, 4]).unwrap());
@@ -905,7 +906,8 @@ fn concurrent_mixed_names_types_and_releases() {
             let (p, busy) = (&p, &busy);
             s.spawn(move || {
                 let own = format!("own{t}");
-                for i in 0..60u64 {
+                let rounds = if cfg!(miri) { 11 } else { 60 }; // fewer under Miri
+                for i in 0..rounds {
                     // A private name (always free) of a thread-specific type...
                     if t % 2 == 0 {
                         let mut g = p.allocate::<u32>(&own, &[8]).unwrap();

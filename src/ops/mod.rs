@@ -19,11 +19,13 @@ use crate::element::Index;
 /// Below this many bytes moved, host operations run on the calling thread.
 ///
 /// Chosen from `host_bench`: gather of 4,096 x 16 f32 rows (256 KiB) runs faster sequentially
-/// than through rayon on a 2-core machine, see `BENCHMARKS.md`.
-pub const PAR_MIN_BYTES: usize = 512 * 1024;
+/// than through rayon on a 2-core machine, see `BENCHMARKS.md`. Under Miri (CI's memory-model
+/// check) it is 4 KiB, so that the parallel paths run on inputs small enough for Miri's speed.
+pub const PAR_MIN_BYTES: usize = if cfg!(miri) { 4 * 1024 } else { 512 * 1024 };
 
-/// Bytes per parallel task in the chunked copy and fill helpers.
-pub(crate) const PAR_CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes per parallel task in the chunked copy and fill helpers (1 KiB under Miri: several
+/// tasks per operation at Miri's sizes).
+pub(crate) const PAR_CHUNK_BYTES: usize = if cfg!(miri) { 1024 } else { 256 * 1024 };
 
 /// What gather does with an index.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
