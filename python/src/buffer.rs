@@ -161,18 +161,28 @@ fn alloc_side(
     })
 }
 
+/// What a Python buffer object knows of its buffer without locking it.
+pub(crate) struct Meta {
+    pub(crate) name: String,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) dtype: DType,
+    pub(crate) descr: Py<PyArrayDescr>,
+    pub(crate) placement: MemoryPlacement,
+    /// The pool slot, for a pool buffer.
+    pub(crate) slot: Option<usize>,
+}
+
 impl PyCpuGpuBuffer {
     /// Wraps a crate buffer (or pool slot) in a Python object.
-    pub(crate) fn wrap(
-        py: Python<'_>,
-        side: Box<dyn Side>,
-        name: String,
-        shape: Vec<usize>,
-        dtype: DType,
-        descr: Py<PyArrayDescr>,
-        placement: MemoryPlacement,
-        slot: Option<usize>,
-    ) -> PyResult<Self> {
+    pub(crate) fn wrap(py: Python<'_>, side: Box<dyn Side>, meta: Meta) -> PyResult<Self> {
+        let Meta {
+            name,
+            shape,
+            dtype,
+            descr,
+            placement,
+            slot,
+        } = meta;
         let holder = Holder::new(side);
         let owner = Py::new(py, Owner::new(Box::new(holder.clone())))?;
         Ok(PyCpuGpuBuffer {
@@ -212,7 +222,18 @@ impl PyCpuGpuBuffer {
         let side = crate::errors::run(py, bytes, || {
             alloc_side(dt, &name, &shape, placement, mgr.as_ref())
         })?;
-        Self::wrap(py, side, name, shape, dt, descr.unbind(), placement, None)
+        Self::wrap(
+            py,
+            side,
+            Meta {
+                name,
+                shape,
+                dtype: dt,
+                descr: descr.unbind(),
+                placement,
+                slot: None,
+            },
+        )
     }
 
     /// The holder, or `ClosedBufferError`.

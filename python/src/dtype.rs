@@ -106,7 +106,7 @@ impl DType {
                 .typeobj()
                 .name()
                 .ok()
-                .filter(|n| n.to_string() == "bfloat16")
+                .filter(|n| n == "bfloat16")
                 .map(|_| DType::BF16),
             _ => None,
         };

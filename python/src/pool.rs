@@ -10,11 +10,14 @@ use pyo3::sync::MutexExt;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::arrays::parse_shape;
-use crate::buffer::{parse_placement, PyCpuGpuBuffer};
+use crate::buffer::{parse_placement, Meta, PyCpuGpuBuffer};
 use crate::dtype::{by_width, resolve, DType};
 use crate::errors::{run, to_py};
 use crate::pinned::PyPinnedMemoryManager;
 use crate::side::Side;
+
+/// A slot taken from the crate's pool and its index (`None`: `get` found no such name).
+type Taken = Option<(Box<dyn Side>, usize)>;
 
 /// What a name was created with: its exact key.
 struct Key {
@@ -82,13 +85,13 @@ impl PyUvaBufferPool {
         dtype: DType,
         placement: MemoryPlacement,
         zeroed: bool,
-    ) -> PyResult<Option<(Box<dyn Side>, usize)>> {
+    ) -> PyResult<Taken> {
         let bytes = shape
             .iter()
             .product::<usize>()
             .saturating_mul(dtype.width());
         let pool = &self.pool;
-        let take = || -> Result<Option<(Box<dyn Side>, usize)>, Error> {
+        let take = || -> Result<Taken, Error> {
             by_width!(dtype.width(), T => {
                 let b = match (zeroed, placement) {
                     (false, _) => match pool.get::<T>(name) {
@@ -214,16 +217,15 @@ impl PyUvaBufferPool {
                 },
             )
         })?;
-        PyCpuGpuBuffer::wrap(
-            py,
-            side,
-            name.to_owned(),
+        let meta = Meta {
+            name: name.to_owned(),
             shape,
-            dt,
-            descr.unbind(),
+            dtype: dt,
+            descr: descr.unbind(),
             placement,
-            Some(slot),
-        )
+            slot: Some(slot),
+        };
+        PyCpuGpuBuffer::wrap(py, side, meta)
     }
 
     /// The next free slot of ``name``, contents as the last step left them (not zeroed), or
@@ -242,16 +244,17 @@ impl PyUvaBufferPool {
             return Ok(None);
         };
         match self.take(py, name, &shape, dt, placement, false)? {
-            Some((side, slot)) => Ok(Some(PyCpuGpuBuffer::wrap(
-                py,
-                side,
-                name.to_owned(),
-                shape,
-                dt,
-                descr,
-                placement,
-                Some(slot),
-            )?)),
+            Some((side, slot)) => {
+                let meta = Meta {
+                    name: name.to_owned(),
+                    shape,
+                    dtype: dt,
+                    descr,
+                    placement,
+                    slot: Some(slot),
+                };
+                Ok(Some(PyCpuGpuBuffer::wrap(py, side, meta)?))
+            }
             None => Ok(None), // released by another thread since the look-up
         }
     }
