@@ -79,6 +79,35 @@ impl<'py> Arr<'py> {
         unsafe { std::slice::from_raw_parts_mut(self.addr as *mut T, self.len) }
     }
 
+    /// `obj` as an array of this one's layout past axis 0 without the full check, when it
+    /// plainly is one: an ndarray with the very same descriptor object, C-contiguous and
+    /// aligned flags, the same number of dimensions and the same extents past axis 0. `None`
+    /// means "check it in full" (it may still be fine, or it may be an error to report).
+    pub(crate) fn same_layout(&self, obj: &Bound<'py, PyAny>) -> Option<Arr<'py>> {
+        let a = obj.cast::<PyUntypedArray>().ok()?;
+        // SAFETY: both are live ndarrays; reading their header fields (`dimensions` holds `nd`
+        // extents).
+        unsafe {
+            let (me, it) = (&*self.obj.as_array_ptr(), &*a.as_array_ptr());
+            const NEED: c_int = npyffi::NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED;
+            if it.descr != me.descr || it.flags & NEED != NEED || it.nd != me.nd || it.nd < 1 {
+                return None;
+            }
+            let nd = it.nd as usize;
+            let dims = std::slice::from_raw_parts(it.dimensions as *const usize, nd);
+            let mine = std::slice::from_raw_parts(me.dimensions as *const usize, nd);
+            if dims[1..] != mine[1..] {
+                return None;
+            }
+            Some(Arr {
+                obj: a.clone(),
+                dtype: self.dtype,
+                addr: it.data as usize,
+                len: dims.iter().product(),
+            })
+        }
+    }
+
     /// Checks `obj` (already an ndarray) and wraps it; `what` names it in errors.
     pub(crate) fn checked(obj: Bound<'py, PyUntypedArray>, what: &str) -> PyResult<Self> {
         let py = obj.py();

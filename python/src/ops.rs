@@ -389,7 +389,16 @@ pub(crate) fn flatten_with_offsets<'py>(
     let want = dtype.map(|d| resolve(py, d, "dtype")).transpose()?;
     let mut parts: Vec<Arr<'py>> = Vec::new();
     let mut take = |i: usize, item: Bound<'py, PyAny>| -> PyResult<()> {
-        // The name is formatted only when there is something to report.
+        // Fast path, per array a few field reads: an ndarray with the first one's descriptor
+        // object (numpy shares one per builtin dtype), C-contiguous, aligned, and the first's
+        // shape past axis 0.
+        if let Some(first) = parts.first() {
+            if let Some(a) = first.same_layout(&item) {
+                parts.push(a);
+                return Ok(());
+            }
+        }
+        // The full check; the name is formatted only when there is something to report.
         let a = Arr::input(&item, "an array")
             .or_else(|_| Arr::input(&item, &format!("arrays[{i}]")))?;
         if a.shape().is_empty() {
@@ -399,11 +408,10 @@ pub(crate) fn flatten_with_offsets<'py>(
                 format!("arrays[{i}] is zero-dimensional: flatten concatenates along axis 0"),
             ));
         }
-        let first = parts.first().map(|f| (f.dtype, f.shape()[1..].to_vec()));
-        let (d0, tail0, what0) = match (&first, &want) {
-            (Some((d, t)), _) => (*d, Some(t.clone()), "arrays[0]"),
-            (None, Some((d, _))) => (*d, None, "dtype"),
-            (None, None) => (a.dtype, None, ""),
+        let (d0, what0) = match (parts.first(), &want) {
+            (Some(f), _) => (f.dtype, "arrays[0]"),
+            (None, Some((d, _))) => (*d, "dtype"),
+            (None, None) => (a.dtype, ""),
         };
         if a.dtype != d0 {
             return Err(err(
@@ -417,10 +425,10 @@ pub(crate) fn flatten_with_offsets<'py>(
                 ),
             ));
         }
-        if let Some(t) = tail0 {
-            if a.shape()[1..] != t[..] {
+        if let Some(f) = parts.first() {
+            if a.shape()[1..] != f.shape()[1..] {
                 let mut expected = vec![a.shape()[0]];
-                expected.extend_from_slice(&t);
+                expected.extend_from_slice(&f.shape()[1..]);
                 return Err(shape_mismatch(
                     py,
                     Op::Flatten,
