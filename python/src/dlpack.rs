@@ -419,12 +419,10 @@ impl DeviceArray {
             ));
         }
         #[cfg(feature = "cuda")]
-        {
-            let stream = crate::cuda::stream_of(&self.keep);
-            return self.interface(py, stream);
-        }
+        let stream = crate::cuda::stream_of(&self.keep);
         #[cfg(not(feature = "cuda"))]
-        self.interface(py, None)
+        let stream = None;
+        self.interface(py, stream)
     }
 
     /// The memory as a numpy array (host memory only), a view: writes show on both.
