@@ -113,3 +113,6 @@ def test_backend_info():
     assert info["gil_release_min_bytes"] == cpugpu.GIL_RELEASE_MIN_BYTES == 64 * 1024
     if info["backend"] == "host":
         assert info["fallback_reason"]  # says why no GPU is used
+    if info["cuda_feature"] and info["backend"] == "host":
+        # The cuda build's no-device path (CI: Debian's libcuda, whose cuInit finds no device).
+        assert "CUDA" in info["fallback_reason"] or "cuda" in info["fallback_reason"]
