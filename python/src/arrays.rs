@@ -227,9 +227,25 @@ pub(crate) fn index_input<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<
     let arr = if obj.cast::<PyUntypedArray>().is_ok() || obj.hasattr("__dlpack__")? {
         to_ndarray(obj, what)?
     } else {
+        // A sequence of Python ints: numpy's conversion, refused unless it gives integers (a
+        // float would be truncated), then int64. An empty sequence is int64 too.
         static ASARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let f = ASARRAY.import(py, "numpy", "asarray")?;
-        f.call1((obj, "int64"))?
+        let a = f
+            .call1((obj,))?
+            .cast_into::<PyUntypedArray>()
+            .map_err(PyErr::from)?;
+        if a.len_elems() > 0 && !matches!(a.dtype().kind(), b'i' | b'u') {
+            return Err(err(
+                py,
+                "DtypeError",
+                format!(
+                    "{what} must be integers, got a sequence numpy reads as {}",
+                    a.dtype()
+                ),
+            ));
+        }
+        f.call1((a, "int64"))?
             .cast_into::<PyUntypedArray>()
             .map_err(PyErr::from)?
     };

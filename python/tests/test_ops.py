@@ -395,3 +395,15 @@ def test_dlpack_inputs_are_used_in_place(rng):
     same(buf.cpu, src[[2, 1, 0, 2]])
     parts = cpugpu.split_by_offsets(buf.device_array("cpu"), [0, 1, 4])
     assert np.shares_memory(parts[1], buf.cpu)
+
+
+def test_index_sequences_must_be_integers():
+    src = np.arange(6, dtype=np.float32).reshape(3, 2)
+    dst = np.zeros((2, 2), np.float32)
+    cpugpu.copy_with_indices(src, dst, [2, 0])  # Python ints: converted to int64
+    same(dst, src[[2, 0]])
+    with pytest.raises(cpugpu.DtypeError, match="indices must be integers, got a sequence numpy reads as float64"):
+        cpugpu.copy_with_indices(src, dst, [1.5, 0])
+    with pytest.raises(cpugpu.DtypeError, match="must be integers"):
+        cpugpu.split_by_offsets(src, [True, False])
+    same(cpugpu.compute_cumsum_offsets([]), np.array([0]))
