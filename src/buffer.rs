@@ -28,7 +28,7 @@ use std::fmt;
 use std::ops::Range;
 
 use crate::device::{Device, MemoryPlacement};
-use crate::element::Element;
+use crate::element::{nonzero_size_of, Element};
 use crate::error::{Error, Op, Result};
 use crate::memory::{DeviceBuffer, DeviceView, DeviceViewMut, HostBuffer};
 use crate::pinned::PinnedMemoryManager;
@@ -185,7 +185,7 @@ impl<T: Element> CpuGpuBuffer<T> {
         shape: &[usize],
         placement: MemoryPlacement,
     ) -> Result<Self> {
-        Self::alloc(device, None, name.into(), shape, placement)
+        Self::alloc(device, None, name.into(), shape, placement).map_err(|e| e.in_op(Op::Allocate))
     }
 
     /// Like [`CpuGpuBuffer::new`], with pinned host memory drawn from `manager`'s budget.
@@ -202,6 +202,7 @@ impl<T: Element> CpuGpuBuffer<T> {
             shape,
             placement,
         )
+        .map_err(|e| e.in_op(Op::Allocate))
     }
 
     pub(crate) fn alloc(
@@ -211,6 +212,7 @@ impl<T: Element> CpuGpuBuffer<T> {
         shape: &[usize],
         placement: MemoryPlacement,
     ) -> Result<Self> {
+        nonzero_size_of::<T>();
         let shape = Shape::for_op(Op::Allocate, shape)?;
         let host = HostBuffer::zeroed(device, placement, shape.numel(), manager)?;
         let device_side = match placement {
@@ -470,6 +472,7 @@ impl<T: Element> CpuGpuBuffer<T> {
     pub fn sync(&mut self) -> Result<SyncOutcome> {
         match (self.host_dirty, self.device_dirty) {
             (true, true) => Err(Error::SyncConflict {
+                op: Op::Sync,
                 name: self.name.clone(),
             }),
             (true, false) => self.copy_to_device().map(|()| SyncOutcome::CopiedToDevice),
@@ -527,17 +530,31 @@ impl<T: Element> CpuGpuBuffer<T> {
 
     /// Changes the row count to `rows`, keeping the first `min(old, new)` rows of both sides;
     /// new rows are zero. The flags are kept. Reallocates both sides (from the same pinned
-    /// manager, if any).
+    /// manager, if any); errors name [`Op::Resize`](crate::Op::Resize), and on error the buffer
+    /// is as it was.
+    ///
+    /// Shrinking cannot fail for want of room for a second host block (a buffer holding the
+    /// whole pinned budget can shrink): when the smaller block cannot be had, the host side keeps
+    /// its block, shortened, and the block stays counted against the budget until the buffer is
+    /// dropped or resized again.
     pub fn resize(&mut self, rows: usize) -> Result<()> {
+        self.resize_to(rows).map_err(|e| e.in_op(Op::Resize))
+    }
+
+    fn resize_to(&mut self, rows: usize) -> Result<()> {
         let shape = self.shape.with_rows(Op::Resize, rows)?;
-        let mut next = Self::alloc(
+        let keep = self.row_len() * self.rows().min(rows);
+        let mut next = match Self::alloc(
             &self.device,
             self.manager.as_ref(),
             self.name.clone(),
             shape.dims(),
             self.placement,
-        )?;
-        let keep = self.row_len() * self.rows().min(rows);
+        ) {
+            Ok(next) => next,
+            Err(_) if rows < self.rows() => return self.shrink_in_place(shape),
+            Err(e) => return Err(e),
+        };
         self.gate.wait(&self.device, true);
         next.host[..keep].copy_from_slice(&self.host[..keep]);
         if let (Some(old), Some(new)) = (&self.device_side, &mut next.device_side) {
@@ -547,6 +564,25 @@ impl<T: Element> CpuGpuBuffer<T> {
         next.host_dirty = self.host_dirty;
         next.device_dirty = self.device_dirty;
         *self = next;
+        Ok(())
+    }
+
+    /// Shrinks to `shape` (fewer rows) keeping the host block: only the device side is
+    /// reallocated (device memory has no budget). Nothing changes unless it succeeds.
+    fn shrink_in_place(&mut self, shape: Shape) -> Result<()> {
+        let keep = shape.numel();
+        let device_side = match &self.device_side {
+            Some(old) => {
+                let mut new = DeviceBuffer::zeroed(&self.device, shape)?;
+                old.flat().rows(0..keep)?.copy_to(&mut new.flat_mut())?;
+                Some(new)
+            }
+            None => None, // UVA: the host block is the device side, and it stays where it is
+        };
+        self.gate.wait(&self.device, true);
+        self.host.truncate(keep);
+        self.device_side = device_side;
+        self.shape = shape;
         Ok(())
     }
 }

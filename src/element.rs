@@ -18,6 +18,14 @@ use std::fmt::Debug;
 /// cpugpu::host::gather_rows_into(&src, &[4, 1][..], &[0i32, 1], &mut dst, Default::default())
 ///     .unwrap();
 /// ```
+///
+/// A zero-sized type (`()`, `[f32; 0]`) is `Pod` too, but no buffer, view, pool slot or pinned
+/// allocation of one can be made: every constructor rejects it at compile time.
+///
+/// ```compile_fail,E0080
+/// use cpugpu::{CpuGpuBuffer, Device, MemoryPlacement};
+/// let b = CpuGpuBuffer::<()>::new(&Device::host(), "zst", &[usize::MAX], MemoryPlacement::Host);
+/// ```
 pub trait Element: bytemuck::Pod + Send + Sync + 'static {}
 
 impl<T: bytemuck::Pod + Send + Sync + 'static> Element for T {}
@@ -32,6 +40,20 @@ pub(crate) const fn width_of<T: Element>() -> usize {
             "cpugpu elements must be 1, 2, 4, 8 or 16 bytes wide"
         );
         w
+    }
+}
+
+/// `size_of::<T>()`, rejected at compile time when it is 0.
+///
+/// A zero-sized element would let a buffer of `usize::MAX` elements exist without memory, and
+/// every per-element loop over it (fill, reset, a pool's zeroing) would then run 2^64 times.
+/// Every constructor of a buffer or view calls this, so such a buffer cannot be made.
+#[inline(always)]
+pub(crate) const fn nonzero_size_of<T>() -> usize {
+    const {
+        let s = std::mem::size_of::<T>();
+        assert!(s > 0, "cpugpu elements cannot be zero-sized");
+        s
     }
 }
 
@@ -88,3 +110,66 @@ impl Index for i64 {
 
 /// Offsets use the same two integer types as indices.
 pub use self::Index as Offset;
+
+/// Zero-sized elements are rejected at compile time by every way to make memory of them (each
+/// block below must fail to build with a const-evaluation error, E0080); the same calls with a
+/// one-byte element build and run:
+///
+/// ```
+/// use cpugpu::*;
+/// let dev = Device::host();
+/// let mut b = CpuGpuBuffer::<u8>::new(&dev, "b", &[4], MemoryPlacement::Pinned)?;
+/// b.fill(1);
+/// dev.alloc::<u8>(&[4])?.fill(2);
+/// dev.upload(&[0u8; 4], &[4])?;
+/// UvaBufferPool::new(&dev, 1).allocate::<u8>("p", &[4])?;
+/// PinnedMemoryManager::new(&dev, 64).allocate::<u8>(4)?;
+/// PinnedBuffer::<u8>::new(4)?;
+/// DeviceViewMut::host_vector(&mut [0u8; 4]).fill(3);
+/// let _ = DeviceView::host_vector(&[0u8; 4]);
+/// # Ok::<(), cpugpu::Error>(())
+/// ```
+///
+/// ```compile_fail,E0080
+/// let dev = cpugpu::Device::host();
+/// let mut b = cpugpu::CpuGpuBuffer::<()>::new(&dev, "b", &[usize::MAX], cpugpu::MemoryPlacement::Host)?;
+/// b.fill(());
+/// # Ok::<(), cpugpu::Error>(())
+/// ```
+///
+/// ```compile_fail,E0080
+/// cpugpu::Device::host().alloc::<()>(&[usize::MAX])?.fill(());
+/// # Ok::<(), cpugpu::Error>(())
+/// ```
+///
+/// ```compile_fail,E0080
+/// cpugpu::Device::host().upload(&[(); 4], &[4])?;
+/// # Ok::<(), cpugpu::Error>(())
+/// ```
+///
+/// ```compile_fail,E0080
+/// let pool = cpugpu::UvaBufferPool::new(&cpugpu::Device::host(), 1);
+/// pool.allocate::<()>("p", &[usize::MAX])?;
+/// # Ok::<(), cpugpu::Error>(())
+/// ```
+///
+/// ```compile_fail,E0080
+/// let m = cpugpu::PinnedMemoryManager::new(&cpugpu::Device::host(), 64);
+/// m.allocate::<()>(usize::MAX)?;
+/// # Ok::<(), cpugpu::Error>(())
+/// ```
+///
+/// ```compile_fail,E0080
+/// cpugpu::PinnedBuffer::<()>::new(usize::MAX)?;
+/// # Ok::<(), cpugpu::Error>(())
+/// ```
+///
+/// ```compile_fail,E0080
+/// cpugpu::DeviceViewMut::host_vector(&mut [(); usize::MAX]).fill(());
+/// ```
+///
+/// ```compile_fail,E0080
+/// let _ = cpugpu::DeviceView::host_vector(&[(); 8]);
+/// ```
+#[cfg(doctest)]
+pub struct ZeroSizedElementsDoNotBuild;

@@ -167,9 +167,10 @@ pub enum Error {
     },
     /// Both sides of the paired buffer `name` were written since the last sync; neither is
     /// overwritten. Resolve it with an explicit `copy_to_device` or `copy_to_host`.
-    SyncConflict { name: String },
+    SyncConflict { op: Op, name: String },
     /// The pool already holds `name` with another shape or element type.
     PoolKeyMismatch {
+        op: Op,
         name: String,
         existing_shape: Box<Shape>,
         existing_type: &'static str,
@@ -179,18 +180,22 @@ pub enum Error {
         requested_placement: MemoryPlacement,
     },
     /// The pool holds no buffer called `name`.
-    PoolNameNotFound { name: String },
+    PoolNameNotFound { op: Op, name: String },
     /// Every round-robin slot of `name` (there are `depth`) is still held by an in-flight step.
-    PoolSlotsBusy { name: String, depth: usize },
+    PoolSlotsBusy { op: Op, name: String, depth: usize },
     /// A pinned allocation of `requested` bytes does not fit: `available` of `budget` bytes are
     /// free.
     PinnedBudgetExceeded {
+        op: Op,
         requested: usize,
         available: usize,
         budget: usize,
     },
     /// The system allocator refused `bytes` bytes.
     OutOfMemory { op: Op, bytes: usize },
+    /// An allocation of `bytes` bytes was requested: more than `max` (`isize::MAX`), the largest
+    /// allocation Rust allows, so no allocator was asked.
+    AllocationTooLarge { op: Op, bytes: usize, max: usize },
     /// A CUDA driver call failed: `call` is the driver function, `code` its `CUresult` and
     /// `name` the driver's name for it (e.g. `CUDA_ERROR_OUT_OF_MEMORY`).
     Driver {
@@ -291,12 +296,13 @@ impl fmt::Display for Error {
                 f,
                 "{op}: rows {start}..{end} are out of bounds for a buffer of {rows} rows"
             ),
-            Error::SyncConflict { name } => write!(
+            Error::SyncConflict { op, name } => write!(
                 f,
-                "sync: buffer {name:?} was written on both the host and the device since the last \
+                "{op}: buffer {name:?} was written on both the host and the device since the last \
                  copy; copy explicitly in the direction you mean"
             ),
             Error::PoolKeyMismatch {
+                op,
                 name,
                 existing_shape,
                 existing_type,
@@ -306,26 +312,32 @@ impl fmt::Display for Error {
                 requested_placement,
             } => write!(
                 f,
-                "pool: {name:?} exists as {existing_placement} {existing_type}{existing_shape}, \
+                "{op}: {name:?} exists as {existing_placement} {existing_type}{existing_shape}, \
                  requested {requested_placement} {requested_type}{requested_shape}"
             ),
-            Error::PoolNameNotFound { name } => write!(f, "pool_get: no buffer named {name:?}"),
-            Error::PoolSlotsBusy { name, depth } => write!(
+            Error::PoolNameNotFound { op, name } => write!(f, "{op}: no buffer named {name:?}"),
+            Error::PoolSlotsBusy { op, name, depth } => write!(
                 f,
-                "pool_get: all {depth} round-robin slots of {name:?} are held by in-flight steps"
+                "{op}: all {depth} round-robin slots of {name:?} are held by in-flight steps"
             ),
             Error::PinnedBudgetExceeded {
+                op,
                 requested,
                 available,
                 budget,
             } => write!(
                 f,
-                "pinned_allocate: {requested} bytes requested, {available} of the {budget}-byte \
+                "{op}: {requested} bytes requested, {available} of the {budget}-byte \
                  budget available"
             ),
             Error::OutOfMemory { op, bytes } => {
                 write!(f, "{op}: the allocator refused {bytes} bytes")
             }
+            Error::AllocationTooLarge { op, bytes, max } => write!(
+                f,
+                "{op}: {bytes} bytes requested, more than {max} (isize::MAX), the largest \
+                 allocation possible"
+            ),
             Error::Driver {
                 op,
                 call,
@@ -339,6 +351,67 @@ impl fmt::Display for Error {
                 actual,
             } => write!(f, "{op}: {what} is {actual} memory, this operation needs {expected} memory"),
         }
+    }
+}
+
+impl Error {
+    /// The operation the error names.
+    pub fn op(&self) -> Op {
+        match self {
+            Error::IndexOutOfBounds { op, .. }
+            | Error::NegativeLength { op, .. }
+            | Error::OffsetOverflow { op, .. }
+            | Error::OffsetsNotMonotonic { op, .. }
+            | Error::OffsetOutOfRange { op, .. }
+            | Error::LengthMismatch { op, .. }
+            | Error::ShapeMismatch { op, .. }
+            | Error::AxisOutOfRange { op, .. }
+            | Error::InvalidArgument { op, .. }
+            | Error::UnsupportedPlacement { op, .. }
+            | Error::SizeOverflow { op, .. }
+            | Error::TooManyDims { op, .. }
+            | Error::RowRangeOutOfBounds { op, .. }
+            | Error::SyncConflict { op, .. }
+            | Error::PoolKeyMismatch { op, .. }
+            | Error::PoolNameNotFound { op, .. }
+            | Error::PoolSlotsBusy { op, .. }
+            | Error::PinnedBudgetExceeded { op, .. }
+            | Error::OutOfMemory { op, .. }
+            | Error::AllocationTooLarge { op, .. }
+            | Error::Driver { op, .. }
+            | Error::WrongDevice { op, .. } => *op,
+        }
+    }
+
+    /// The same error attributed to `op`: a call that fails inside a step it delegates (a
+    /// `resize` whose allocation is refused, a pool `allocate` whose buffer does not fit)
+    /// reports the call the user made.
+    pub(crate) fn in_op(mut self, new: Op) -> Self {
+        match &mut self {
+            Error::IndexOutOfBounds { op, .. }
+            | Error::NegativeLength { op, .. }
+            | Error::OffsetOverflow { op, .. }
+            | Error::OffsetsNotMonotonic { op, .. }
+            | Error::OffsetOutOfRange { op, .. }
+            | Error::LengthMismatch { op, .. }
+            | Error::ShapeMismatch { op, .. }
+            | Error::AxisOutOfRange { op, .. }
+            | Error::InvalidArgument { op, .. }
+            | Error::UnsupportedPlacement { op, .. }
+            | Error::SizeOverflow { op, .. }
+            | Error::TooManyDims { op, .. }
+            | Error::RowRangeOutOfBounds { op, .. }
+            | Error::SyncConflict { op, .. }
+            | Error::PoolKeyMismatch { op, .. }
+            | Error::PoolNameNotFound { op, .. }
+            | Error::PoolSlotsBusy { op, .. }
+            | Error::PinnedBudgetExceeded { op, .. }
+            | Error::OutOfMemory { op, .. }
+            | Error::AllocationTooLarge { op, .. }
+            | Error::Driver { op, .. }
+            | Error::WrongDevice { op, .. } => *op = new,
+        }
+        self
     }
 }
 

@@ -13,7 +13,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut, Range};
 
 use crate::device::{BackendKind, Device, MemoryPlacement};
-use crate::element::Element;
+use crate::element::{nonzero_size_of, Element};
 use crate::error::{Error, Op, Result};
 use crate::pinned::{PinnedBuffer, PinnedMemoryManager};
 use crate::shape::Shape;
@@ -63,17 +63,19 @@ impl CudaPtr<'_> {
 /// `resize`, and 10.45 ms this way (`np.pad`: 13.7 ms).
 pub(crate) fn zeroed_vec<T: Element>(op: Op, len: usize) -> Result<Vec<T>> {
     let bytes = len
-        .checked_mul(std::mem::size_of::<T>())
+        .checked_mul(nonzero_size_of::<T>())
         .ok_or(Error::SizeOverflow {
             op,
             what: "the output's size in bytes",
         })?;
     if bytes == 0 {
-        return Ok(vec![T::zeroed(); len]); // no allocation (len 0, or a zero-sized T)
+        return Ok(Vec::new()); // len 0: no allocation
     }
-    let layout = Layout::array::<T>(len).map_err(|_| Error::SizeOverflow {
+    // Fails only past isize::MAX bytes (the size fits usize, and T's alignment is valid).
+    let layout = Layout::array::<T>(len).map_err(|_| Error::AllocationTooLarge {
         op,
-        what: "the output's size in bytes",
+        bytes,
+        max: isize::MAX as usize,
     })?;
     // SAFETY: the layout's size is `bytes` > 0.
     let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
@@ -112,7 +114,8 @@ fn advise_huge_pages<T>(v: &mut [T]) {
     let (Some(a), b) = (start.checked_next_multiple_of(HUGE), end - end % HUGE) else {
         return;
     };
-    if b > a {
+    // Miri cannot run the system call; the range arithmetic above still runs under it.
+    if b > a && !cfg!(miri) {
         // SAFETY: `a..b` lies inside `v`'s allocation, which the `&mut` borrow gives us
         // exclusively, and `a` is page-aligned as madvise requires. MADV_HUGEPAGE only hints
         // which pages back the range; it never changes the memory's contents or mapping as the
@@ -127,6 +130,7 @@ fn advise_huge_pages<T>(_: &mut [T]) {}
 
 impl<T: Element> DeviceBuffer<T> {
     pub(crate) fn zeroed(device: &Device, shape: Shape) -> Result<Self> {
+        nonzero_size_of::<T>();
         let storage = match device.kind() {
             BackendKind::Host => Storage::Host(zeroed_vec(Op::Allocate, shape.numel())?),
             #[cfg(cpugpu_cuda)]
@@ -162,6 +166,7 @@ impl<T: Element> DeviceBuffer<T> {
 
     /// A host-backend buffer taking ownership of `data` (`shape.numel()` elements).
     pub(crate) fn from_host_vec(device: &Device, data: Vec<T>, shape: Shape) -> Self {
+        nonzero_size_of::<T>();
         debug_assert_eq!(data.len(), shape.numel());
         DeviceBuffer {
             storage: Storage::Host(data),
@@ -360,6 +365,7 @@ fn row_range(op: Op, shape: &Shape, rows: &Range<usize>) -> Result<(Shape, Range
 impl<'a, T: Element> DeviceView<'a, T> {
     /// A view of `data`, whose length is `shape.numel()` (the caller guarantees it).
     pub(crate) fn from_host_parts(data: &'a [T], shape: Shape) -> Self {
+        nonzero_size_of::<T>();
         debug_assert_eq!(data.len(), shape.numel());
         DeviceView {
             repr: ViewRepr::Host(data),
@@ -619,6 +625,7 @@ fn check_raw<T>(ptr: u64) -> Result<()> {
 impl<'a, T: Element> DeviceViewMut<'a, T> {
     /// A view of `data`, whose length is `shape.numel()` (the caller guarantees it).
     pub(crate) fn from_host_parts(data: &'a mut [T], shape: Shape) -> Self {
+        nonzero_size_of::<T>();
         debug_assert_eq!(data.len(), shape.numel());
         DeviceViewMut {
             repr: ViewReprMut::Host(data),
@@ -882,6 +889,14 @@ impl<T: Element> HostBuffer<T> {
     /// True for pinned memory.
     pub fn is_pinned(&self) -> bool {
         matches!(self, HostBuffer::Pinned(_))
+    }
+
+    /// Shortens the buffer to `len` elements in place (no effect when it is not longer).
+    pub(crate) fn truncate(&mut self, len: usize) {
+        match self {
+            HostBuffer::Pageable(v) => v.truncate(len),
+            HostBuffer::Pinned(p) => p.truncate(len),
+        }
     }
 }
 

@@ -46,7 +46,7 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::device::Device;
-use crate::element::Element;
+use crate::element::{nonzero_size_of, Element};
 use crate::error::{Error, Op, Result};
 
 /// Alignment of every pinned block, as `cudaHostAlloc` gives (and enough for 16-byte vector
@@ -92,11 +92,14 @@ impl RawBlock {
         }
         #[cfg(not(cpugpu_cuda))]
         let _ = device;
-        let layout =
-            Layout::from_size_align(bytes, PINNED_ALIGN).map_err(|_| Error::SizeOverflow {
+        // Fails only when `bytes`, rounded up to the alignment, exceeds isize::MAX.
+        let layout = Layout::from_size_align(bytes, PINNED_ALIGN).map_err(|_| {
+            Error::AllocationTooLarge {
                 op: Op::PinnedAllocate,
-                what: "the pinned block size",
-            })?;
+                bytes,
+                max: isize::MAX as usize,
+            }
+        })?;
         // SAFETY: layout has a non-zero size (bytes > 0, checked by every caller).
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).ok_or(Error::OutOfMemory {
@@ -235,7 +238,7 @@ impl PinnedMemoryManager {
     pub fn allocate<T: Element>(&self, len: usize) -> Result<PinnedBuffer<T>> {
         check_align::<T>(Op::PinnedAllocate)?;
         let bytes = len
-            .checked_mul(std::mem::size_of::<T>())
+            .checked_mul(nonzero_size_of::<T>())
             .ok_or(Error::SizeOverflow {
                 op: Op::PinnedAllocate,
                 what: "len * size_of::<T>()",
@@ -258,6 +261,7 @@ impl PinnedMemoryManager {
             let available = st.budget.saturating_sub(st.allocated);
             if bytes > available {
                 return Err(Error::PinnedBudgetExceeded {
+                    op: Op::PinnedAllocate,
                     requested: bytes,
                     available,
                     budget: st.budget,
@@ -410,7 +414,7 @@ pub struct PinnedBuffer<T: Element> {
 }
 
 impl<T: Element> PinnedBuffer<T> {
-    /// A buffer that needs no memory: `len == 0`, or a zero-sized `T`.
+    /// A buffer that needs no memory: `len == 0` (element types are never zero-sized).
     fn empty(len: usize) -> Self {
         PinnedBuffer {
             block: None,
@@ -431,7 +435,7 @@ impl<T: Element> PinnedBuffer<T> {
     pub fn new_on(device: &Device, len: usize) -> Result<Self> {
         check_align::<T>(Op::Allocate)?;
         let bytes = len
-            .checked_mul(std::mem::size_of::<T>())
+            .checked_mul(nonzero_size_of::<T>())
             .ok_or(Error::SizeOverflow {
                 op: Op::Allocate,
                 what: "len * size_of::<T>()",
@@ -440,7 +444,7 @@ impl<T: Element> PinnedBuffer<T> {
             return Ok(Self::empty(len));
         }
         Ok(PinnedBuffer {
-            block: Some(RawBlock::new(device, bytes)?),
+            block: Some(RawBlock::new(device, bytes).map_err(|e| e.in_op(Op::Allocate))?),
             len,
             home: None,
             _t: std::marker::PhantomData,
@@ -471,6 +475,13 @@ impl<T: Element> PinnedBuffer<T> {
     pub fn is_managed(&self) -> bool {
         self.home.is_some()
     }
+
+    /// Shortens the buffer to `len` elements (no effect when it is not longer), keeping its
+    /// block: nothing is allocated or freed, and the block counts against the budget as before
+    /// ([`block_bytes`](Self::block_bytes) is unchanged) until the buffer is dropped.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
 }
 
 impl<T: Element> Deref for PinnedBuffer<T> {
@@ -478,13 +489,13 @@ impl<T: Element> Deref for PinnedBuffer<T> {
     fn deref(&self) -> &[T] {
         match &self.block {
             // SAFETY: the block holds at least len * size_of::<T>() bytes (checked at
-            // allocation, and a reused block is never smaller than the request), is aligned to
-            // PINNED_ALIGN >= align_of::<T>() (check_align), was zeroed or written through this
-            // buffer, and T: Pod accepts any byte pattern. The shared borrow of self keeps it
-            // alive and unaliased by writers.
+            // allocation, a reused block is never smaller than the request, and `truncate` only
+            // ever lowers len), is aligned to PINNED_ALIGN >= align_of::<T>() (check_align), was
+            // zeroed or written through this buffer, and T: Pod accepts any byte pattern. The
+            // shared borrow of self keeps it alive and unaliased by writers.
             Some(b) => unsafe { std::slice::from_raw_parts(b.ptr.as_ptr() as *const T, self.len) },
-            // SAFETY: no block means `len * size_of::<T>() == 0`: either `len == 0` or `T` is
-            // zero-sized, and a dangling, aligned pointer is valid for such a slice.
+            // SAFETY: no block means `len * size_of::<T>() == 0`, so the slice has no bytes, and
+            // a dangling, aligned pointer is valid for such a slice.
             None => unsafe {
                 std::slice::from_raw_parts(NonNull::<T>::dangling().as_ptr(), self.len)
             },

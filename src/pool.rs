@@ -162,16 +162,23 @@ impl UvaBufferPool {
         shape: &[usize],
         placement: MemoryPlacement,
     ) -> Result<PoolBuffer<T>> {
-        let shape = Shape::for_op(Op::PoolAllocate, shape)?;
-        let entry = {
+        let op = Op::PoolAllocate;
+        let shape = Shape::for_op(op, shape)?;
+        // The look-up (or creation) and the claim of a slot happen under the map's lock, so a
+        // concurrent `release` of the name comes either before them (the name is created anew)
+        // or after (the slot is ours, and its buffer is freed when the guard drops), never in
+        // between. Lock order: the map, then an entry; no path holds an entry's lock while it
+        // takes the map's.
+        let (entry, slot, buf, created) = {
             let mut entries = self.entries();
-            match entries.get(name) {
+            let (entry, created) = match entries.get(name) {
                 Some(e) => {
                     if e.type_id != TypeId::of::<T>()
                         || e.shape != shape
                         || e.placement != placement
                     {
                         return Err(Error::PoolKeyMismatch {
+                            op,
                             name: name.to_owned(),
                             existing_shape: Box::new(e.shape),
                             existing_type: e.type_name,
@@ -184,14 +191,19 @@ impl UvaBufferPool {
                     (e.clone(), false)
                 }
                 None => {
-                    let e = Arc::new(self.new_entry::<T>(name, shape, placement)?);
-                    entries.insert(name.to_owned(), e.clone());
-                    (e, true)
+                    let e = self
+                        .new_entry::<T>(name, shape, placement)
+                        .map_err(|e| e.in_op(op))?;
+                    (Arc::new(e), true)
                 }
+            };
+            let (slot, buf) = Self::claim_slot::<T>(op, name, &entry)?;
+            if created {
+                entries.insert(name.to_owned(), entry.clone());
             }
+            (entry, slot, buf, created)
         };
-        let (entry, created) = entry;
-        let mut buf = Self::take_slot::<T>(name, &entry)?;
+        let mut buf = Self::hand_out(entry, slot, buf);
         if created {
             self.count(|c| c.created += 1);
         } else {
@@ -259,15 +271,18 @@ impl UvaBufferPool {
     /// is [`Error::PoolKeyMismatch`](crate::Error::PoolKeyMismatch), an unknown name [`Error::PoolNameNotFound`](crate::Error::PoolNameNotFound), all slots
     /// held [`Error::PoolSlotsBusy`](crate::Error::PoolSlotsBusy).
     pub fn get<T: Element>(&self, name: &str) -> Result<PoolBuffer<T>> {
+        let op = Op::PoolGet;
         let entry = self
             .entries()
             .get(name)
             .cloned()
             .ok_or_else(|| Error::PoolNameNotFound {
+                op,
                 name: name.to_owned(),
             })?;
         if entry.type_id != TypeId::of::<T>() {
             return Err(Error::PoolKeyMismatch {
+                op,
                 name: name.to_owned(),
                 existing_shape: Box::new(entry.shape),
                 existing_type: entry.type_name,
@@ -277,13 +292,23 @@ impl UvaBufferPool {
                 requested_placement: entry.placement,
             });
         }
-        Self::take_slot(name, &entry)
+        // A `release` between the look-up and the claim makes the claim fail with
+        // `PoolNameNotFound`: the name was gone before a slot could be taken.
+        let (slot, buf) = Self::claim_slot::<T>(op, name, &entry)?;
+        Ok(Self::hand_out(entry, slot, buf))
     }
 
-    fn take_slot<T: Element>(name: &str, entry: &Arc<Entry>) -> Result<PoolBuffer<T>> {
+    /// Takes the next free slot of `entry` out of the pool (its element type is `T`, checked by
+    /// the callers). Only bookkeeping happens under the entry's lock.
+    fn claim_slot<T: Element>(
+        op: Op,
+        name: &str,
+        entry: &Entry,
+    ) -> Result<(usize, CpuGpuBuffer<T>)> {
         let mut st = entry.lock();
         if st.released {
             return Err(Error::PoolNameNotFound {
+                op,
                 name: name.to_owned(),
             });
         }
@@ -294,31 +319,32 @@ impl UvaBufferPool {
             .find(|&s| st.slots[s].is_some())
         else {
             return Err(Error::PoolSlotsBusy {
+                op,
                 name: name.to_owned(),
                 depth,
             });
         };
         st.next = (slot + 1) % depth;
         let boxed = st.slots[slot].take().map(Slot::into_any);
-        let buf = boxed
-            .and_then(|b| b.downcast::<CpuGpuBuffer<T>>().ok())
-            .map(|b| *b);
-        drop(st);
-        match buf {
-            Some(buf) => {
-                // On CUDA: the GPU work issued before this slot's last guard dropped (copies,
-                // kernels reading it) must finish before the host may write it again.
-                buf.wait_idle();
-                Ok(PoolBuffer {
-                    buf: Some(buf),
-                    entry: entry.clone(),
-                    slot,
-                })
-            }
+        match boxed.map(|b| b.downcast::<CpuGpuBuffer<T>>()) {
+            Some(Ok(buf)) => Ok((slot, *buf)),
             // Unreachable: the slot was Some and the entry's TypeId is T's (checked by callers).
-            None => Err(Error::PoolNameNotFound {
+            _ => Err(Error::PoolNameNotFound {
+                op,
                 name: name.to_owned(),
             }),
+        }
+    }
+
+    /// Wraps a claimed slot in its guard, once the device work that used it has finished.
+    fn hand_out<T: Element>(entry: Arc<Entry>, slot: usize, buf: CpuGpuBuffer<T>) -> PoolBuffer<T> {
+        // On CUDA: the GPU work issued before this slot's last guard dropped (copies, kernels
+        // reading it) must finish before the host may write it again.
+        buf.wait_idle();
+        PoolBuffer {
+            buf: Some(buf),
+            entry,
+            slot,
         }
     }
 

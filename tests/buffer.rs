@@ -146,7 +146,10 @@ fn a_whole_copy_resolves_a_sync_conflict() {
         b.device_view_mut().fill(2);
         assert_eq!(
             b.sync().unwrap_err(),
-            Error::SyncConflict { name: "c".into() }
+            Error::SyncConflict {
+                op: Op::Sync,
+                name: "c".into()
+            }
         );
         assert_eq!(b.host(), &[1; 3], "a conflict overwrites neither side");
         b.copy_to_device().unwrap(); // the caller decides: the host side wins
@@ -194,6 +197,17 @@ fn new_with_impossible_byte_size_errors_instead_of_aborting() {
         assert!(
             matches!(err, Error::OutOfMemory { .. } | Error::SizeOverflow { .. }),
             "{placement}: {err:?}"
+        );
+        // Bytes that fit usize but exceed isize::MAX are named for what they are.
+        let err = CpuGpuBuffer::<u16>::new(&dev(), "huge", &[1 << 62], placement).unwrap_err();
+        assert_eq!(
+            err,
+            Error::AllocationTooLarge {
+                op: Op::Allocate,
+                bytes: 1 << 63,
+                max: isize::MAX as usize
+            },
+            "{placement}"
         );
     }
 }
@@ -457,6 +471,7 @@ fn sync_conflict<T: Element>() {
             assert_eq!(
                 err,
                 Error::SyncConflict {
+                    op: Op::Sync,
                     name: "both".into()
                 },
                 "{case}"
@@ -927,6 +942,7 @@ fn with_manager_over_budget_is_pinned_budget_exceeded() {
     assert_eq!(
         err,
         Error::PinnedBudgetExceeded {
+            op: Op::Allocate,
             requested: 500,
             available: 400,
             budget: 1000
@@ -952,6 +968,7 @@ fn resize_with_manager_moves_the_budget_to_the_new_size() {
     assert_eq!(
         err,
         Error::PinnedBudgetExceeded {
+            op: Op::Resize,
             requested: 20_000,
             available: 8800,
             budget: 10_000
@@ -962,6 +979,107 @@ fn resize_with_manager_moves_the_budget_to_the_new_size() {
     assert_eq!(mgr.allocated_bytes(), 1200);
     drop(b);
     assert_eq!(mgr.allocated_bytes(), 0);
+}
+
+#[test]
+fn resize_shrinks_a_buffer_that_holds_the_whole_budget() {
+    // Before the fix, shrinking allocated the smaller block before returning the old one, so a
+    // buffer holding the whole budget could not shrink (PinnedBudgetExceeded).
+    for placement in [Pinned, Uva] {
+        let mgr = PinnedMemoryManager::new(&dev(), 1024);
+        let mut b = CpuGpuBuffer::<u32>::with_manager(&mgr, "s", &[16, 16], placement).unwrap();
+        let data: Vec<u32> = (0..256).collect();
+        b.host_mut().copy_from_slice(&data);
+        b.copy_to_device().unwrap();
+        b.host_mut()[0] = 7; // host-dirty: the flag must survive
+        assert_eq!(mgr.available_bytes(), 0);
+
+        b.resize(5).unwrap();
+        assert_eq!(b.shape().dims(), &[5, 16], "{placement}");
+        assert_eq!(b.len(), 80);
+        assert_eq!(b.host()[0], 7);
+        assert_eq!(&b.host()[1..], &data[1..80], "{placement}");
+        let mut want = data[..80].to_vec();
+        if placement == Uva {
+            want[0] = 7; // one memory
+        }
+        assert_eq!(device_vec(&b), want, "{placement}");
+        assert_eq!(flags(&b), (placement == Pinned, false), "{placement}");
+        assert!(mgr.allocated_bytes() <= 1024);
+
+        // Growing back needs a second block, which the budget does not have: the error names
+        // resize and the buffer is left as it was.
+        let err = b.resize(16).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::PinnedBudgetExceeded {
+                    op: Op::Resize,
+                    requested: 1024,
+                    ..
+                }
+            ),
+            "{placement}: {err:?}"
+        );
+        assert!(
+            err.to_string().starts_with("resize: 1024 bytes requested"),
+            "{err}"
+        );
+        assert_eq!(b.shape().dims(), &[5, 16]);
+        assert_eq!(&b.host()[1..], &data[1..80]);
+
+        drop(b);
+        assert_eq!(mgr.allocated_bytes(), 0, "{placement}: the block went back");
+    }
+}
+
+#[test]
+fn resize_to_a_smaller_size_returns_budget_when_there_is_room() {
+    let mgr = PinnedMemoryManager::new(&dev(), 2048);
+    let mut b = CpuGpuBuffer::<u32>::with_manager(&mgr, "s", &[16, 16], Pinned).unwrap();
+    b.host_mut().fill(9);
+    b.resize(4).unwrap();
+    assert_eq!(mgr.allocated_bytes(), 256, "a fresh block of the new size");
+    assert_eq!(b.host(), &[9; 64]);
+}
+
+#[test]
+fn resize_errors_name_resize() {
+    // 2^62 u16 rows are 2^63 bytes: the size fits usize but is past isize::MAX, the largest
+    // allocation possible. Before the fix this was "allocate: ... overflows usize".
+    let rows = 1usize << 62;
+    let bytes = 1usize << 63;
+    for placement in ALL {
+        let mut b = CpuGpuBuffer::<u16>::new(&dev(), "r", &[1], placement).unwrap();
+        let err = b.resize(rows).unwrap_err();
+        assert_eq!(
+            err,
+            Error::AllocationTooLarge {
+                op: Op::Resize,
+                bytes,
+                max: isize::MAX as usize
+            },
+            "{placement}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "resize: {bytes} bytes requested, more than {} (isize::MAX), the largest \
+                 allocation possible",
+                isize::MAX
+            )
+        );
+        assert_eq!(b.shape().dims(), &[1]);
+    }
+    // Through a manager with room for anything, the pinned block is refused the same way.
+    let mgr = PinnedMemoryManager::new(&dev(), usize::MAX);
+    let mut b = CpuGpuBuffer::<u16>::with_manager(&mgr, "r", &[1], Pinned).unwrap();
+    let err = b.resize(rows).unwrap_err();
+    assert!(
+        matches!(err, Error::AllocationTooLarge { op: Op::Resize, bytes: b, .. } if b == bytes),
+        "{err:?}"
+    );
+    assert_eq!(mgr.allocated_bytes(), 2);
 }
 
 // ---------------------------------------------------------------------------------------------

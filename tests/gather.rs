@@ -196,6 +196,60 @@ fn zero_width_rows_copy_nothing_but_validate() {
 }
 
 #[test]
+fn row_counts_past_i64_max_are_compared_exactly() {
+    // Rows of zero elements can number more than i64::MAX. Before the fix the bound was clamped
+    // to i64::MAX: index i64::MAX was called out of bounds ("indices[0] = 9223372036854775807 is
+    // out of bounds for 18446744073709551615 rows") and [i64::MAX, -1] named position 0, not 1.
+    let src: [u32; 0] = [];
+    for rows in [i64::MAX as usize + 1, usize::MAX] {
+        let shape = [rows, 0];
+        for policy in [GatherPolicy::Checked, GatherPolicy::NegativeFill(7)] {
+            let out = gather_rows(&src, &shape, &[i64::MAX, 0, i64::MAX - 1], policy).unwrap();
+            assert!(out.is_empty());
+        }
+        let err = gather_rows(&src, &shape, &[i64::MAX, -1], GatherPolicy::Checked).unwrap_err();
+        assert_eq!(
+            err,
+            Error::IndexOutOfBounds {
+                op: Op::GatherRows,
+                position: 1,
+                index: -1,
+                bound: rows
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("gather_rows: indices[1] = -1 is out of bounds for {rows} rows")
+        );
+        // The same through the parallel scan (200,000 i64 indices, above PAR_MIN_BYTES), with
+        // every negative value, not only -1, caught.
+        for bad in [-1i64, -2, i64::MIN] {
+            let mut ids = vec![i64::MAX; 200_000];
+            ids[123_457] = bad;
+            ids[190_000] = -1;
+            let err = gather_rows(&src, &shape, &ids, GatherPolicy::Checked).unwrap_err();
+            assert_eq!(
+                err,
+                Error::IndexOutOfBounds {
+                    op: Op::GatherRows,
+                    position: 123_457,
+                    index: bad,
+                    bound: rows
+                }
+            );
+            let mut ids32 = vec![i32::MAX; 200_000];
+            ids32[7] = i32::MIN;
+            let err = gather_rows(&src, &shape, &ids32, GatherPolicy::Checked).unwrap_err();
+            assert!(
+                matches!(err, Error::IndexOutOfBounds { position: 7, .. }),
+                "{err:?}"
+            );
+            gather_rows(&src, &shape, &ids, GatherPolicy::NegativeFill(0)).unwrap();
+        }
+    }
+}
+
+#[test]
 fn empty_source_accepts_only_negative_indices_with_fill() {
     let src: [f64; 0] = [];
     let out = gather_rows(&src, &[0, 2], &[-1i64, -5], GatherPolicy::NegativeFill(1.5)).unwrap();

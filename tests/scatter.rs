@@ -500,3 +500,53 @@ proptest! {
         prop_assert_eq!(dst, expected);
     }
 }
+
+#[test]
+fn row_counts_past_i64_max_are_compared_exactly() {
+    // Rows of zero elements can number more than i64::MAX; before the fix the bound was clamped
+    // to i64::MAX, so index i64::MAX was refused and [i64::MAX, -1] named position 0.
+    let src: [f32; 0] = [];
+    let mut dst: [f32; 0] = [];
+    for rows in [i64::MAX as usize + 1, usize::MAX] {
+        let shape = [rows, 0];
+        for policy in [ScatterPolicy::Checked, ScatterPolicy::NegativeSkip] {
+            scatter_rows_into(&src, &[i64::MAX, 0], &mut dst, &shape, policy).unwrap();
+        }
+        let err = scatter_rows_into(
+            &src,
+            &[i64::MAX, -1],
+            &mut dst,
+            &shape,
+            ScatterPolicy::Checked,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            Error::IndexOutOfBounds {
+                op: Op::ScatterRows,
+                position: 1,
+                index: -1,
+                bound: rows
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("scatter_rows: indices[1] = -1 is out of bounds for {rows} rows")
+        );
+        let mut ids = vec![i64::MAX; 200_000];
+        ids[99_999] = -2;
+        let err =
+            scatter_rows_into(&src, &ids, &mut dst, &shape, ScatterPolicy::Checked).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::IndexOutOfBounds {
+                    position: 99_999,
+                    index: -2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+}

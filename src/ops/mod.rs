@@ -21,11 +21,13 @@ use crate::element::Index;
 /// Below this many bytes moved, host operations run on the calling thread.
 ///
 /// Chosen from `host_bench`: gather of 4,096 x 16 f32 rows (256 KiB) runs faster sequentially
-/// than through rayon on a 2-core machine, see `BENCHMARKS.md`.
-pub const PAR_MIN_BYTES: usize = 512 * 1024;
+/// than through rayon on a 2-core machine, see `BENCHMARKS.md`. Under Miri (CI's memory-model
+/// check) it is 4 KiB, so that the parallel paths run on inputs small enough for Miri's speed.
+pub const PAR_MIN_BYTES: usize = if cfg!(miri) { 4 * 1024 } else { 512 * 1024 };
 
-/// Bytes per parallel task in the chunked copy and fill helpers.
-pub(crate) const PAR_CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes per parallel task in the chunked copy and fill helpers (1 KiB under Miri: several
+/// tasks per operation at Miri's sizes).
+pub(crate) const PAR_CHUNK_BYTES: usize = if cfg!(miri) { 1024 } else { 256 * 1024 };
 
 /// What gather does with an index.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,24 +110,33 @@ pub(crate) fn par_fill<T: Copy + Send + Sync>(dst: &mut [T], value: T) {
 /// The first position whose index is outside `0..bound` (negative indices are allowed when
 /// `allow_negative`), with its value. Parallel over large index arrays; the answer is the
 /// smallest such position either way.
+///
+/// `bound` is compared exactly, also above `i64::MAX` (rows of zero elements can be that many):
+/// then no non-negative index is out of bounds.
 pub(crate) fn first_bad_index<I: Index>(
     indices: &[I],
     bound: usize,
     allow_negative: bool,
 ) -> Option<(usize, i64)> {
-    let bound = i64::try_from(bound).unwrap_or(i64::MAX);
-    let bad = |v: i64| v >= bound || (v < 0 && !allow_negative);
+    // Reinterpreted as u64, a negative index is at least 2^63. With the bound capped at 2^63
+    // (every non-negative i64 is below it), one unsigned compare checks both ends exactly.
+    let ubound = u64::try_from(bound).unwrap_or(u64::MAX).min(1 << 63);
+    let bad = |v: i64| {
+        if v < 0 {
+            !allow_negative
+        } else {
+            v as u64 >= ubound
+        }
+    };
     let scan = |base: usize, chunk: &[I]| {
         // Fast path: a branch-free OR of comparisons (it vectorises) proves most chunks clean;
-        // only a chunk that holds a bad index is searched for its first position. Reinterpreted
-        // as u64, a negative index is above every bound, so one unsigned compare checks both
-        // ends when negatives are not allowed.
+        // only a chunk that holds a bad index is searched for its first position.
         let any_bad = if allow_negative {
-            chunk
-                .iter()
-                .fold(false, |acc, &i| acc | (i.to_i64() >= bound))
+            chunk.iter().fold(false, |acc, &i| {
+                let v = i.to_i64();
+                acc | ((v >= 0) & (v as u64 >= ubound))
+            })
         } else {
-            let ubound = bound as u64; // bound >= 0
             chunk
                 .iter()
                 .fold(false, |acc, &i| acc | (i.to_i64() as u64 >= ubound))

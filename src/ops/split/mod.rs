@@ -32,11 +32,12 @@ impl Device {
     ) -> Result<()> {
         width_of::<T>();
         host::validate(offsets, data.len())?;
-        out.clear();
-        // Views are descriptors on the host whatever the backend: no kernel runs.
+        // Views are descriptors on the host whatever the backend: no kernel runs. `out` is
+        // cleared only once nothing can fail.
         match self.kind() {
             BackendKind::Host => {
                 let flat = data.on_host(crate::Op::Split)?;
+                out.clear();
                 out.extend(
                     offsets
                         .iter()
@@ -48,8 +49,9 @@ impl Device {
             BackendKind::Cuda => {
                 let flat = data.reshape(&[data.len()])?;
                 let at = |o: O| usize::try_from(o.to_i64()).unwrap_or(0); // validated
+                out.clear();
                 for w in offsets.windows(2) {
-                    out.push(flat.rows(at(w[0])..at(w[1]))?);
+                    out.push(flat.rows(at(w[0])..at(w[1]))?); // validated: cannot fail
                 }
             }
         }
@@ -81,8 +83,12 @@ impl Device {
                 let flat = data.on_host(crate::Op::Split)?;
                 host::validate(offsets, flat.len())?;
                 check_split_outs(offsets, outs.iter().map(|o| o.len()), outs.len())?;
-                for (w, o) in offsets.windows(2).zip(outs.iter_mut()) {
-                    let d = o.reborrow().into_host(crate::Op::Split)?;
+                // Every output is checked to be host memory before the first is written.
+                let dsts = outs
+                    .iter_mut()
+                    .map(|o| o.reborrow().into_host(crate::Op::Split))
+                    .collect::<Result<Vec<_>>>()?;
+                for (w, d) in offsets.windows(2).zip(dsts) {
                     crate::ops::par_copy(d, host::segment(flat, w[0], w[1]));
                 }
                 Ok(())

@@ -1,0 +1,209 @@
+"""Type stubs of cpugpu._native (the Rust extension; the package re-exports everything)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, SupportsIndex
+
+import numpy as np
+import numpy.typing as npt
+
+from ._types import MemoryPlacement
+
+_Shape = SupportsIndex | Sequence[SupportsIndex]
+_DType = npt.DTypeLike
+_Indices = npt.NDArray[np.int32] | npt.NDArray[np.int64] | Sequence[int] | Any
+_Stream = int | Any | None
+
+GIL_RELEASE_MIN_BYTES: int
+
+def copy_with_indices(
+    src: npt.NDArray[Any] | Any,
+    dst: npt.NDArray[Any] | Any,
+    indices: _Indices,
+    *,
+    policy: Literal["checked", "negative_fill"] = "checked",
+    fill_value: Any = None,
+) -> None:
+    """``dst[i] = src[indices[i]]`` for the first ``len(indices)`` rows of ``dst``, in place."""
+
+def scatter_with_indices(
+    src: npt.NDArray[Any] | Any,
+    dst: npt.NDArray[Any] | Any,
+    indices: _Indices,
+    *,
+    policy: Literal["checked", "negative_skip"] = "checked",
+) -> None:
+    """``dst[indices[i]] = src[i]``, in place; a repeated index: the last occurrence wins."""
+
+def pad_to_multiple(
+    arr: npt.NDArray[Any] | Any,
+    multiple: int,
+    axis: int = 0,
+    pad_value: Any = None,
+) -> npt.NDArray[Any]:
+    """``arr`` padded along ``axis`` to the next multiple; ``arr`` itself when it already is."""
+
+def compute_cumsum_offsets(lengths: _Indices, *, dtype: _DType | None = None) -> npt.NDArray[np.int64]:
+    """``len(lengths) + 1`` offsets starting at 0 (int64, or ``dtype=np.int32``)."""
+
+def flatten_with_offsets(
+    arrays: Iterable[npt.NDArray[Any] | Any],
+    *,
+    offsets_dtype: _DType | None = None,
+    dtype: _DType | None = None,
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+    """``(np.concatenate(arrays), offsets)`` with offsets in rows."""
+
+def split_by_offsets(arr: npt.NDArray[Any] | Any, offsets: _Indices) -> list[npt.NDArray[Any]]:
+    """``[arr[offsets[i]:offsets[i + 1]] ...]``: views, not copies."""
+
+def backend_info() -> dict[str, Any]:
+    """The backend buffers use, and why the host when no GPU is used."""
+
+class DeviceArray:
+    """One side of a buffer, exported without a copy (DLPack, array interfaces)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+    @property
+    def data_ptr(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def device(self) -> str: ...
+    def __dlpack_device__(self) -> tuple[int, int]: ...
+    def __dlpack__(
+        self,
+        *,
+        stream: _Stream = None,
+        max_version: tuple[int, int] | None = None,
+        dl_device: tuple[int, int] | None = None,
+        copy: bool | None = None,
+    ) -> Any: ...
+    @property
+    def __array_interface__(self) -> dict[str, Any]: ...
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]: ...
+    def numpy(self) -> npt.NDArray[Any]: ...
+    def __len__(self) -> int: ...
+
+class CpuGpuBuffer:
+    """A paired CPU/GPU buffer whose sides numpy views in place."""
+
+    def __init__(
+        self,
+        name: str,
+        shape: _Shape,
+        dtype: _DType | None = None,
+        pinned: bool = False,
+        *,
+        placement: MemoryPlacement | str | None = None,
+        manager: PinnedMemoryManager | None = None,
+    ) -> None: ...
+    @classmethod
+    def allocate(
+        cls,
+        name: str,
+        shape: _Shape,
+        dtype: _DType | None = None,
+        pinned: bool = False,
+        *,
+        placement: MemoryPlacement | str | None = None,
+        manager: PinnedMemoryManager | None = None,
+    ) -> CpuGpuBuffer: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+    @property
+    def cpu(self) -> npt.NDArray[Any]: ...
+    @property
+    def np(self) -> npt.NDArray[Any]: ...
+    @property
+    def gpu(self) -> npt.NDArray[Any] | DeviceArray: ...
+    @property
+    def is_pinned(self) -> bool: ...
+    @property
+    def placement(self) -> MemoryPlacement: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def slot(self) -> int | None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def cpu_dirty(self) -> bool: ...
+    @property
+    def gpu_dirty(self) -> bool: ...
+    def cpu_to_gpu(self) -> None: ...
+    def gpu_to_cpu(self) -> None: ...
+    def copy_to_gpu(self, n: int | None = None) -> None: ...
+    def copy_to_cpu(self, n: int | None = None) -> None: ...
+    def sync(self) -> Literal["copied_to_gpu", "copied_to_cpu", "up_to_date"]: ...
+    def mark_cpu_dirty(self) -> None: ...
+    def mark_gpu_dirty(self) -> None: ...
+    def fill(self, value: Any) -> None: ...
+    def reset(self) -> None: ...
+    def slice(self, *slices: Any) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]: ...
+    def device_array(self, side: Literal["cpu", "gpu"] = "gpu") -> DeviceArray: ...
+    def __dlpack__(
+        self,
+        *,
+        stream: _Stream = None,
+        max_version: tuple[int, int] | None = None,
+        dl_device: tuple[int, int] | None = None,
+        copy: bool | None = None,
+    ) -> Any: ...
+    def __dlpack_device__(self) -> tuple[int, int]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> CpuGpuBuffer: ...
+    def __exit__(self, *args: object) -> bool: ...
+
+class UvaBufferPool:
+    """Named paired buffers with ``depth`` round-robin slots each."""
+
+    def __init__(self, name: str = "default", depth: int = 2, manager: PinnedMemoryManager | None = None) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def depth(self) -> int: ...
+    def allocate(
+        self,
+        name: str,
+        shape: _Shape,
+        dtype: _DType | None = None,
+        pinned: bool = True,
+        *,
+        placement: MemoryPlacement | str | None = None,
+    ) -> CpuGpuBuffer: ...
+    def get(self, name: str) -> CpuGpuBuffer | None: ...
+    def release(self, name: str) -> bool: ...
+    def clear(self) -> None: ...
+    @property
+    def total_bytes(self) -> int: ...
+    @property
+    def num_buffers(self) -> int: ...
+    def sync_all(self) -> dict[str, int]: ...
+    def stats(self) -> dict[str, Any]: ...
+
+class PinnedMemoryManager:
+    """Pinned host memory under a byte budget, handed out as numpy arrays."""
+
+    def __init__(self, max_bytes: int | None = None) -> None: ...
+    def allocate(self, shape: _Shape, dtype: _DType | None = None) -> npt.NDArray[Any]: ...
+    def free(self, buf: npt.NDArray[Any]) -> bool: ...
+    def clear(self) -> None: ...
+    @property
+    def max_bytes(self) -> int: ...
+    @property
+    def allocated_bytes(self) -> int: ...
+    @property
+    def available_bytes(self) -> int: ...
+    @property
+    def cached_bytes(self) -> int: ...
+    def stats(self) -> dict[str, int]: ...

@@ -1,0 +1,63 @@
+//! `cpugpu._native`: the Python bindings of the `cpugpu` crate (the package `cpugpu` re-exports
+//! them; see `python/cpugpu/__init__.py` and the README's "Python package" section).
+//!
+//! The original Python module's API on the crate: paired buffers whose sides numpy views in
+//! place, a pool of named round-robin slots, a budgeted pinned-memory manager, and the six
+//! batching operations on numpy arrays without copying them. Errors are `cpugpu.Error`
+//! subclasses carrying the crate's message; the GIL is released while large operations and
+//! copies run; panics are caught before they reach Python.
+
+use std::sync::OnceLock;
+
+use pyo3::prelude::*;
+
+mod arrays;
+mod buffer;
+#[cfg(feature = "cuda")]
+mod cuda;
+mod dlpack;
+mod dtype;
+mod errors;
+mod ops;
+mod pinned;
+mod pool;
+mod side;
+
+/// The device buffers, pools and managers live on: the best this build and machine offer
+/// (`Device::auto`: CUDA device 0 with the `cuda` feature and a GPU, else the host backend).
+pub(crate) fn device() -> &'static cpugpu::Device {
+    static DEVICE: OnceLock<cpugpu::Device> = OnceLock::new();
+    DEVICE.get_or_init(cpugpu::Device::auto)
+}
+
+/// The backend buffers use: ``{"backend": "host" | "cuda", "device": str, "fallback_reason":
+/// str | None, "cuda_feature": bool, "gil_release_min_bytes": int}``. The operations on numpy
+/// arrays always run on the host.
+#[pyfunction]
+fn backend_info(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
+    let d = device();
+    let out = pyo3::types::PyDict::new(py);
+    out.set_item("backend", d.kind().name())?;
+    out.set_item("device", d.to_string())?;
+    out.set_item("fallback_reason", d.fallback_reason())?;
+    out.set_item("cuda_feature", cfg!(feature = "cuda"))?;
+    out.set_item("gil_release_min_bytes", errors::GIL_RELEASE_MIN_BYTES)?;
+    Ok(out)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(ops::copy_with_indices, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::scatter_with_indices, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::pad_to_multiple, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::compute_cumsum_offsets, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::flatten_with_offsets, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::split_by_offsets, m)?)?;
+    m.add_function(wrap_pyfunction!(backend_info, m)?)?;
+    m.add_class::<buffer::PyCpuGpuBuffer>()?;
+    m.add_class::<pool::PyUvaBufferPool>()?;
+    m.add_class::<pinned::PyPinnedMemoryManager>()?;
+    m.add_class::<dlpack::DeviceArray>()?;
+    m.add("GIL_RELEASE_MIN_BYTES", errors::GIL_RELEASE_MIN_BYTES)?;
+    Ok(())
+}

@@ -1,0 +1,97 @@
+"""Shared helpers: the numpy original's semantics (written here from the original module's
+documented behaviour), dtypes and seeded data."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+try:
+    import ml_dtypes  # noqa: F401
+
+    BF16 = np.dtype("bfloat16")
+except ImportError:  # pragma: no cover - CI installs ml_dtypes
+    BF16 = None
+
+# Every dtype the issue lists (bfloat16 when ml_dtypes is there).
+DTYPES = [
+    np.bool_,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+] + ([BF16] if BF16 is not None else [])
+
+# Boundary sizes (STYLE.md): 0, 1, 2, 31, 32, 33, a non-multiple of the vector width, and one
+# past the crate's parallel threshold (512 KiB moved) and the GIL-release threshold (64 KiB).
+SIZES = [0, 1, 2, 31, 32, 33, 1000]
+LARGE_ROWS = 40_000  # x 16 float32 = 2.5 MiB
+
+
+def data(rng, shape, dtype):
+    """Seeded values of `dtype` (bools, small ints, floats) of `shape`."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(np.bool_)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -1000), min(info.max, 1000), size=shape, endpoint=True).astype(dtype)
+    return rng.standard_normal(size=shape).astype(dtype)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+# --- the numpy original's operations (its semantics, for comparison) -----------------------
+
+
+def ref_copy_with_indices(src, dst, indices):
+    np.take(src, indices, axis=0, out=dst[: len(indices)])
+
+
+def ref_scatter_with_indices(src, dst, indices):
+    dst[indices] = src[: len(indices)]
+
+
+def ref_pad_to_multiple(arr, multiple, axis=0, pad_value=0):
+    size = arr.shape[axis]
+    target = ((size + multiple - 1) // multiple) * multiple
+    if target == size:
+        return arr
+    width = [(0, 0)] * arr.ndim
+    width[axis] = (0, target - size)
+    return np.pad(arr, width, mode="constant", constant_values=pad_value)
+
+
+def ref_cumsum_offsets(lengths):
+    out = np.zeros(len(lengths) + 1, dtype=np.int64)
+    out[1:] = np.cumsum(lengths)
+    return out
+
+
+def ref_flatten_with_offsets(arrays):
+    offsets = ref_cumsum_offsets(np.array([len(a) for a in arrays], dtype=np.int64))
+    if not arrays:
+        return np.array([], dtype=np.float32), offsets
+    return np.concatenate(arrays), offsets
+
+
+def ref_split_by_offsets(arr, offsets):
+    return [arr[int(offsets[i]) : int(offsets[i + 1])] for i in range(len(offsets) - 1)]
+
+
+def collect():
+    """Runs the garbage collector until nothing more is freed."""
+    while gc.collect():
+        pass
