@@ -121,13 +121,6 @@ impl Device {
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {
                 let op = crate::Op::Flatten;
-                let total = arrays
-                    .iter()
-                    .try_fold(0usize, |acc, a| acc.checked_add(a.len()))
-                    .ok_or(crate::Error::SizeOverflow {
-                        op,
-                        what: "the total length",
-                    })?;
                 let n = arrays
                     .len()
                     .checked_add(1)
@@ -135,6 +128,22 @@ impl Device {
                         op,
                         what: "arrays.len() + 1",
                     })?;
+                // Offsets past O::MAX are refused before anything is allocated (a total that does
+                // not fit the offset type is no buffer to make).
+                let elem_offsets = crate::kernels::launch::flat_offsets(
+                    arrays.iter().map(|a| a.len()),
+                    O::MAX,
+                    1,
+                )
+                .map_err(|position| crate::Error::OffsetOverflow {
+                    op,
+                    position,
+                    limit: O::MAX,
+                })?;
+                let total = elem_offsets
+                    .last()
+                    .and_then(|&t| usize::try_from(t).ok())
+                    .unwrap_or(0);
                 // The kernel writes all of both (flatten has no data-dependent errors).
                 let mut data = DeviceBuffer::uninit(self, Shape::vector(total))?;
                 let mut offsets = DeviceBuffer::uninit(self, Shape::vector(n))?;
