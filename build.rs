@@ -123,7 +123,10 @@ mod emulator {
         if sanitize.is_empty() {
             build.opt_level(2);
         } else {
-            build.opt_level(1).debug(true).flag("-fno-omit-frame-pointer");
+            build
+                .opt_level(1)
+                .debug(true)
+                .flag("-fno-omit-frame-pointer");
             if instrument {
                 build.flag(format!("-fsanitize={sanitize}"));
             }

@@ -105,6 +105,43 @@ __device__ __forceinline__ unsigned long long block_exclusive_scan(unsigned long
     return sat_add(warp_prefix, excl, cap);
 }
 
+// A relaxed read of a word other threads update atomically (the error word, scatter's winners):
+// lets a thread skip an atomic that cannot change the word.
+__device__ __forceinline__ unsigned long long load_relaxed(const unsigned long long* p) {
+#ifdef __CUDACC__
+    return *static_cast<const volatile unsigned long long*>(p);
+#else
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+#endif
+}
+__device__ __forceinline__ long long load_relaxed(const long long* p) {
+#ifdef __CUDACC__
+    return *static_cast<const volatile long long*>(p);
+#else
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+#endif
+}
+
+// True when index v is outside 0..bound (negatives allowed when allow_negative). The bound is
+// unsigned: a non-negative index is compared as unsigned, so no row count is clamped.
+__device__ __forceinline__ bool index_is_bad(long long v, unsigned long long bound, bool allow_negative) {
+    return v < 0 ? !allow_negative : static_cast<unsigned long long>(v) >= bound;
+}
+
+// Records position i in the error word when `bad`, for a grid-stride loop whose iterations every
+// lane of the warp takes together: the warp agrees on its first bad lane (one vote), and that lane
+// alone updates the word, only when the word does not already hold an earlier position. Millions
+// of bad indices cost one atomic per warp with a bad one, not one per index.
+__device__ __forceinline__ void report_first_bad(unsigned long long* error, long long i, bool bad) {
+    const unsigned votes = __ballot_sync(FULL_MASK, bad);
+    if (votes == 0) return;
+    const unsigned lane = threadIdx.x % 32;
+    if (lane == static_cast<unsigned>(__ffs(votes) - 1) &&
+        load_relaxed(error) > static_cast<unsigned long long>(i)) {
+        atomicMin(error, static_cast<unsigned long long>(i));
+    }
+}
+
 // Index i of an index array of type I, widened.
 template <class I>
 __device__ __forceinline__ long long load_index(const void* indices, long long i) {

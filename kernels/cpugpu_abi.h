@@ -22,12 +22,13 @@
 #define CPUGPU_SCAN_BLOCK 256
 
 /* validate_indices_<idx>: every index must be in 0..bound (negatives allowed when
- * allow_negative != 0). */
+ * allow_negative != 0). Row counts are unsigned: with rows of zero elements there may be more
+ * than INT64_MAX of them. */
 typedef struct CpugpuValidateParams {
     const void* indices;
     uint64_t* error;
     int64_t n;
-    int64_t bound;
+    uint64_t bound;
     int64_t allow_negative;
 } CpugpuValidateParams;
 
@@ -40,7 +41,7 @@ typedef struct CpugpuGatherRowsParams {
     const void* indices;
     const uint64_t* error;
     int64_t n_indices;
-    int64_t src_rows;
+    uint64_t src_rows;
     int64_t row_units;
     int64_t lanes_per_row;
     uint64_t fill[2];
@@ -54,7 +55,7 @@ typedef struct CpugpuScatterWinnersParams {
     int64_t* winners;
     uint64_t* error;
     int64_t n;
-    int64_t dst_rows;
+    uint64_t dst_rows;
     int64_t allow_negative;
 } CpugpuScatterWinnersParams;
 
@@ -67,7 +68,7 @@ typedef struct CpugpuScatterRowsParams {
     const int64_t* winners;
     const uint64_t* error;
     int64_t n_indices;
-    int64_t dst_rows;
+    uint64_t dst_rows;
     int64_t row_units;
     int64_t lanes_per_row;
 } CpugpuScatterRowsParams;

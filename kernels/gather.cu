@@ -13,13 +13,15 @@
 
 namespace cpugpu {
 
+// Blocks are whole warps, and the loop runs while the warp's first lane is in range, so every
+// lane of a warp takes each iteration (report_first_bad votes across the warp).
 template <class I>
 __device__ __forceinline__ void validate_indices_body(const CpugpuValidateParams& p) {
-    for (long long i = global_thread(); i < p.n; i += total_threads()) {
-        const long long v = load_index<I>(p.indices, i);
-        if (v >= p.bound || (v < 0 && p.allow_negative == 0)) {
-            atomicMin(reinterpret_cast<unsigned long long*>(p.error), static_cast<unsigned long long>(i));
-        }
+    const long long lane = threadIdx.x % 32;
+    auto* error = reinterpret_cast<unsigned long long*>(p.error);
+    for (long long i = global_thread(); i - lane < p.n; i += total_threads()) {
+        const bool bad = i < p.n && index_is_bad(load_index<I>(p.indices, i), p.bound, p.allow_negative != 0);
+        report_first_bad(error, i, bad);
     }
 }
 
@@ -35,7 +37,7 @@ __device__ __forceinline__ void gather_rows_body(const CpugpuGatherRowsParams& p
     for (long long r = global_thread() / lanes; r < p.n_indices; r += groups) {
         const long long s = load_index<I>(p.indices, r);
         U* d = dst + r * p.row_units;
-        if (s >= 0 && s < p.src_rows) {
+        if (s >= 0 && static_cast<unsigned long long>(s) < p.src_rows) {
             const U* row = src + s * p.row_units;
             for (long long c = lane; c < p.row_units; c += lanes) d[c] = row[c];
         } else if (s < 0) {  // NegativeFill (Checked rejected negatives in validation)

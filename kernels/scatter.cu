@@ -11,14 +11,20 @@
 
 namespace cpugpu {
 
+// As validate_indices: every lane of a warp takes each iteration. A repeated destination row is
+// updated only by an index later than the one already recorded, so a row written by millions of
+// indices does not serialise them all on one atomic.
 template <class I>
 __device__ __forceinline__ void scatter_winners_body(const CpugpuScatterWinnersParams& p) {
-    for (long long i = global_thread(); i < p.n; i += total_threads()) {
-        const long long v = load_index<I>(p.indices, i);
-        if (v >= p.dst_rows || (v < 0 && p.allow_negative == 0)) {
-            atomicMin(reinterpret_cast<unsigned long long*>(p.error), static_cast<unsigned long long>(i));
-        } else if (v >= 0) {
-            atomicMax(reinterpret_cast<long long*>(p.winners + v), i);
+    const long long lane = threadIdx.x % 32;
+    auto* error = reinterpret_cast<unsigned long long*>(p.error);
+    for (long long i = global_thread(); i - lane < p.n; i += total_threads()) {
+        const long long v = i < p.n ? load_index<I>(p.indices, i) : -1;
+        const bool bad = i < p.n && index_is_bad(v, p.dst_rows, p.allow_negative != 0);
+        report_first_bad(error, i, bad);
+        if (i < p.n && !bad && v >= 0) {
+            long long* w = reinterpret_cast<long long*>(p.winners + v);
+            if (load_relaxed(w) < i) atomicMax(w, i);
         }
     }
 }
@@ -34,7 +40,7 @@ __device__ __forceinline__ void scatter_rows_body(const CpugpuScatterRowsParams&
     const long long groups = total_threads() / lanes;
     for (long long r = global_thread() / lanes; r < p.n_indices; r += groups) {
         const long long v = load_index<I>(p.indices, r);
-        if (v < 0 || v >= p.dst_rows || p.winners[v] != r) continue;
+        if (v < 0 || static_cast<unsigned long long>(v) >= p.dst_rows || p.winners[v] != r) continue;
         const U* row = src + r * p.row_units;
         U* d = dst + v * p.row_units;
         for (long long c = lane; c < p.row_units; c += lanes) d[c] = row[c];

@@ -77,11 +77,11 @@ mod pool;
 mod shape;
 
 pub use buffer::{BufferSlice, CpuGpuBuffer, SyncOutcome};
+#[cfg(cpugpu_emulated)]
+pub use cuda::emu;
 pub use device::{BackendKind, Device, MemoryPlacement};
 pub use element::{Element, Index, Offset};
 pub use error::{Error, Op, Result};
-#[cfg(cpugpu_emulated)]
-pub use cuda::emu;
 pub use memory::{DeviceBuffer, DeviceView, DeviceViewMut, HostBuffer};
 pub use ops::pad::DevicePadded;
 pub use ops::{GatherPolicy, ScatterPolicy};

@@ -286,7 +286,18 @@ fn pad_matches_host_for_every_width_axis_and_multiple() {
 fn offsets_case<L: Index + Element + TryFrom<i64>, O: Offset + Element>(dev: &Device, seed: u64) {
     use rand::Rng;
     let mut rng = rng(seed);
-    for n in [0usize, 1, 31, 255, 256, 4095, 4096, 4097, 70_001, scaled(1 << 20, 1 << 18)] {
+    for n in [
+        0usize,
+        1,
+        31,
+        255,
+        256,
+        4095,
+        4096,
+        4097,
+        70_001,
+        scaled(1 << 20, 1 << 18),
+    ] {
         let lengths: Vec<L> = (0..n)
             .map(|_| L::try_from(rng.gen_range(0..9i64)).ok().unwrap())
             .collect();
@@ -738,7 +749,9 @@ fn large_inputs_match_host() {
         .unwrap();
     assert_bits_eq(&got.to_vec().unwrap(), &want, "large gather");
     // 2^26 i32 lengths (2^21, 512 tiles, on the emulated GPU).
-    let lengths: Vec<i32> = (0..scaled(1 << 26, 1 << 21) as i32).map(|k| k % 5).collect();
+    let lengths: Vec<i32> = (0..scaled(1 << 26, 1 << 21) as i32)
+        .map(|k| k % 5)
+        .collect();
     let want: Vec<i64> = host::prefix_sum_offsets(&lengths).unwrap();
     let l = up(&dev, &lengths, &[lengths.len()]);
     let got = dev.prefix_sum_offsets::<i32, i64>(l.view()).unwrap();

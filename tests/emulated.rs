@@ -104,7 +104,11 @@ fn gather_takes_every_access_width_path() {
     gpu::gather_rows_into(&src, &[40, 4], &idx, &mut got, GatherPolicy::Checked).unwrap();
     assert_eq!(
         emu::take_launch_log(),
-        ["validate_indices_i64", "gather_rows_w16_i64", "capture_error"]
+        [
+            "validate_indices_i64",
+            "gather_rows_w16_i64",
+            "capture_error"
+        ]
     );
     host::gather_rows_into(&src, &[40, 4], &idx, &mut want, GatherPolicy::Checked).unwrap();
     assert_bits_eq(&got, &want, "w16");
@@ -117,7 +121,11 @@ fn gather_takes_every_access_width_path() {
     gpu::gather_rows_into(&src, &[50, 3], &idx, &mut got, GatherPolicy::Checked).unwrap();
     assert_eq!(
         emu::take_launch_log(),
-        ["validate_indices_i32", "gather_rows_w4_i32", "capture_error"]
+        [
+            "validate_indices_i32",
+            "gather_rows_w4_i32",
+            "capture_error"
+        ]
     );
     host::gather_rows_into(&src, &[50, 3], &idx, &mut want, GatherPolicy::Checked).unwrap();
     assert_bits_eq(&got, &want, "w4");
@@ -129,7 +137,11 @@ fn gather_takes_every_access_width_path() {
     gpu::gather_rows_into(&src, &[50, 3], &idx, &mut got, GatherPolicy::Checked).unwrap();
     assert_eq!(
         emu::take_launch_log(),
-        ["validate_indices_i32", "gather_rows_w8_i32", "capture_error"]
+        [
+            "validate_indices_i32",
+            "gather_rows_w8_i32",
+            "capture_error"
+        ]
     );
     host::gather_rows_into(&src, &[50, 3], &idx, &mut want, GatherPolicy::Checked).unwrap();
     assert_bits_eq(&got, &want, "w8");
@@ -143,7 +155,11 @@ fn gather_takes_every_access_width_path() {
     gpu::gather_rows_into(&buf[1..], &[64, 4], &idx, &mut got, GatherPolicy::Checked).unwrap();
     assert_eq!(
         emu::take_launch_log(),
-        ["validate_indices_i64", "gather_rows_w4_i64", "capture_error"]
+        [
+            "validate_indices_i64",
+            "gather_rows_w4_i64",
+            "capture_error"
+        ]
     );
     host::gather_rows_into(&buf[1..], &[64, 4], &idx, &mut want, GatherPolicy::Checked).unwrap();
     assert_bits_eq(&got, &want, "misaligned f32");
@@ -154,7 +170,11 @@ fn gather_takes_every_access_width_path() {
     gpu::gather_rows_into(&buf[1..], &[64, 16], &idx, &mut got, GatherPolicy::Checked).unwrap();
     assert_eq!(
         emu::take_launch_log(),
-        ["validate_indices_i64", "gather_rows_w1_i64", "capture_error"]
+        [
+            "validate_indices_i64",
+            "gather_rows_w1_i64",
+            "capture_error"
+        ]
     );
     host::gather_rows_into(&buf[1..], &[64, 16], &idx, &mut want, GatherPolicy::Checked).unwrap();
     assert_bits_eq(&got, &want, "misaligned u8");
@@ -165,7 +185,11 @@ fn gather_takes_every_access_width_path() {
     gpu::gather_rows_into(&buf[1..], &[64, 8], &idx, &mut got, GatherPolicy::Checked).unwrap();
     assert_eq!(
         emu::take_launch_log(),
-        ["validate_indices_i64", "gather_rows_w2_i64", "capture_error"]
+        [
+            "validate_indices_i64",
+            "gather_rows_w2_i64",
+            "capture_error"
+        ]
     );
     host::gather_rows_into(&buf[1..], &[64, 8], &idx, &mut want, GatherPolicy::Checked).unwrap();
     assert_bits_eq(&got, &want, "misaligned f16");
@@ -238,7 +262,14 @@ fn check_gather_error<T: Element, I: Index>(n: usize) {
     let e = gpu::gather_rows_into(&src, &[rows, 3], &idx, &mut short, GatherPolicy::Checked)
         .unwrap_err();
     assert!(
-        matches!(e, Error::ShapeMismatch { op: Op::GatherRows, what: "dst's shape", .. }),
+        matches!(
+            e,
+            Error::ShapeMismatch {
+                op: Op::GatherRows,
+                what: "dst's shape",
+                ..
+            }
+        ),
         "{e:?}"
     );
     assert_bits_eq(&short, &poisoned::<T>(1), "dst untouched on a shape error");
@@ -328,7 +359,11 @@ fn scatter_duplicates_last_wins() {
     gpu::scatter_rows_into(&src, &idx, &mut got, &[3, 4], ScatterPolicy::Checked).unwrap();
     assert_eq!(
         emu::take_launch_log(),
-        ["scatter_winners_i64", "scatter_rows_w16_i64", "capture_error"]
+        [
+            "scatter_winners_i64",
+            "scatter_rows_w16_i64",
+            "capture_error"
+        ]
     );
     let mut want = poisoned::<u128>(3 * 4);
     host::scatter_rows_into(&src, &idx, &mut want, &[3, 4], ScatterPolicy::Checked).unwrap();

@@ -205,3 +205,52 @@ fn scatter_widths_and_tile_edge_overflow() {
     assert_eq!(e, h);
     assert!(a == b);
 }
+
+#[test]
+fn row_counts_past_i64_max_are_compared_exactly_on_the_device() {
+    use cpugpu::{DeviceView, DeviceViewMut, Error, GatherPolicy, Op, ScatterPolicy};
+    let dev = gpu::dev();
+    let rows = usize::MAX; // rows of zero elements: more of them than i64::MAX
+    let src = dev.alloc::<u32>(&[0]).unwrap();
+    // SAFETY: a zero-element view at the buffer's (unused) address.
+    let table = unsafe {
+        DeviceView::<u32>::from_raw_cuda(&dev, src.view().cuda_ptr().unwrap(), &[rows, 0])
+    }
+    .unwrap();
+    let idx = dev.upload(&[i64::MAX, 3, -1], &[3]).unwrap();
+    let mut out = dev.alloc::<u32>(&[0]).unwrap();
+    let out_ptr = out.view_mut().cuda_ptr().unwrap();
+    let sync = |r: cpugpu::Result<()>| r.and_then(|()| dev.synchronize());
+    // i64::MAX is a valid row; -1 (position 2) is not, under the checked policy.
+    // SAFETY: as above, for the three-row, zero-element destination.
+    let dst = unsafe { DeviceViewMut::<u32>::from_raw_cuda(&dev, out_ptr, &[3, 0]) }.unwrap();
+    assert_eq!(
+        sync(dev.gather_rows_into(table, idx.view(), dst, GatherPolicy::Checked)),
+        Err(Error::IndexOutOfBounds {
+            op: Op::GatherRows,
+            position: 2,
+            index: -1,
+            bound: rows
+        })
+    );
+    // SAFETY: as above.
+    let dst = unsafe { DeviceViewMut::<u32>::from_raw_cuda(&dev, out_ptr, &[3, 0]) }.unwrap();
+    assert_eq!(
+        sync(dev.gather_rows_into(table, idx.view(), dst, GatherPolicy::NegativeFill(0))),
+        Ok(())
+    );
+    // Scatter into usize::MAX zero-element rows.
+    // SAFETY: as above.
+    let big = unsafe { DeviceViewMut::<u32>::from_raw_cuda(&dev, out_ptr, &[rows, 0]) }.unwrap();
+    let rows3 = unsafe { DeviceView::<u32>::from_raw_cuda(&dev, out_ptr, &[3, 0]) }.unwrap();
+    assert_eq!(
+        sync(dev.scatter_rows_into(rows3, idx.view(), big, ScatterPolicy::Checked)),
+        Err(Error::IndexOutOfBounds {
+            op: Op::ScatterRows,
+            position: 2,
+            index: -1,
+            bound: rows
+        })
+    );
+    drop(src);
+}

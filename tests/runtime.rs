@@ -38,9 +38,9 @@ fn release_later(hold: emu::Hold) -> thread::JoinHandle<()> {
 
 /// A tag of this test's own, so its resource counts are not mixed with other tests'.
 fn own_tag(name: &str) -> u64 {
-    let tag = name
-        .bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    let tag = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
     emu::set_tag(tag);
     tag
 }
@@ -180,7 +180,10 @@ fn host_access_to_a_paired_buffer_waits_for_its_in_flight_copy() {
     let n = 1000;
     let mut b = CpuGpuBuffer::<i64>::new(&dev, "positions", &[n], MemoryPlacement::Pinned).unwrap();
     // Upload: the copy is queued behind a hold; writing the host side again must wait for it.
-    b.host_mut().iter_mut().enumerate().for_each(|(k, v)| *v = k as i64);
+    b.host_mut()
+        .iter_mut()
+        .enumerate()
+        .for_each(|(k, v)| *v = k as i64);
     let hold = emu::hold(&dev).unwrap();
     b.copy_to_device_rows(n).unwrap();
     let t = release_later(hold);
@@ -188,13 +191,20 @@ fn host_access_to_a_paired_buffer_waits_for_its_in_flight_copy() {
     t.join().unwrap();
     let mut on_device = vec![0i64; n];
     b.device_view().copy_to_host(&mut on_device).unwrap();
-    assert_eq!(on_device, (0..n as i64).collect::<Vec<_>>(), "the upload saw a later write");
+    assert_eq!(
+        on_device,
+        (0..n as i64).collect::<Vec<_>>(),
+        "the upload saw a later write"
+    );
     // Download: reading the host side must wait for the copy to land.
     b.device_view_mut().fill(42);
     let hold = emu::hold(&dev).unwrap();
     b.copy_to_host().unwrap();
     let t = release_later(hold);
-    assert!(b.host().iter().all(|&v| v == 42), "read before the download landed");
+    assert!(
+        b.host().iter().all(|&v| v == 42),
+        "read before the download landed"
+    );
     t.join().unwrap();
 }
 
@@ -207,7 +217,9 @@ fn dropping_one_handle_does_not_wait_for_the_shared_stream() {
     let x = b.upload(&[1u32, 2, 3], &[3]).unwrap();
     let idx = b.upload(&[2i32, 0], &[2]).unwrap();
     let hold = emu::hold(&a).unwrap();
-    let y = b.gather_rows(x.view(), idx.view(), GatherPolicy::Checked).unwrap();
+    let y = b
+        .gather_rows(x.view(), idx.view(), GatherPolicy::Checked)
+        .unwrap();
     drop((x, idx, y));
     let (tx, rx) = mpsc::channel();
     let dropper = thread::spawn(move || {
@@ -218,15 +230,28 @@ fn dropping_one_handle_does_not_wait_for_the_shared_stream() {
     let dropped = rx.recv_timeout(Duration::from_secs(30));
     hold.release();
     dropper.join().unwrap();
-    assert!(dropped.is_ok(), "dropping a handle waited for the shared stream");
+    assert!(
+        dropped.is_ok(),
+        "dropping a handle waited for the shared stream"
+    );
     a.synchronize().unwrap();
 }
 
 fn assert_no_leak(tag: u64, before: emu::Stats, what: &str) {
     let after = emu::stats(tag);
     assert_eq!(
-        (after.device_allocs, after.host_allocs, after.events, after.streams),
-        (before.device_allocs, before.host_allocs, before.events, before.streams),
+        (
+            after.device_allocs,
+            after.host_allocs,
+            after.events,
+            after.streams
+        ),
+        (
+            before.device_allocs,
+            before.host_allocs,
+            before.events,
+            before.streams
+        ),
         "{what}: resources left behind ({after:?} vs {before:?})"
     );
 }
@@ -254,7 +279,12 @@ fn a_driver_failure_in_the_middle_of_an_operation_is_typed_leaks_nothing_and_the
     let before_cache = emu::stats(tag);
     emu::fail_nth(Fault::DeviceAlloc, 1, 1);
     let e = dev
-        .scatter_rows_into(s500.view(), idx.view(), cache.view_mut(), ScatterPolicy::Checked)
+        .scatter_rows_into(
+            s500.view(),
+            idx.view(),
+            cache.view_mut(),
+            ScatterPolicy::Checked,
+        )
         .unwrap_err();
     assert!(
         matches!(
@@ -272,8 +302,13 @@ fn a_driver_failure_in_the_middle_of_an_operation_is_typed_leaks_nothing_and_the
     assert_bits_eq(&cache.to_vec().unwrap(), &init, "a failed scatter wrote");
     assert_no_leak(tag, before_cache, "failed scatter");
     // The next one works.
-    dev.scatter_rows_into(s500.view(), idx.view(), cache.view_mut(), ScatterPolicy::Checked)
-        .unwrap();
+    dev.scatter_rows_into(
+        s500.view(),
+        idx.view(),
+        cache.view_mut(),
+        ScatterPolicy::Checked,
+    )
+    .unwrap();
     dev.synchronize().unwrap();
     drop(cache);
 
@@ -304,7 +339,8 @@ fn a_driver_failure_in_the_middle_of_an_operation_is_typed_leaks_nothing_and_the
         .gather_rows(s.view(), idx.view(), GatherPolicy::Checked)
         .unwrap();
     dev.synchronize().unwrap();
-    let want = cpugpu::host::gather_rows(&src, &[300, 4], &idx_host, GatherPolicy::Checked).unwrap();
+    let want =
+        cpugpu::host::gather_rows(&src, &[300, 4], &idx_host, GatherPolicy::Checked).unwrap();
     assert_bits_eq(&g.to_vec().unwrap(), &want, "the gather after a failed one");
     drop((g, out));
 
@@ -339,7 +375,17 @@ fn a_driver_failure_in_the_middle_of_an_operation_is_typed_leaks_nothing_and_the
     let e = dev
         .prefix_sum_offsets_into(lengths.view(), offsets.view_mut())
         .unwrap_err();
-    assert!(matches!(e, Error::Driver { op: Op::PrefixSumOffsets, call: "cuLaunchKernel", .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Driver {
+                op: Op::PrefixSumOffsets,
+                call: "cuLaunchKernel",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     dev.synchronize().unwrap();
     dev.prefix_sum_offsets_into(lengths.view(), offsets.view_mut())
         .unwrap();
@@ -350,7 +396,16 @@ fn a_driver_failure_in_the_middle_of_an_operation_is_typed_leaks_nothing_and_the
     // A new stream cannot be made: a typed error, and the device still works.
     emu::fail_nth(Fault::Stream, 1, 2);
     let e = dev.new_stream().unwrap_err();
-    assert!(matches!(e, Error::Driver { call: "cuStreamCreate", .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Driver {
+                call: "cuStreamCreate",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     drop(dev.new_stream().unwrap());
 
     dev.synchronize().unwrap();
@@ -424,8 +479,8 @@ fn the_emulated_driver_answers_misuse_with_real_result_codes() {
     const NOT_FOUND: i32 = 500;
     const LAUNCH_OUT_OF_RESOURCES: i32 = 701;
     let _ = gpu(); // the crate initialised the driver and retained the context
-    // SAFETY (the whole test): each call is given valid pointers to write its results to, or
-    // handles whose invalidity is the point of the call; the driver validates before acting.
+                   // SAFETY (the whole test): each call is given valid pointers to write its results to, or
+                   // handles whose invalidity is the point of the call; the driver validates before acting.
     unsafe {
         assert_eq!(cpugpu_emu_cuInit(0), 0);
         // No current context on a fresh thread.
@@ -452,10 +507,19 @@ fn the_emulated_driver_answers_misuse_with_real_result_codes() {
         assert_eq!(cpugpu_emu_cuMemAlloc_v2(&mut b, 256), 0);
         assert_eq!(cpugpu_emu_cuMemFree_v2(a), 0);
         assert_eq!(cpugpu_emu_cuMemFree_v2(a), INVALID_VALUE);
-        assert_eq!(cpugpu_emu_cuMemcpyDtoDAsync_v2(b, a, 16, null_mut()), INVALID_VALUE);
+        assert_eq!(
+            cpugpu_emu_cuMemcpyDtoDAsync_v2(b, a, 16, null_mut()),
+            INVALID_VALUE
+        );
         // Past the end of a live allocation, and a misaligned 32-bit memset.
-        assert_eq!(cpugpu_emu_cuMemcpyDtoDAsync_v2(b, b + 128, 256, null_mut()), INVALID_VALUE);
-        assert_eq!(cpugpu_emu_cuMemsetD32Async(b + 2, 7, 4, null_mut()), INVALID_VALUE);
+        assert_eq!(
+            cpugpu_emu_cuMemcpyDtoDAsync_v2(b, b + 128, 256, null_mut()),
+            INVALID_VALUE
+        );
+        assert_eq!(
+            cpugpu_emu_cuMemsetD32Async(b + 2, 7, 4, null_mut()),
+            INVALID_VALUE
+        );
         assert_eq!(cpugpu_emu_cuMemFree_v2(b), 0);
         // Elapsed time needs timing events.
         let (mut e1, mut e2): (H, H) = (null_mut(), null_mut());
@@ -465,7 +529,10 @@ fn the_emulated_driver_answers_misuse_with_real_result_codes() {
         assert_eq!(cpugpu_emu_cuEventRecord(e2, null_mut()), 0);
         assert_eq!(cpugpu_emu_cuStreamSynchronize(null_mut()), 0);
         let mut ms = 0f32;
-        assert_eq!(cpugpu_emu_cuEventElapsedTime(&mut ms, e1, e2), INVALID_HANDLE);
+        assert_eq!(
+            cpugpu_emu_cuEventElapsedTime(&mut ms, e1, e2),
+            INVALID_HANDLE
+        );
         assert_eq!(cpugpu_emu_cuEventDestroy_v2(e1), 0);
         assert_eq!(cpugpu_emu_cuEventDestroy_v2(e2), 0);
         assert_eq!(cpugpu_emu_cuEventRecord(e1, null_mut()), INVALID_HANDLE);
@@ -476,14 +543,21 @@ fn the_emulated_driver_answers_misuse_with_real_result_codes() {
             INVALID_IMAGE
         );
         let image = b"CPUGPU-EMULATED-IMAGE-1\0offsets_downsweep_i64_i64\0capture_error\0\0";
-        assert_eq!(cpugpu_emu_cuModuleLoadData(&mut m, image.as_ptr().cast()), 0);
+        assert_eq!(
+            cpugpu_emu_cuModuleLoadData(&mut m, image.as_ptr().cast()),
+            0
+        );
         let mut f: H = null_mut();
         assert_eq!(
             cpugpu_emu_cuModuleGetFunction(&mut f, m, b"gather_rows_w16_i64\0".as_ptr().cast()),
             NOT_FOUND
         );
         assert_eq!(
-            cpugpu_emu_cuModuleGetFunction(&mut f, m, b"offsets_downsweep_i64_i64\0".as_ptr().cast()),
+            cpugpu_emu_cuModuleGetFunction(
+                &mut f,
+                m,
+                b"offsets_downsweep_i64_i64\0".as_ptr().cast()
+            ),
             0
         );
         // Launches CUDA refuses: over 1,024 threads, over the kernel's launch bounds (256),
@@ -491,13 +565,28 @@ fn the_emulated_driver_answers_misuse_with_real_result_codes() {
         let mut params = [0u64; 7];
         let mut args = [params.as_mut_ptr().cast::<c_void>()];
         let launch = |f: H, grid: u32, block: u32, shared: u32, args: &mut [*mut c_void; 1]| {
-            cpugpu_emu_cuLaunchKernel(f, grid, 1, 1, block, 1, 1, shared, null_mut(), args.as_mut_ptr(), null_mut())
+            cpugpu_emu_cuLaunchKernel(
+                f,
+                grid,
+                1,
+                1,
+                block,
+                1,
+                1,
+                shared,
+                null_mut(),
+                args.as_mut_ptr(),
+                null_mut(),
+            )
         };
         assert_eq!(launch(f, 1, 2048, 0, &mut args), INVALID_VALUE);
         assert_eq!(launch(f, 1, 512, 0, &mut args), LAUNCH_OUT_OF_RESOURCES);
         assert_eq!(launch(f, 1, 256, 64 * 1024, &mut args), INVALID_VALUE);
         assert_eq!(launch(f, 0, 256, 0, &mut args), INVALID_VALUE);
-        assert_eq!(cpugpu_emu_cuFuncSetAttribute(f, 8, 300 * 1024), INVALID_VALUE);
+        assert_eq!(
+            cpugpu_emu_cuFuncSetAttribute(f, 8, 300 * 1024),
+            INVALID_VALUE
+        );
         assert_eq!(cpugpu_emu_cuFuncSetAttribute(f, 8, 64 * 1024), 0);
         // A bad function handle.
         assert_eq!(launch(0x40 as H, 1, 32, 0, &mut args), INVALID_HANDLE);
@@ -530,7 +619,10 @@ fn the_crate_allocates_from_a_pool_of_its_own_and_leaves_the_default_pool_alone(
             cpugpu_emu_cuMemPoolGetAttribute(pool, 7, (&mut used as *mut u64).cast()),
             0
         );
-        assert_eq!(threshold, 0, "the default pool's release threshold was changed");
+        assert_eq!(
+            threshold, 0,
+            "the default pool's release threshold was changed"
+        );
         assert_eq!(used, 0, "the crate allocated from the default pool");
     }
 }

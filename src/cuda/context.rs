@@ -162,7 +162,9 @@ impl Context {
                 u32::try_from(minor).unwrap_or(0),
             ),
             pool: None,
-            max_dynamic_shared: u32::try_from(optin).unwrap_or(0).max(DEFAULT_DYNAMIC_SHARED),
+            max_dynamic_shared: u32::try_from(optin)
+                .unwrap_or(0)
+                .max(DEFAULT_DYNAMIC_SHARED),
             reclaim: Mutex::new(Vec::new()),
         };
         let bound = c.bind()?;
@@ -228,7 +230,9 @@ impl Context {
                 value: i128::from(id),
                 reason: "not in the loaded module",
             })?;
-        if shared_bytes > DEFAULT_DYNAMIC_SHARED && f.opted_in.load(Ordering::Acquire) < shared_bytes {
+        if shared_bytes > DEFAULT_DYNAMIC_SHARED
+            && f.opted_in.load(Ordering::Acquire) < shared_bytes
+        {
             if shared_bytes > self.max_dynamic_shared {
                 return Err(Error::InvalidArgument {
                     op,

@@ -11,7 +11,7 @@ pub struct CpugpuValidateParams {
     pub indices: *const ::core::ffi::c_void,
     pub error: *mut u64,
     pub n: i64,
-    pub bound: i64,
+    pub bound: u64,
     pub allow_negative: i64,
 }
 #[repr(C)]
@@ -22,7 +22,7 @@ pub struct CpugpuGatherRowsParams {
     pub indices: *const ::core::ffi::c_void,
     pub error: *const u64,
     pub n_indices: i64,
-    pub src_rows: i64,
+    pub src_rows: u64,
     pub row_units: i64,
     pub lanes_per_row: i64,
     pub fill: [u64; 2usize],
@@ -34,7 +34,7 @@ pub struct CpugpuScatterWinnersParams {
     pub winners: *mut i64,
     pub error: *mut u64,
     pub n: i64,
-    pub dst_rows: i64,
+    pub dst_rows: u64,
     pub allow_negative: i64,
 }
 #[repr(C)]
@@ -46,7 +46,7 @@ pub struct CpugpuScatterRowsParams {
     pub winners: *const i64,
     pub error: *const u64,
     pub n_indices: i64,
-    pub dst_rows: i64,
+    pub dst_rows: u64,
     pub row_units: i64,
     pub lanes_per_row: i64,
 }

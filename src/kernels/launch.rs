@@ -21,6 +21,8 @@ use super::abi;
 
 /// Threads per block of every kernel.
 pub(crate) const BLOCK_THREADS: u32 = 256;
+// Whole warps: the index checks vote across every lane of a warp (kernels/common.cuh).
+const _: () = assert!(BLOCK_THREADS.is_multiple_of(32));
 
 /// The largest grid a launch uses; kernels are grid-stride, so larger work just loops.
 pub(crate) const MAX_GRID: u32 = 65_535;

@@ -62,7 +62,7 @@ pub(crate) fn validate_indices<I: Index>(
         indices: ptr(ip),
         error: ptr_mut(error),
         n: i64_of(n),
-        bound: i64_of(rows),
+        bound: rows as u64,
         allow_negative: i64::from(allow_negative),
     };
     // SAFETY: reads indices[0..n] (the caller's view holds n indices) and atomically updates

@@ -167,7 +167,10 @@ pub fn pad_to_multiple_into<T: Element>(
     r.map(|()| Shape::new(&padded).expect("a valid shape"))
 }
 
-pub fn prefix_sum_offsets_into<L: Index, O: Offset>(lengths: &[L], offsets: &mut [O]) -> Result<()> {
+pub fn prefix_sum_offsets_into<L: Index, O: Offset>(
+    lengths: &[L],
+    offsets: &mut [O],
+) -> Result<()> {
     let d = dev();
     let l = Up::new(&d, lengths);
     let mut o = Up::new(&d, offsets);
@@ -243,7 +246,10 @@ pub fn gather_rows<T: Element, I: Index>(
 pub fn prefix_sum_offsets<L: Index, O: Offset>(lengths: &[L]) -> Result<Vec<O>> {
     let d = dev();
     let l = Up::new(&d, lengths);
-    let out = settled(&d, d.prefix_sum_offsets::<L, O>(l.view(&d, &[lengths.len()])))?;
+    let out = settled(
+        &d,
+        d.prefix_sum_offsets::<L, O>(l.view(&d, &[lengths.len()])),
+    )?;
     out.to_vec()
 }
 
@@ -270,7 +276,10 @@ pub fn pad_to_multiple<T: Element>(
 ) -> Result<(bool, Vec<T>, Shape)> {
     let d = dev();
     let s = Up::new(&d, src);
-    let p = settled(&d, d.pad_to_multiple(s.view(&d, shape), axis, multiple, fill))?;
+    let p = settled(
+        &d,
+        d.pad_to_multiple(s.view(&d, shape), axis, multiple, fill),
+    )?;
     let unchanged = matches!(p, cpugpu::DevicePadded::Unchanged(_));
     let v = p.view();
     let mut out = vec![T::zeroed(); v.len()];

@@ -23,11 +23,8 @@ pub(crate) fn flatten_into<T: Element, O: Offset>(
     let w = width_of::<T>();
     let q = dev.cuda_queue(op)?;
     let ord = q.ctx.ordinal;
-    let elem_offsets = super::check_args::<O>(
-        arrays.iter().map(|a| a.len()),
-        offsets.len(),
-        dst.len(),
-    )?;
+    let elem_offsets =
+        super::check_args::<O>(arrays.iter().map(|a| a.len()), offsets.len(), dst.len())?;
     let total = dst.len();
     let mut src_ptrs = Vec::with_capacity(arrays.len());
     for a in arrays {

@@ -130,16 +130,13 @@ impl Device {
                     })?;
                 // Offsets past O::MAX are refused before anything is allocated (a total that does
                 // not fit the offset type is no buffer to make).
-                let elem_offsets = crate::kernels::launch::flat_offsets(
-                    arrays.iter().map(|a| a.len()),
-                    O::MAX,
-                    1,
-                )
-                .map_err(|position| crate::Error::OffsetOverflow {
-                    op,
-                    position,
-                    limit: O::MAX,
-                })?;
+                let elem_offsets =
+                    crate::kernels::launch::flat_offsets(arrays.iter().map(|a| a.len()), O::MAX, 1)
+                        .map_err(|position| crate::Error::OffsetOverflow {
+                            op,
+                            position,
+                            limit: O::MAX,
+                        })?;
                 let total = elem_offsets
                     .last()
                     .and_then(|&t| usize::try_from(t).ok())

@@ -58,7 +58,7 @@ pub(crate) fn gather_rows_into<T: Element, I: Index>(
                 indices: ptr(ip),
                 error: ptr(error),
                 n_indices: i64_of(n),
-                src_rows: i64_of(rows),
+                src_rows: rows as u64,
                 row_units: i64_of(row_bytes / v),
                 lanes_per_row: rl.lanes_per_row,
                 fill: launch::fill_pattern(fill),

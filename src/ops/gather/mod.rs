@@ -85,9 +85,7 @@ impl Device {
                 policy,
             ),
             #[cfg(cpugpu_cuda)]
-            BackendKind::Cuda => {
-                launch::gather_rows_into(self, src, indices, dst, policy)
-            }
+            BackendKind::Cuda => launch::gather_rows_into(self, src, indices, dst, policy),
         }
     }
 

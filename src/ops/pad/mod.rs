@@ -150,14 +150,7 @@ impl Device {
                 }
                 // The pad kernel writes every element of the output.
                 let mut out = DeviceBuffer::uninit(self, padded)?;
-                launch::pad_to_multiple_into(
-                    self,
-                    src,
-                    axis,
-                    multiple,
-                    fill,
-                    out.view_mut(),
-                )?;
+                launch::pad_to_multiple_into(self, src, axis, multiple, fill, out.view_mut())?;
                 Ok(DevicePadded::Padded(out))
             }
         }
@@ -187,9 +180,7 @@ impl Device {
             )
             .map(|_| ()),
             #[cfg(cpugpu_cuda)]
-            BackendKind::Cuda => {
-                launch::pad_to_multiple_into(self, src, axis, multiple, fill, dst)
-            }
+            BackendKind::Cuda => launch::pad_to_multiple_into(self, src, axis, multiple, fill, dst),
         }
     }
 }

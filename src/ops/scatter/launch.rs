@@ -56,7 +56,7 @@ pub(crate) fn scatter_rows_into<T: Element, I: Index>(
                 winners: ptr_mut(winners.ptr),
                 error: ptr_mut(error),
                 n: i64_of(n),
-                dst_rows: i64_of(rows),
+                dst_rows: rows as u64,
                 allow_negative: i64::from(allow_negative),
             };
             // SAFETY: reads indices[0..n]; atomically updates winners[k] only for k in 0..rows (the
@@ -76,7 +76,7 @@ pub(crate) fn scatter_rows_into<T: Element, I: Index>(
                 winners: ptr(winners.ptr),
                 error: ptr(error),
                 n_indices: i64_of(n),
-                dst_rows: i64_of(rows),
+                dst_rows: rows as u64,
                 row_units: i64_of(row_bytes / v),
                 lanes_per_row: rl.lanes_per_row,
             };
