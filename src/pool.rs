@@ -9,9 +9,9 @@
 //! step can get that slot: this is enforced by ownership, not by a comment. Dropping the guard
 //! returns the slot. On the host backend every copy has finished when its call returns, so a
 //! returned slot is never still being read and a host write cannot race a copy (the
-//! vllm-project/vllm#25279 bug). An asynchronous (GPU) backend must also make a returned slot
-//! wait for the copies that read it: the CUDA backend (not there yet) is to record an event when
-//! the guard drops and hand the slot out again only once that event has completed.
+//! vllm-project/vllm#25279 bug). On CUDA, where copies and kernels are asynchronous, the guard
+//! records an event when it drops, and the slot is handed out again only once that event has
+//! completed (and the host side is written only after the copies reading it have finished).
 //!
 //! ```
 //! use cpugpu::{Device, UvaBufferPool, Error};
