@@ -505,7 +505,7 @@ impl<T: Element> CpuGpuBuffer<T> {
     /// Sets every element of both sides to `value`; both sides then agree, so the flags clear.
     pub fn fill(&mut self, value: T) {
         self.gate.wait(&self.device, true);
-        crate::ops::par_fill(&mut self.host, value);
+        crate::par::par_fill(&mut self.host, value);
         if let Some(d) = &mut self.device_side {
             d.fill(value);
         }

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::device::MemoryPlacement;
+use crate::placement::MemoryPlacement;
 use crate::shape::Shape;
 
 /// `Result<T, cpugpu::Error>`.

@@ -72,14 +72,16 @@ mod error;
 mod kernels;
 mod memory;
 pub mod ops;
+mod par;
 mod pinned;
+mod placement;
 mod pool;
 mod shape;
 
 pub use buffer::{BufferSlice, CpuGpuBuffer, SyncOutcome};
 #[cfg(cpugpu_emulated)]
 pub use cuda::emu;
-pub use device::{BackendKind, Device, MemoryPlacement};
+pub use device::{BackendKind, Device};
 pub use element::{Element, Index, Offset};
 pub use error::{Error, Op, Result};
 pub use memory::{DeviceBuffer, DeviceView, DeviceViewMut, HostBuffer};
@@ -88,6 +90,7 @@ pub use ops::{GatherPolicy, ScatterPolicy};
 pub use pinned::{
     PinnedBuffer, PinnedMemoryManager, PinnedStats, PINNED_ALIGN, REUSE_SLACK_DIVISOR,
 };
+pub use placement::MemoryPlacement;
 pub use pool::{PoolBuffer, PoolStats, SyncReport, UvaBufferPool};
 pub use shape::Shape;
 

@@ -507,7 +507,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
     pub fn copy_to_host(&self, dst: &mut [T]) -> Result<()> {
         check_len(Op::CopyToHost, "dst.len()", &self.shape, dst.len())?;
         match self.repr {
-            ViewRepr::Host(s) => crate::ops::par_copy(dst, s),
+            ViewRepr::Host(s) => crate::par::par_copy(dst, s),
             #[cfg(cpugpu_cuda)]
             ViewRepr::Cuda(c) => {
                 // SAFETY: dst is an exclusive host slice of exactly the view's bytes, and the
@@ -532,7 +532,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
     pub fn copy_to(&self, dst: &mut DeviceViewMut<'_, T>) -> Result<()> {
         check_len(Op::CopyToDevice, "dst.len()", &self.shape, dst.len())?;
         match (self.repr, &mut dst.repr) {
-            (ViewRepr::Host(s), ViewReprMut::Host(d)) => crate::ops::par_copy(d, s),
+            (ViewRepr::Host(s), ViewReprMut::Host(d)) => crate::par::par_copy(d, s),
             #[cfg(cpugpu_cuda)]
             (ViewRepr::Cuda(s), ViewReprMut::Cuda(d)) => {
                 let d = *d;
@@ -763,7 +763,7 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
     pub fn copy_from_host(&mut self, src: &[T]) -> Result<()> {
         check_len(Op::CopyToDevice, "src.len()", &self.shape, src.len())?;
         match &mut self.repr {
-            ViewReprMut::Host(d) => crate::ops::par_copy(d, src),
+            ViewReprMut::Host(d) => crate::par::par_copy(d, src),
             #[cfg(cpugpu_cuda)]
             ViewReprMut::Cuda(c) => {
                 // SAFETY: src holds exactly the view's bytes and the view's device range is
@@ -786,7 +786,7 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
     /// stream; a driver failure is reported by its next [`Device::synchronize`].
     pub fn fill(&mut self, value: T) {
         match &mut self.repr {
-            ViewReprMut::Host(d) => crate::ops::par_fill(d, value),
+            ViewReprMut::Host(d) => crate::par::par_fill(d, value),
             #[cfg(cpugpu_cuda)]
             ViewReprMut::Cuda(c) => {
                 let (ptr, q, n) = (c.ptr, c.q, self.shape.numel());

@@ -539,7 +539,7 @@ fn the_emulated_driver_answers_misuse_with_real_result_codes() {
         // Modules: a bad image, a kernel the image does not hold.
         let mut m: H = null_mut();
         assert_eq!(
-            cpugpu_emu_cuModuleLoadData(&mut m, b"not an image\0".as_ptr().cast()),
+            cpugpu_emu_cuModuleLoadData(&mut m, c"not an image".as_ptr().cast()),
             INVALID_IMAGE
         );
         let image = b"CPUGPU-EMULATED-IMAGE-1\0offsets_downsweep_i64_i64\0capture_error\0\0";
@@ -549,15 +549,11 @@ fn the_emulated_driver_answers_misuse_with_real_result_codes() {
         );
         let mut f: H = null_mut();
         assert_eq!(
-            cpugpu_emu_cuModuleGetFunction(&mut f, m, b"gather_rows_w16_i64\0".as_ptr().cast()),
+            cpugpu_emu_cuModuleGetFunction(&mut f, m, c"gather_rows_w16_i64".as_ptr().cast()),
             NOT_FOUND
         );
         assert_eq!(
-            cpugpu_emu_cuModuleGetFunction(
-                &mut f,
-                m,
-                b"offsets_downsweep_i64_i64\0".as_ptr().cast()
-            ),
+            cpugpu_emu_cuModuleGetFunction(&mut f, m, c"offsets_downsweep_i64_i64".as_ptr().cast()),
             0
         );
         // Launches CUDA refuses: over 1,024 threads, over the kernel's launch bounds (256),

@@ -5,7 +5,7 @@
 //! | `driver.rs` | the driver entry points, declared once for libcuda and the emulated driver |
 //! | `result.rs` | `CUresult` to [`Error::Driver`](crate::Error::Driver); whether a device exists |
 //! | `context.rs` | primary contexts, the kernel module, the crate's memory pool |
-//! | `stream.rs` | [`Stream`] and [`Event`] |
+//! | `stream.rs` | [`Stream`](crate::cuda::Stream) and [`Event`](crate::cuda::Event) |
 //! | `alloc.rs` | device memory, page-locked mapped host memory, copies and memsets |
 //! | `error_ring.rs` | errors the kernels find in the data, read out at synchronisation |
 //! | `queue.rs` | a device handle's stream, ordering, launches and metadata staging |
