@@ -35,18 +35,7 @@ pub(crate) fn check_args<O: Offset>(
             actual: offsets_len,
         });
     }
-    let elem_offsets =
-        crate::kernels::launch::flat_offsets(lens, O::MAX, 1).map_err(|position| {
-            crate::Error::OffsetOverflow {
-                op,
-                position,
-                limit: O::MAX,
-            }
-        })?;
-    let total = elem_offsets
-        .last()
-        .and_then(|&t| usize::try_from(t).ok())
-        .unwrap_or(0);
+    let (elem_offsets, total) = element_offsets::<O>(lens)?;
     if dst_len != total {
         return Err(crate::Error::LengthMismatch {
             op,
@@ -56,6 +45,24 @@ pub(crate) fn check_args<O: Offset>(
         });
     }
     Ok(elem_offsets)
+}
+
+/// The n + 1 element offsets of arrays of lengths `lens`, and their total, or the first position
+/// whose offset exceeds `O::MAX`.
+#[cfg(cpugpu_cuda)]
+fn element_offsets<O: Offset>(lens: impl Iterator<Item = usize>) -> Result<(Vec<i64>, usize)> {
+    let offsets = crate::kernels::launch::flat_offsets(lens, O::MAX, 1).map_err(|position| {
+        crate::Error::OffsetOverflow {
+            op: crate::Op::Flatten,
+            position,
+            limit: O::MAX,
+        }
+    })?;
+    let total = offsets
+        .last()
+        .and_then(|&t| usize::try_from(t).ok())
+        .unwrap_or(0);
+    Ok((offsets, total))
 }
 
 /// The host slices behind host-backend views, or [`Error::WrongDevice`](crate::Error::WrongDevice).
@@ -130,17 +137,7 @@ impl Device {
                     })?;
                 // Offsets past O::MAX are refused before anything is allocated (a total that does
                 // not fit the offset type is no buffer to make).
-                let elem_offsets =
-                    crate::kernels::launch::flat_offsets(arrays.iter().map(|a| a.len()), O::MAX, 1)
-                        .map_err(|position| crate::Error::OffsetOverflow {
-                            op,
-                            position,
-                            limit: O::MAX,
-                        })?;
-                let total = elem_offsets
-                    .last()
-                    .and_then(|&t| usize::try_from(t).ok())
-                    .unwrap_or(0);
+                let (_, total) = element_offsets::<O>(arrays.iter().map(|a| a.len()))?;
                 // The kernel writes all of both (flatten has no data-dependent errors).
                 let mut data = DeviceBuffer::uninit(self, Shape::vector(total))?;
                 let mut offsets = DeviceBuffer::uninit(self, Shape::vector(n))?;
