@@ -446,8 +446,10 @@ impl<T: Element> CpuGpuBuffer<T> {
                 // completes (every host accessor and Drop wait for it).
                 unsafe {
                     match op {
-                        Op::CopyToHost => crate::cuda::copy_dtoh_async(op, q, hptr, dptr, bytes)?,
-                        _ => crate::cuda::copy_htod_async(op, q, dptr, hptr, bytes)?,
+                        Op::CopyToHost => {
+                            crate::cuda::copy_dtoh_async(op, &q.stream, hptr, dptr, bytes)?
+                        }
+                        _ => crate::cuda::copy_htod_async(op, &q.stream, dptr, hptr, bytes)?,
                     }
                 }
                 if let Err(e) = self.gate.arm(&self.device) {

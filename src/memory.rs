@@ -515,7 +515,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
                 unsafe {
                     crate::cuda::copy_dtoh_async(
                         Op::CopyToHost,
-                        c.q,
+                        &c.q.stream,
                         dst.as_mut_ptr().cast(),
                         c.ptr,
                         std::mem::size_of_val(dst),
@@ -542,7 +542,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
                 unsafe {
                     crate::cuda::copy_dtod_async(
                         Op::CopyDeviceToDevice,
-                        d.q,
+                        &d.q.stream,
                         d.ptr,
                         s.ptr,
                         self.len() * std::mem::size_of::<T>(),
@@ -771,7 +771,7 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
                 unsafe {
                     crate::cuda::copy_htod_sync(
                         Op::CopyToDevice,
-                        c.q,
+                        &c.q.stream,
                         c.ptr,
                         src.as_ptr().cast(),
                         std::mem::size_of_val(src),

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use super::context::Context;
 use super::driver as cu;
-use super::queue::Queue;
 use super::result::check;
 use super::stream::Stream;
 use crate::error::{Error, Op, Result};
@@ -176,13 +175,13 @@ impl Drop for HostAlloc {
     }
 }
 
-/// Blocking copy of `bytes` from host `src` to device `dst` on `q`'s stream.
+/// Blocking copy of `bytes` from host `src` to device `dst` on `stream`.
 ///
 /// # Safety
 /// `src` must be readable and `dst` writable for `bytes` bytes.
 pub(crate) unsafe fn copy_htod_sync(
     op: Op,
-    q: &Queue,
+    stream: &Stream,
     dst: cu::CUdeviceptr,
     src: *const u8,
     bytes: usize,
@@ -192,11 +191,11 @@ pub(crate) unsafe fn copy_htod_sync(
     }
     // SAFETY: the caller's contract; the stream sync below finishes the copy before the host
     // memory can be reused.
-    unsafe { copy_htod_async(op, q, dst, src, bytes)? };
-    q.stream.synchronize()
+    unsafe { copy_htod_async(op, stream, dst, src, bytes)? };
+    stream.synchronize()
 }
 
-/// Asynchronous copy of `bytes` from host `src` to device `dst` on `q`'s stream.
+/// Asynchronous copy of `bytes` from host `src` to device `dst` on `stream`.
 ///
 /// # Safety
 /// `src` must be readable and `dst` writable for `bytes` bytes until the copy completes; if
@@ -204,7 +203,7 @@ pub(crate) unsafe fn copy_htod_sync(
 /// until then (the buffers record an event for that).
 pub(crate) unsafe fn copy_htod_async(
     op: Op,
-    q: &Queue,
+    stream: &Stream,
     dst: cu::CUdeviceptr,
     src: *const u8,
     bytes: usize,
@@ -212,21 +211,21 @@ pub(crate) unsafe fn copy_htod_async(
     if bytes == 0 {
         return Ok(());
     }
-    let _bound = q.ctx.bind()?;
+    let _bound = stream.context().bind()?;
     // SAFETY: the caller's contract.
     check(op, "cuMemcpyHtoDAsync", unsafe {
-        cu::cuMemcpyHtoDAsync_v2(dst, src.cast(), bytes, q.stream.raw())
+        cu::cuMemcpyHtoDAsync_v2(dst, src.cast(), bytes, stream.raw())
     })
 }
 
-/// Asynchronous copy of `bytes` from device `src` to host `dst` on `q`'s stream.
+/// Asynchronous copy of `bytes` from device `src` to host `dst` on `stream`.
 ///
 /// # Safety
 /// `dst` must be writable and `src` readable for `bytes` bytes until the copy completes, and
 /// nothing may read `dst` before that.
 pub(crate) unsafe fn copy_dtoh_async(
     op: Op,
-    q: &Queue,
+    stream: &Stream,
     dst: *mut u8,
     src: cu::CUdeviceptr,
     bytes: usize,
@@ -234,21 +233,21 @@ pub(crate) unsafe fn copy_dtoh_async(
     if bytes == 0 {
         return Ok(());
     }
-    let _bound = q.ctx.bind()?;
+    let _bound = stream.context().bind()?;
     // SAFETY: the caller's contract.
     check(op, "cuMemcpyDtoHAsync", unsafe {
-        cu::cuMemcpyDtoHAsync_v2(dst.cast(), src, bytes, q.stream.raw())
+        cu::cuMemcpyDtoHAsync_v2(dst.cast(), src, bytes, stream.raw())
     })
 }
 
-/// Asynchronous device-to-device copy on `q`'s stream.
+/// Asynchronous device-to-device copy on `stream`.
 ///
 /// # Safety
 /// `src` readable and `dst` writable for `bytes` bytes in stream order; the ranges do not
 /// overlap.
 pub(crate) unsafe fn copy_dtod_async(
     op: Op,
-    q: &Queue,
+    stream: &Stream,
     dst: cu::CUdeviceptr,
     src: cu::CUdeviceptr,
     bytes: usize,
@@ -256,9 +255,9 @@ pub(crate) unsafe fn copy_dtod_async(
     if bytes == 0 {
         return Ok(());
     }
-    let _bound = q.ctx.bind()?;
+    let _bound = stream.context().bind()?;
     // SAFETY: the caller's contract.
     check(op, "cuMemcpyDtoDAsync", unsafe {
-        cu::cuMemcpyDtoDAsync_v2(dst, src, bytes, q.stream.raw())
+        cu::cuMemcpyDtoDAsync_v2(dst, src, bytes, stream.raw())
     })
 }

@@ -54,9 +54,9 @@ pub(crate) struct Context {
     /// process (PyTorch among them) rely on.
     pub(crate) pool: Option<cu::CUmemoryPool>,
     max_dynamic_shared: u32,
-    /// Memory an owner dropped while the stream's work may still use it, freed once its event
-    /// has completed (see [`super::queue::Reclaim`]).
-    pub(crate) reclaim: Mutex<Vec<super::queue::Reclaim>>,
+    /// Memory an owner dropped while a stream's work may still use it, freed once its event
+    /// has completed ([`Context::release_after`], [`Context::sweep`]).
+    reclaim: Mutex<Vec<Reclaim>>,
 }
 
 // SAFETY: CUcontext, CUmodule, CUfunction and CUmemoryPool handles are process-wide driver
@@ -84,6 +84,12 @@ fn device_attribute(dev: cu::CUdevice, attr: std::ffi::c_int) -> Result<i32> {
         cu::cuDeviceGetAttribute(&mut v, attr, dev)
     })?;
     Ok(v)
+}
+
+/// Memory a dropped owner left to a stream's in-flight work: freed once `done` has completed.
+struct Reclaim {
+    done: super::stream::Event,
+    _keep: Box<dyn std::any::Any + Send>,
 }
 
 /// Restores the calling thread's previous current context on drop (see [`Context::bind`]).
@@ -215,6 +221,34 @@ impl Context {
         Ok(Bound {
             previous: (r == cu::SUCCESS).then_some(current),
         })
+    }
+
+    /// Keeps `keep` (page-locked memory in-flight work may still use) until `done` has completed;
+    /// freed by a later [`Context::sweep`]. No thread waits for it.
+    pub(crate) fn release_after(
+        &self,
+        done: super::stream::Event,
+        keep: Box<dyn std::any::Any + Send>,
+    ) {
+        self.reclaim
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Reclaim { done, _keep: keep });
+    }
+
+    /// Frees every reclaimed block whose work has completed (or whose event can no longer be
+    /// asked: nothing uses the memory any more). Called at handle creation, drop and
+    /// synchronisation.
+    pub(crate) fn sweep(&self) {
+        let finished: Vec<Reclaim> = {
+            let mut list = self.reclaim.lock().unwrap_or_else(|e| e.into_inner());
+            let (done, pending): (Vec<Reclaim>, Vec<Reclaim>) = std::mem::take(&mut *list)
+                .into_iter()
+                .partition(|r| r.done.query().unwrap_or(true));
+            *list = pending;
+            done
+        };
+        drop(finished); // freed after unlocking
     }
 
     /// Kernel `id` of the module, ready for a launch with `shared_bytes` of dynamic shared

@@ -39,26 +39,6 @@ struct Staging {
 /// an upload waits for the oldest.
 const MAX_STAGING_BLOCKS: usize = 8;
 
-/// Memory a dropped owner left to the stream's in-flight work: freed once `done` has completed.
-pub(crate) struct Reclaim {
-    done: Event,
-    _keep: Box<dyn Any + Send>,
-}
-
-/// Frees every reclaimed block of `ctx` whose work has completed (or whose event can no longer
-/// be asked: the context is gone, nothing uses the memory any more).
-fn sweep(ctx: &Context) {
-    let finished: Vec<Reclaim> = {
-        let mut list = lock(&ctx.reclaim);
-        let (done, pending): (Vec<Reclaim>, Vec<Reclaim>) = std::mem::take(&mut *list)
-            .into_iter()
-            .partition(|r| r.done.query().unwrap_or(true));
-        *list = pending;
-        done
-    };
-    drop(finished); // freed after unlocking
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -70,7 +50,7 @@ pub(crate) struct Joined<'a> {
 
 impl Queue {
     pub(crate) fn new(ctx: Arc<Context>, stream: Stream) -> Result<Queue> {
-        sweep(&ctx);
+        ctx.sweep();
         let _bound = ctx.bind()?;
         let ring = ErrorRing::new(&stream)?;
         Ok(Queue {
@@ -255,7 +235,7 @@ impl Queue {
     /// operations issued before the call: a device-detected one (position and value) or a
     /// deferred driver failure. Later errors of the same batch are dropped with it.
     pub(crate) fn synchronize(&self) -> Result<()> {
-        sweep(&self.ctx);
+        self.ctx.sweep();
         let _settling = self.settle();
         let mut ring = lock(&self.errors);
         if matches!(ring.pending.first(), Some(Pending::Ready(_))) {
@@ -379,13 +359,13 @@ impl Drop for Queue {
             Ok(e)
         });
         match recorded {
-            Ok(done) => lock(&self.ctx.reclaim).push(Reclaim { done, _keep: keep }),
+            Ok(done) => self.ctx.release_after(done, keep),
             Err(_) => {
                 // No event to wait for: the stream's completion is the only safe point.
                 let _ = self.stream.synchronize();
                 drop(keep);
             }
         }
-        sweep(&self.ctx);
+        self.ctx.sweep();
     }
 }
