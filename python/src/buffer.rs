@@ -22,7 +22,8 @@ use crate::pinned::PyPinnedMemoryManager;
 use crate::side::{Holder, Side};
 
 /// Runs `f` on the holder's buffer: the lock is taken with the GIL released if another thread
-/// has it, and the GIL is released during `f` when it moves at least `GIL_RELEASE_MIN_BYTES`.
+/// has it, and the GIL is released during `f` when it moves at least `GIL_RELEASE_MIN_BYTES`, or
+/// anything at all on a GPU (where it may wait for the stream).
 pub(crate) fn with_side<R: Send>(
     py: Python<'_>,
     h: &Holder,
@@ -31,7 +32,9 @@ pub(crate) fn with_side<R: Send>(
 ) -> PyResult<R> {
     let mut g = h.lock_attached(py);
     let side: &mut dyn Side = &mut **g;
-    let out = if bytes >= GIL_RELEASE_MIN_BYTES {
+    // On a GPU any call that moves data may wait for the stream: never with the GIL held.
+    let gpu = h.device.kind() != cpugpu::BackendKind::Host;
+    let out = if bytes >= GIL_RELEASE_MIN_BYTES || (gpu && bytes > 0) {
         py.detach(|| guarded(|| f(side)))
     } else {
         guarded(|| f(side))
@@ -333,32 +336,45 @@ impl PyCpuGpuBuffer {
         Ok(arr)
     }
 
-    /// A side as a `DeviceArray` (DLPack and the array interfaces).
+    /// A side as a `DeviceArray` (DLPack and the array interfaces): host memory is `kDLCPU`
+    /// (`kDLCUDAHost` for the page-locked host side of a buffer on a GPU), the device side of a
+    /// buffer on a GPU `kDLCUDA` at its device address (for a UVA buffer, the mapped address of
+    /// its one memory).
     fn export_side(
         &self,
         py: Python<'_>,
         holder: &Arc<Holder>,
         which: Which,
     ) -> PyResult<DeviceArray> {
-        let descr = self.descr.clone_ref(py);
+        use crate::dlpack::{KDL_CPU, KDL_CUDA_HOST};
+        let on_gpu = holder.device.kind() != cpugpu::BackendKind::Host;
+        let page_locked = matches!(
+            self.placement,
+            MemoryPlacement::Pinned | MemoryPlacement::Uva
+        );
         let (addr, device) = match (which, holder.device_addr) {
-            (Which::Cpu, _) => (holder.host_addr as u64, (crate::dlpack::KDL_CPU, 0)),
-            (Which::Gpu, Some(a)) => (a as u64, (crate::dlpack::KDL_CPU, 0)),
-            #[cfg(feature = "cuda")]
-            (Which::Gpu, None) => crate::cuda::device_side(py, holder)?,
-            #[cfg(not(feature = "cuda"))]
+            (Which::Cpu, _) if on_gpu && page_locked => {
+                (holder.host_addr as u64, (KDL_CUDA_HOST, 0))
+            }
+            (Which::Cpu, _) => (holder.host_addr as u64, (KDL_CPU, 0)),
+            (Which::Gpu, Some(a)) => (a as u64, (KDL_CPU, 0)),
+            #[cfg(gpu)]
+            (Which::Gpu, None) => crate::gpu::device_side(py, holder)?,
+            #[cfg(not(gpu))]
             (Which::Gpu, None) => {
                 return Err(err(py, "DeviceError", "the device side is not host memory"))
             }
         };
-        Ok(DeviceArray::new(
-            holder.clone(),
+        Ok(DeviceArray {
+            keep: holder.clone(),
             addr,
-            self.shape.clone(),
-            self.dtype,
-            descr,
+            shape: self.shape.clone(),
+            dtype: self.dtype,
+            descr: self.descr.clone_ref(py),
             device,
-        ))
+            readonly: false,
+            order: on_gpu.then(|| holder.device.clone()),
+        })
     }
 
     fn which(py: Python<'_>, side: &str) -> PyResult<Which> {

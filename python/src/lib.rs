@@ -13,11 +13,13 @@ use pyo3::prelude::*;
 
 mod arrays;
 mod buffer;
-#[cfg(feature = "cuda")]
-mod cuda;
 mod dlpack;
 mod dtype;
 mod errors;
+#[cfg(gpu)]
+mod gpu;
+#[cfg(gpu)]
+mod gpu_ops;
 mod ops;
 mod pinned;
 mod pool;
@@ -31,8 +33,10 @@ pub(crate) fn device() -> &'static cpugpu::Device {
 }
 
 /// The backend buffers use: ``{"backend": "host" | "cuda", "device": str, "fallback_reason":
-/// str | None, "cuda_feature": bool, "gil_release_min_bytes": int}``. The operations on numpy
-/// arrays always run on the host.
+/// str | None, "cuda_feature": bool, "emulated": bool, "gil_release_min_bytes": int}``.
+/// ``cuda_feature`` is true for a build with the GPU paths (``--features cuda``, or
+/// ``--features emulator``, whose GPU is the crate's emulated one: ``emulated`` is then true).
+/// The operations run on the host for numpy arrays and on the GPU for CUDA memory.
 #[pyfunction]
 fn backend_info(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
     let d = device();
@@ -40,7 +44,8 @@ fn backend_info(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
     out.set_item("backend", d.kind().name())?;
     out.set_item("device", d.to_string())?;
     out.set_item("fallback_reason", d.fallback_reason())?;
-    out.set_item("cuda_feature", cfg!(feature = "cuda"))?;
+    out.set_item("cuda_feature", cfg!(gpu))?;
+    out.set_item("emulated", d.is_emulated())?;
     out.set_item("gil_release_min_bytes", errors::GIL_RELEASE_MIN_BYTES)?;
     Ok(out)
 }
@@ -59,5 +64,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pinned::PyPinnedMemoryManager>()?;
     m.add_class::<dlpack::DeviceArray>()?;
     m.add("GIL_RELEASE_MIN_BYTES", errors::GIL_RELEASE_MIN_BYTES)?;
+    #[cfg(feature = "emulator")]
+    m.add_submodule(&gpu::emu::module(m.py())?)?;
     Ok(())
 }
