@@ -484,42 +484,43 @@ fn cuda_array_interface(
 /// of the GPU to pass as `stream` arguments.
 #[cfg(feature = "emulator")]
 pub(crate) mod emu {
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use pyo3::prelude::*;
 
     use crate::errors::{guarded, run};
 
+    /// The hold, shared with a `release_after` thread.
+    type Shared = Arc<Mutex<Option<cpugpu::emu::Hold>>>;
+
+    fn take(h: &Shared) -> Option<cpugpu::emu::Hold> {
+        h.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
     /// A hold on cpugpu's stream (`cpugpu::emu::hold`): work issued to it after the hold waits
     /// until :meth:`release` (or :meth:`release_after`).
     #[pyclass(frozen, module = "cpugpu._native._emu", name = "Hold")]
     pub(crate) struct PyHold {
-        hold: Mutex<Option<cpugpu::emu::Hold>>,
-    }
-
-    impl PyHold {
-        fn take(&self) -> Option<cpugpu::emu::Hold> {
-            self.hold.lock().unwrap_or_else(|e| e.into_inner()).take()
-        }
+        hold: Shared,
     }
 
     #[pymethods]
     impl PyHold {
         /// Lets the stream go on (idempotent).
         fn release(&self) {
-            drop(self.take());
+            drop(take(&self.hold));
         }
 
-        /// Releases the hold after ``seconds``, from a thread of its own that needs no GIL (so
-        /// a call that wrongly keeps the GIL while it waits for the stream still ends).
+        /// Releases the hold after ``seconds`` (unless released before), from a thread of its
+        /// own that needs no GIL: a backstop, so that a call that wrongly keeps the GIL while
+        /// it waits for the stream still ends.
         fn release_after(&self, seconds: f64) {
-            if let Some(h) = self.take() {
-                let d = std::time::Duration::from_secs_f64(seconds.max(0.0));
-                std::thread::spawn(move || {
-                    std::thread::sleep(d);
-                    drop(h);
-                });
-            }
+            let h = self.hold.clone();
+            let d = std::time::Duration::from_secs_f64(seconds.max(0.0));
+            std::thread::spawn(move || {
+                std::thread::sleep(d);
+                drop(take(&h));
+            });
         }
 
         /// Whether the hold is still in place.
@@ -537,7 +538,7 @@ pub(crate) mod emu {
     fn hold(py: Python<'_>) -> PyResult<PyHold> {
         let h = run(py, 0, || cpugpu::emu::hold(crate::device()))?;
         Ok(PyHold {
-            hold: Mutex::new(Some(h)),
+            hold: Arc::new(Mutex::new(Some(h))),
         })
     }
 

@@ -75,7 +75,7 @@ def test_stubs_match_the_extension():
             stubbed.add(node.name)
             if isinstance(node, ast.ClassDef):
                 for m in node.body:
-                    if isinstance(m, ast.FunctionDef) and m.name not in ("__init__", "__enter__", "__exit__", "__len__"):
+                    if isinstance(m, ast.FunctionDef) and m.name not in ("__init__", "__enter__", "__exit__", "__len__", "__getitem__"):
                         stubbed.add(f"{node.name}.{m.name}")
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and not node.target.id.startswith("_"):
             stubbed.add(node.target.id)
