@@ -408,7 +408,7 @@ fn axis0_key(
         Ok(_) => return Err(refuse()),
         Err(_) => key.clone(),
     };
-    if key.is(&PyEllipsis::get(py)) {
+    if key.is(PyEllipsis::get(py)) {
         return Ok((0, rows, true));
     }
     if let Ok(s) = key.cast::<PySlice>() {
@@ -608,7 +608,8 @@ impl DeviceArray {
 
     /// Copies numpy array ``src`` (same dtype and shape, C-contiguous) into the memory. For
     /// CUDA memory the copy is issued on cpugpu's stream and waited for (GIL released).
-    /// Raises :class:`LayoutError` when the array is read-only.
+    /// Raises :class:`LayoutError` when the array is read-only. Writing a buffer's side this
+    /// way does not mark it dirty (as writing ``buf.cpu`` does not): call ``mark_gpu_dirty()``.
     fn copy_from_host(&self, py: Python<'_>, src: &Bound<'_, PyAny>) -> PyResult<()> {
         if self.readonly {
             return Err(err(

@@ -5,7 +5,11 @@
 //! place, a pool of named round-robin slots, a budgeted pinned-memory manager, and the six
 //! batching operations on numpy arrays without copying them. Errors are `cpugpu.Error`
 //! subclasses carrying the crate's message; the GIL is released while large operations and
-//! copies run; panics are caught before they reach Python.
+//! copies run, and while anything waits for a GPU; panics are caught before they reach Python.
+//!
+//! With `--features cuda` (or `--features emulator`, the crate's emulated GPU) the GPU paths are
+//! built (`cfg(gpu)`, set by build.rs): buffers on a GPU, their device sides exported as
+//! `DeviceArray`s (`dlpack.rs`, `gpu.rs`), and the operations on CUDA memory (`gpu_ops.rs`).
 
 use std::sync::OnceLock;
 
