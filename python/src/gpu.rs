@@ -150,9 +150,10 @@ pub(crate) fn copy_to_host(
     }
     run(py, usize::MAX, || {
         // SAFETY: the caller's contract: `src` is CUDA memory of this GPU holding `n` bytes,
-        // `dst` host memory of `n` bytes that nothing else uses until copy_to_host has waited
-        // for the copy.
+        // alive for the call.
         let view = unsafe { DeviceView::<u8>::from_raw_cuda(dev, src, &[n])? };
+        // SAFETY: the caller's contract: `dst` is host memory of `n` bytes that nothing else
+        // uses until copy_to_host has waited for the copy.
         let host = unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, n) };
         view.copy_to_host(host)
     })
@@ -170,10 +171,10 @@ pub(crate) fn upload(py: Python<'_>, a: &DeviceArray, src: usize, n: usize) -> P
     };
     let dst = a.addr;
     run(py, usize::MAX, || {
-        // SAFETY: `dst` is writable CUDA memory of `n` bytes kept alive by the array's owner;
-        // `src` is the caller's host memory of `n` bytes, alive for the call; copy_from_host
-        // completes the copy before it returns.
+        // SAFETY: `dst` is writable CUDA memory of `n` bytes (not read-only: the caller checked)
+        // kept alive by the array's owner; copy_from_host completes the copy before it returns.
         let mut view = unsafe { DeviceViewMut::<u8>::from_raw_cuda(&dev, dst, &[n])? };
+        // SAFETY: `src` is the caller's host memory of `n` bytes, alive for the call.
         let host = unsafe { std::slice::from_raw_parts(src as *const u8, n) };
         view.copy_from_host(host)
     })
