@@ -279,6 +279,14 @@ impl PyCpuGpuBuffer {
         n.saturating_mul(self.shape.iter().skip(1).product::<usize>() * self.dtype.width())
     }
 
+    /// The device side's CUDA address as the crate reports it now (`device_view().cuda_ptr()`:
+    /// the device memory, or a UVA buffer's mapped address), for the emulated GPU's tests to
+    /// compare exports against.
+    #[cfg(feature = "emulator")]
+    pub(crate) fn crate_device_ptr(&self, py: Python<'_>) -> PyResult<Option<u64>> {
+        self.op(py, 0, |b| Ok(b.device_cuda_ptr()))
+    }
+
     fn op<R: Send>(
         &self,
         py: Python<'_>,

@@ -572,6 +572,16 @@ pub(crate) mod emu {
         Ok(PyStream { dev })
     }
 
+    /// The device side's CUDA address as the crate reports it (``device_view().cuda_ptr()``),
+    /// asked of the buffer now: what its exports must carry.
+    #[pyfunction]
+    fn device_ptr(
+        py: Python<'_>,
+        buf: &Bound<'_, crate::buffer::PyCpuGpuBuffer>,
+    ) -> PyResult<Option<u64>> {
+        buf.get().crate_device_ptr(py)
+    }
+
     /// Sets the emulated driver's random delay before each stream operation (0: off).
     #[pyfunction]
     fn set_delay_us(max_us: u32) {
@@ -590,6 +600,7 @@ pub(crate) mod emu {
         m.add_function(wrap_pyfunction!(hold, &m)?)?;
         m.add_function(wrap_pyfunction!(new_stream, &m)?)?;
         m.add_function(wrap_pyfunction!(set_delay_us, &m)?)?;
+        m.add_function(wrap_pyfunction!(device_ptr, &m)?)?;
         m.add_function(wrap_pyfunction!(describe, &m)?)?;
         m.add_class::<PyHold>()?;
         m.add_class::<PyStream>()?;

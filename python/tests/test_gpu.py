@@ -152,6 +152,8 @@ def test_dlpack_capsule_of_cuda_memory(versioned):
     t = m.dl_tensor
     # The exported pointer is the crate's device pointer (what data_ptr reports).
     assert t.data == buf.gpu.data_ptr and t.byte_offset == 0
+    if emu:  # asked of the crate's buffer now, not the address cached at allocation
+        assert t.data == emu.device_ptr(buf)
     assert (t.device.device_type, t.device.device_id) == (2, 0)  # kDLCUDA, device 0
     assert t.ndim == 2 and [t.shape[i] for i in range(2)] == [5, 3] and [t.strides[i] for i in range(2)] == [3, 1]
     assert (t.dtype.code, t.dtype.bits, t.dtype.lanes) == (0, 64, 1)
@@ -197,8 +199,10 @@ def test_page_locked_host_side_is_cuda_host_memory():
 def test_uva_buffer_exports_its_mapped_device_address(rng):
     buf = cpugpu.CpuGpuBuffer.allocate("u", (8, 2), np.int32, placement=MemoryPlacement.UVA)
     assert buf.gpu.__dlpack_device__() == (2, 0) and buf.device_array("cpu").__dlpack_device__() == (3, 0)
-    if EMULATED:  # unified addressing: the mapped address of page-locked memory is its host address
-        assert buf.gpu.data_ptr == buf.cpu.ctypes.data
+    if EMULATED:
+        # The crate's mapped device address (cuMemHostGetDevicePointer), which on the emulated
+        # GPU, as with unified addressing, is the host address.
+        assert buf.gpu.data_ptr == emu.device_ptr(buf) == buf.cpu.ctypes.data
     buf.cpu[:] = np.arange(16).reshape(8, 2)  # no upload: the GPU reads this memory
     out = cpugpu.CpuGpuBuffer.allocate("o", (3, 2), np.int32, True)
     cpugpu.copy_with_indices(buf.gpu, out.gpu, [7, 0, 3])
