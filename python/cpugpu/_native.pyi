@@ -13,7 +13,11 @@ from ._types import MemoryPlacement
 _Shape = SupportsIndex | Sequence[SupportsIndex]
 _DType = npt.DTypeLike
 _Indices = npt.NDArray[np.int32] | npt.NDArray[np.int64] | Sequence[int] | Any
+# A CUDA stream: an int handle (0 or 1: the legacy default stream, 2: the per-thread default
+# stream), or an object with a ``cuda_stream`` attribute (PyTorch's and CuPy's streams).
 _Stream = int | Any | None
+# CUDA memory: a DeviceArray on a GPU, or an object with ``__cuda_array_interface__``.
+_Cuda = DeviceArray | Any
 
 GIL_RELEASE_MIN_BYTES: int
 
@@ -24,6 +28,7 @@ def copy_with_indices(
     *,
     policy: Literal["checked", "negative_fill"] = "checked",
     fill_value: Any = None,
+    stream: _Stream = None,
 ) -> None:
     """``dst[i] = src[indices[i]]`` for the first ``len(indices)`` rows of ``dst``, in place."""
 
@@ -33,6 +38,7 @@ def scatter_with_indices(
     indices: _Indices,
     *,
     policy: Literal["checked", "negative_skip"] = "checked",
+    stream: _Stream = None,
 ) -> None:
     """``dst[indices[i]] = src[i]``, in place; a repeated index: the last occurrence wins."""
 
@@ -41,10 +47,14 @@ def pad_to_multiple(
     multiple: int,
     axis: int = 0,
     pad_value: Any = None,
-) -> npt.NDArray[Any]:
+    *,
+    stream: _Stream = None,
+) -> npt.NDArray[Any] | DeviceArray:
     """``arr`` padded along ``axis`` to the next multiple; ``arr`` itself when it already is."""
 
-def compute_cumsum_offsets(lengths: _Indices, *, dtype: _DType | None = None) -> npt.NDArray[np.int64]:
+def compute_cumsum_offsets(
+    lengths: _Indices, *, dtype: _DType | None = None, stream: _Stream = None
+) -> npt.NDArray[np.int64] | DeviceArray:
     """``len(lengths) + 1`` offsets starting at 0 (int64, or ``dtype=np.int32``)."""
 
 def flatten_with_offsets(
@@ -52,17 +62,19 @@ def flatten_with_offsets(
     *,
     offsets_dtype: _DType | None = None,
     dtype: _DType | None = None,
-) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+    stream: _Stream = None,
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]] | tuple[DeviceArray, DeviceArray]:
     """``(np.concatenate(arrays), offsets)`` with offsets in rows."""
 
-def split_by_offsets(arr: npt.NDArray[Any] | Any, offsets: _Indices) -> list[npt.NDArray[Any]]:
+def split_by_offsets(arr: npt.NDArray[Any] | _Cuda, offsets: _Indices) -> list[npt.NDArray[Any]] | list[DeviceArray]:
     """``[arr[offsets[i]:offsets[i + 1]] ...]``: views, not copies."""
 
 def backend_info() -> dict[str, Any]:
     """The backend buffers use, and why the host when no GPU is used."""
 
 class DeviceArray:
-    """One side of a buffer, exported without a copy (DLPack, array interfaces)."""
+    """Memory exported without a copy (DLPack, array interfaces): a side of a buffer, a result
+    of an operation on CUDA memory, or a view of one."""
 
     @property
     def shape(self) -> tuple[int, ...]: ...
@@ -72,6 +84,8 @@ class DeviceArray:
     def data_ptr(self) -> int: ...
     @property
     def nbytes(self) -> int: ...
+    @property
+    def readonly(self) -> bool: ...
     @property
     def device(self) -> str: ...
     def __dlpack_device__(self) -> tuple[int, int]: ...
@@ -88,6 +102,9 @@ class DeviceArray:
     @property
     def __cuda_array_interface__(self) -> dict[str, Any]: ...
     def numpy(self) -> npt.NDArray[Any]: ...
+    def copy_to_host(self, *, stream: _Stream = None) -> npt.NDArray[Any]: ...
+    def copy_from_host(self, src: npt.NDArray[Any]) -> None: ...
+    def __getitem__(self, key: SupportsIndex | slice | Any) -> DeviceArray: ...
     def __len__(self) -> int: ...
 
 class CpuGpuBuffer:
@@ -149,7 +166,7 @@ class CpuGpuBuffer:
     def mark_gpu_dirty(self) -> None: ...
     def fill(self, value: Any) -> None: ...
     def reset(self) -> None: ...
-    def slice(self, *slices: Any) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]: ...
+    def slice(self, *slices: Any) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | DeviceArray]: ...
     def device_array(self, side: Literal["cpu", "gpu"] = "gpu") -> DeviceArray: ...
     def __dlpack__(
         self,

@@ -14,6 +14,10 @@ Each step schedules prefill requests (many new tokens) and decode requests (one 
 6. scatters the step's key rows into a paged KV cache at ``slot_mapping``, skipping the padding;
 7. splits ``input_ids`` back into per-request views and checks them.
 
+On the host backend a buffer's ``gpu`` side is a numpy view; on a GPU (``--features cuda``, or the
+emulated GPU of ``--features emulator``) it is a ``DeviceArray`` of CUDA memory, and the split
+runs on it there (its segments are device views, copied back here only to check them).
+
     python python/examples/batch_step.py [--requests N] [--steps S] [--seed X]
 """
 
@@ -31,6 +35,11 @@ MAX_BLOCKS_PER_REQ = 128
 HEAD_DIM = 64
 PAD_MULTIPLE = 8
 MAX_TOKENS = 16384
+
+
+def on_host(a):
+    """`a` as a numpy array: itself, or a copy of CUDA memory."""
+    return a if isinstance(a, np.ndarray) else a.copy_to_host()
 
 
 def main() -> None:
@@ -102,12 +111,13 @@ def main() -> None:
 
         keys = rng.standard_normal((n, HEAD_DIM)).astype(np.float16)  # this step's key rows
         t = time.perf_counter()
-        cpugpu.scatter_with_indices(keys, kv_cache, slot_buf.gpu[:n], policy="negative_skip")
+        # The KV cache is host memory here, so the host reads the UVA buffer's host side.
+        cpugpu.scatter_with_indices(keys, kv_cache, slot_buf.cpu[:n], policy="negative_skip")
         stage("scatter", t, f"{n_tokens} key rows into the KV cache, {n - n_tokens} padding rows skipped")
 
         t = time.perf_counter()
-        parts = cpugpu.split_by_offsets(ids_buf.gpu[:n_tokens], offsets)
-        assert all((p == tok).all() for p, tok in zip(parts, tokens))
+        parts = cpugpu.split_by_offsets(ids_buf.gpu[:n_tokens], offsets)  # what was uploaded
+        assert all((on_host(p) == tok).all() for p, tok in zip(parts, tokens))
         assert (kv_cache[slot_mapping] == keys[:n_tokens]).all()
         stage("split", t, f"{len(parts)} per-request views, checked")
 

@@ -219,6 +219,19 @@ pub(crate) fn to_ndarray<'py>(
     ))
 }
 
+/// Whether `obj` is CUDA memory: a `DeviceArray` on a GPU, or an object other than a numpy
+/// array exposing `__cuda_array_interface__` (a PyTorch or CuPy tensor on a GPU). An operation
+/// given one runs on the GPU (builds with the GPU paths), or raises `DeviceError`.
+pub(crate) fn is_cuda(obj: &Bound<'_, PyAny>) -> bool {
+    if obj.cast::<PyUntypedArray>().is_ok() {
+        return false;
+    }
+    if let Ok(a) = obj.cast::<crate::dlpack::DeviceArray>() {
+        return a.get().device.0 == crate::dlpack::KDL_CUDA;
+    }
+    obj.hasattr("__cuda_array_interface__").unwrap_or(false)
+}
+
 /// An index-like argument (indices, lengths, offsets): an int32 or int64 ndarray (or DLPack
 /// object) is used in place; a list or other sequence of ints is converted to int64 (that is a
 /// conversion of Python objects, not a copy of an array). Must be one-dimensional.
@@ -250,40 +263,70 @@ pub(crate) fn index_input<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<
             .map_err(PyErr::from)?
     };
     let a = Arr::checked(arr, what)?;
-    if !matches!(a.dtype, DType::I32 | DType::I64) {
+    check_index(py, &a, what)?;
+    Ok(a)
+}
+
+/// An index-like operand must be one-dimensional int32 or int64.
+pub(crate) fn check_index(py: Python<'_>, a: &impl Operand, what: &str) -> PyResult<()> {
+    if !matches!(a.dt(), DType::I32 | DType::I64) {
         return Err(err(
             py,
             "DtypeError",
             format!(
                 "{what} must be int32 or int64, got {}; cast with {what}.astype(np.int64) (cpugpu \
                  does not convert arrays silently)",
-                a.dtype.name()
+                a.dt().name()
             ),
         ));
     }
-    if a.shape().len() != 1 {
+    if a.dims().len() != 1 {
         return Err(err(
             py,
             "ShapeError",
-            format!("{what} must be one-dimensional, got shape {:?}", a.shape()),
+            format!("{what} must be one-dimensional, got shape {:?}", a.dims()),
         ));
     }
-    Ok(a)
+    Ok(())
+}
+
+/// What the shared argument checks of the operations need of an operand, host (`Arr`) or
+/// CUDA memory (`gpu::DevArg`).
+pub(crate) trait Operand {
+    /// The shape.
+    fn dims(&self) -> &[usize];
+    /// The dtype.
+    fn dt(&self) -> DType;
+    /// The first byte's address and the byte count.
+    fn span(&self) -> (u64, usize);
+}
+
+impl Operand for Arr<'_> {
+    fn dims(&self) -> &[usize] {
+        self.shape()
+    }
+    fn dt(&self) -> DType {
+        self.dtype
+    }
+    fn span(&self) -> (u64, usize) {
+        (self.addr as u64, self.nbytes())
+    }
 }
 
 /// Raises `LayoutError` when `out` shares memory with `inp` (the crate may not read and write
 /// the same memory in one call; numpy would make a temporary copy here).
 pub(crate) fn check_no_overlap(
-    out: &Arr<'_>,
+    py: Python<'_>,
+    out: &impl Operand,
     out_what: &str,
-    inp: &Arr<'_>,
+    inp: &impl Operand,
     in_what: &str,
 ) -> PyResult<()> {
-    let (a0, a1) = (out.addr, out.addr + out.nbytes());
-    let (b0, b1) = (inp.addr, inp.addr + inp.nbytes());
-    if out.nbytes() > 0 && inp.nbytes() > 0 && a0 < b1 && b0 < a1 {
+    let ((a0, an), (b0, bn)) = (out.span(), inp.span());
+    let (a1, b1) = (a0 + an as u64, b0 + bn as u64);
+    if an > 0 && bn > 0 && a0 < b1 && b0 < a1 {
         return Err(err(
-            out.obj.py(),
+            py,
             "LayoutError",
             format!(
                 "{out_what} overlaps {in_what} in memory: cpugpu does not copy inputs to a \

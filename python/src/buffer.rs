@@ -22,7 +22,8 @@ use crate::pinned::PyPinnedMemoryManager;
 use crate::side::{Holder, Side};
 
 /// Runs `f` on the holder's buffer: the lock is taken with the GIL released if another thread
-/// has it, and the GIL is released during `f` when it moves at least `GIL_RELEASE_MIN_BYTES`.
+/// has it, and the GIL is released during `f` when it moves at least `GIL_RELEASE_MIN_BYTES`, or
+/// anything at all on a GPU (where it may wait for the stream).
 pub(crate) fn with_side<R: Send>(
     py: Python<'_>,
     h: &Holder,
@@ -31,7 +32,9 @@ pub(crate) fn with_side<R: Send>(
 ) -> PyResult<R> {
     let mut g = h.lock_attached(py);
     let side: &mut dyn Side = &mut **g;
-    let out = if bytes >= GIL_RELEASE_MIN_BYTES {
+    // On a GPU any call that moves data may wait for the stream: never with the GIL held.
+    let gpu = h.device.kind() != cpugpu::BackendKind::Host;
+    let out = if bytes >= GIL_RELEASE_MIN_BYTES || (gpu && bytes > 0) {
         py.detach(|| guarded(|| f(side)))
     } else {
         guarded(|| f(side))
@@ -113,8 +116,10 @@ enum Which {
 ///
 /// ``buf.cpu`` is a numpy array that *is* the host side (a view, not a copy: writes go straight
 /// into the buffer's memory); on the host backend ``buf.gpu`` is likewise a numpy view of the
-/// device side (with the ``cuda`` build and a GPU it will be a :class:`DeviceArray`). The
-/// buffer, and every view, keep the memory alive: it is freed when the last of them is gone.
+/// device side, and on a GPU it is a :class:`DeviceArray` of the device side's CUDA memory
+/// (DLPack ``kDLCUDA``, ``__cuda_array_interface__``; for a UVA buffer, the mapped device
+/// address of its one memory). The buffer, and every view and export, keep the memory alive: it
+/// is freed when the last of them is gone.
 ///
 /// Make one with ``CpuGpuBuffer.allocate(name, shape, dtype, pinned)`` (or the constructor,
 /// same arguments) or get one from a :class:`UvaBufferPool`.
@@ -133,6 +138,14 @@ enum Which {
 /// * ``close()`` (or leaving a ``with`` block) drops this object's hold on the memory; views
 ///   still alive keep it (and a pool slot) until they go too.
 /// * No ``resize``: a buffer's shape is fixed (pool keys depend on it); allocate a new one.
+/// * On a GPU, the copies (``cpu_to_gpu``, ``gpu_to_cpu``, ``copy_to_gpu(n)``, ``copy_to_cpu(n)``
+///   and a ``sync`` that copies) return once the copy has completed: they synchronize cpugpu's
+///   stream, with the GIL released. ``buf.cpu`` is a plain numpy view that cannot wait for
+///   anything, so this is what keeps Python from reading a download that has not landed, or
+///   overwriting the host side while an upload still reads it (vllm-project/vllm#25279). The
+///   cost: no overlap of a copy with Python work, and a stream synchronization (microseconds on
+///   a GPU, plus whatever was queued before) per copy. Work on the device side (``fill``,
+///   operations on ``buf.gpu``) is ordered on cpugpu's stream and needs no wait.
 #[pyclass(frozen, module = "cpugpu", name = "CpuGpuBuffer")]
 pub(crate) struct PyCpuGpuBuffer {
     name: String,
@@ -266,6 +279,14 @@ impl PyCpuGpuBuffer {
         n.saturating_mul(self.shape.iter().skip(1).product::<usize>() * self.dtype.width())
     }
 
+    /// The device side's CUDA address as the crate reports it now (`device_view().cuda_ptr()`:
+    /// the device memory, or a UVA buffer's mapped address), for the emulated GPU's tests to
+    /// compare exports against.
+    #[cfg(feature = "emulator")]
+    pub(crate) fn crate_device_ptr(&self, py: Python<'_>) -> PyResult<Option<u64>> {
+        self.op(py, 0, |b| Ok(b.device_cuda_ptr()))
+    }
+
     fn op<R: Send>(
         &self,
         py: Python<'_>,
@@ -333,32 +354,45 @@ impl PyCpuGpuBuffer {
         Ok(arr)
     }
 
-    /// A side as a `DeviceArray` (DLPack and the array interfaces).
+    /// A side as a `DeviceArray` (DLPack and the array interfaces): host memory is `kDLCPU`
+    /// (`kDLCUDAHost` for the page-locked host side of a buffer on a GPU), the device side of a
+    /// buffer on a GPU `kDLCUDA` at its device address (for a UVA buffer, the mapped address of
+    /// its one memory).
     fn export_side(
         &self,
         py: Python<'_>,
         holder: &Arc<Holder>,
         which: Which,
     ) -> PyResult<DeviceArray> {
-        let descr = self.descr.clone_ref(py);
+        use crate::dlpack::{KDL_CPU, KDL_CUDA_HOST};
+        let on_gpu = holder.device.kind() != cpugpu::BackendKind::Host;
+        let page_locked = matches!(
+            self.placement,
+            MemoryPlacement::Pinned | MemoryPlacement::Uva
+        );
         let (addr, device) = match (which, holder.device_addr) {
-            (Which::Cpu, _) => (holder.host_addr as u64, (crate::dlpack::KDL_CPU, 0)),
-            (Which::Gpu, Some(a)) => (a as u64, (crate::dlpack::KDL_CPU, 0)),
-            #[cfg(feature = "cuda")]
-            (Which::Gpu, None) => crate::cuda::device_side(py, holder)?,
-            #[cfg(not(feature = "cuda"))]
+            (Which::Cpu, _) if on_gpu && page_locked => {
+                (holder.host_addr as u64, (KDL_CUDA_HOST, 0))
+            }
+            (Which::Cpu, _) => (holder.host_addr as u64, (KDL_CPU, 0)),
+            (Which::Gpu, Some(a)) => (a as u64, (KDL_CPU, 0)),
+            #[cfg(gpu)]
+            (Which::Gpu, None) => crate::gpu::device_side(py, holder)?,
+            #[cfg(not(gpu))]
             (Which::Gpu, None) => {
                 return Err(err(py, "DeviceError", "the device side is not host memory"))
             }
         };
-        Ok(DeviceArray::new(
-            holder.clone(),
+        Ok(DeviceArray {
+            keep: holder.clone(),
             addr,
-            self.shape.clone(),
-            self.dtype,
-            descr,
+            shape: self.shape.clone(),
+            dtype: self.dtype,
+            descr: self.descr.clone_ref(py),
             device,
-        ))
+            readonly: false,
+            order: on_gpu.then(|| holder.device.clone()),
+        })
     }
 
     fn which(py: Python<'_>, side: &str) -> PyResult<Which> {
@@ -448,7 +482,8 @@ impl PyCpuGpuBuffer {
     }
 
     /// The device side: on the host backend a numpy array viewing it (not a copy); on a GPU a
-    /// :class:`DeviceArray` (DLPack, ``__cuda_array_interface__``).
+    /// :class:`DeviceArray` of its CUDA memory (DLPack, ``__cuda_array_interface__``; read it
+    /// with ``copy_to_host()``, pass it to the operations, or import it into PyTorch or CuPy).
     #[getter]
     fn gpu<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.side_array(py, Which::Gpu)
@@ -507,12 +542,14 @@ impl PyCpuGpuBuffer {
         self.op(py, 0, |b| Ok(b.dirty().1))
     }
 
-    /// Copies the whole CPU side to the GPU side; both flags clear.
+    /// Copies the whole CPU side to the GPU side; both flags clear. On a GPU it returns once the
+    /// copy has completed (the host side may then be overwritten).
     fn cpu_to_gpu(&self, py: Python<'_>) -> PyResult<()> {
         self.op(py, self.side_bytes(), |b| b.copy_to_device())
     }
 
-    /// Copies the whole GPU side to the CPU side; both flags clear.
+    /// Copies the whole GPU side to the CPU side; both flags clear. On a GPU it returns once the
+    /// copy has landed (``buf.cpu`` then holds it).
     fn gpu_to_cpu(&self, py: Python<'_>) -> PyResult<()> {
         self.op(py, self.side_bytes(), |b| b.copy_to_host())
     }
@@ -605,7 +642,8 @@ impl PyCpuGpuBuffer {
     }
 
     /// A side (``"gpu"``, the default, or ``"cpu"``) as a :class:`DeviceArray`, for export
-    /// through DLPack and the array interfaces.
+    /// through DLPack and the array interfaces. On a GPU the page-locked host side of a
+    /// ``PINNED`` or ``UVA`` buffer is ``kDLCUDAHost`` memory (pageable memory ``kDLCPU``).
     #[pyo3(signature = (side = "gpu"))]
     fn device_array(&self, py: Python<'_>, side: &str) -> PyResult<DeviceArray> {
         let which = Self::which(py, side)?;
@@ -634,7 +672,8 @@ impl PyCpuGpuBuffer {
         a.call_method("__dlpack__", (), Some(&kwargs))
     }
 
-    /// The device side's DLPack device: ``(1, 0)`` on the host backend.
+    /// The device side's DLPack device: ``(1, 0)`` on the host backend, ``(2, N)`` on CUDA
+    /// device N.
     fn __dlpack_device__(&self, py: Python<'_>) -> PyResult<(i32, i32)> {
         let h = self.holder(py)?;
         Ok(self.export_side(py, &h, Which::Gpu)?.dlpack_device())

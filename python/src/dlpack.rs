@@ -1,11 +1,13 @@
-//! Export of buffer memory to other libraries without a copy: DLPack (`__dlpack__`,
-//! `__dlpack_device__`, legacy and versioned capsules), numpy's `__array_interface__` for host
-//! memory and `__cuda_array_interface__` (version 3) for CUDA memory.
+//! Export of memory to other libraries without a copy: DLPack (`__dlpack__`,
+//! `__dlpack_device__`, legacy and versioned capsules), numpy's `__array_interface__` for
+//! host-accessible memory and `__cuda_array_interface__` (version 3) for CUDA memory.
 //!
-//! A capsule's `manager_ctx` holds an `Arc` of the buffer's [`Holder`], so the memory lives until
+//! A capsule's `manager_ctx` holds an `Arc` of what owns the memory (a buffer's [`Holder`], a
+//! device buffer an operation made, or the object a view was cut from), so the memory lives until
 //! the consumer calls the deleter (or, unconsumed, until the capsule is collected), whichever
-//! Python objects are gone by then. The deleter touches no Python object, so a consumer may call
-//! it from any thread without the GIL, as DLPack allows.
+//! Python objects are gone by then. The deleter takes no Python lock, so a consumer may call it
+//! from any thread without the GIL, as DLPack allows (an owner that is a Python object is
+//! released through PyO3's deferred reference counting).
 
 use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,16 +19,17 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::arrays::{view, Owner};
+use crate::arrays::{view, Arr, Owner};
 use crate::dtype::DType;
-use crate::errors::err;
-use crate::side::Holder;
+use crate::errors::{err, run};
 
 /// DLPack's device type for host memory.
 pub(crate) const KDL_CPU: i32 = 1;
 /// DLPack's device type for CUDA device memory.
-#[cfg(feature = "cuda")]
 pub(crate) const KDL_CUDA: i32 = 2;
+/// DLPack's device type for page-locked host memory of CUDA (`cuMemHostAlloc`): host-accessible,
+/// and readable by the GPU.
+pub(crate) const KDL_CUDA_HOST: i32 = 3;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -81,14 +84,17 @@ struct DLManagedTensorVersioned {
 /// `DLPACK_FLAG_BITMASK_READ_ONLY`.
 const FLAG_READ_ONLY: u64 = 1;
 
+/// What keeps exported memory alive: a buffer's holder, a device buffer, a Python object.
+pub(crate) type Keep = Arc<dyn Send + Sync>;
+
 /// What a capsule owns: the managed tensor (first, so that a pointer to it is a pointer to the
-/// whole), its shape and strides, and the memory's holder.
+/// whole), its shape and strides, and the memory's owner.
 #[repr(C)]
 struct Export<M> {
     managed: M,
     shape: Vec<i64>,
     strides: Vec<i64>,
-    _keep: Arc<Holder>,
+    _keep: Keep,
 }
 
 const NAME: &CStr = c"dltensor";
@@ -159,52 +165,63 @@ pub(crate) fn parse_stream(stream: Option<&Bound<'_, PyAny>>) -> PyResult<Option
     }
 }
 
-/// One side of a buffer as an array other libraries can import without a copy.
+/// Memory of one array, exported without a copy: a side of a buffer (``buf.gpu``,
+/// ``buf.device_array("cpu")``), a result of an operation on device memory, or a view cut from
+/// one.
 ///
-/// It speaks DLPack (``torch.from_dlpack(a)``, ``np.from_dlpack(a)``, ``cupy.from_dlpack(a)``),
-/// and numpy's ``__array_interface__`` for host memory or ``__cuda_array_interface__`` (v3) for
-/// CUDA memory (on the host backend the latter is absent: ``hasattr`` is false). Whatever
-/// imports it holds the buffer's memory alive until it is done with it; a pool slot is not
-/// handed out again while anything does.
+/// It speaks DLPack (``torch.from_dlpack(a)``, ``cupy.from_dlpack(a)``, ``np.from_dlpack(a)``
+/// for host memory), numpy's ``__array_interface__`` for host-accessible memory and the CUDA
+/// array interface (v3, ``__cuda_array_interface__``) for CUDA memory; ``hasattr`` is false for
+/// the interface that does not apply. Whatever imports it holds the memory alive until it is
+/// done with it; a pool slot is not handed out again while anything does.
+///
+/// Devices (``__dlpack_device__``): ``(1, 0)`` (``kDLCPU``) for host memory of the host
+/// backend or pageable host memory; ``(3, 0)`` (``kDLCUDAHost``) for the page-locked host side
+/// of a buffer on a GPU (exported as ``kDLCPU`` when a consumer asks for ``dl_device=(1, 0)``);
+/// ``(2, N)`` (``kDLCUDA``) for memory of CUDA device N, including a UVA buffer's ``gpu`` side
+/// (its mapped device address).
+///
+/// Stream ordering of CUDA memory: work cpugpu issued on the memory (uploads, fills, operations)
+/// runs on cpugpu's stream. ``__dlpack__(stream=s)`` makes stream ``s`` wait for that work (an
+/// event recorded on cpugpu's stream, waited for on ``s``; ``None`` and ``1`` mean the legacy
+/// default stream, ``2`` the per-thread default stream, ``-1`` no ordering);
+/// ``__cuda_array_interface__["stream"]`` names cpugpu's stream for the consumer to wait for.
+/// Work the consumer issues later is not ordered before cpugpu's later work on the memory: that
+/// is the consumer's to arrange, as with any CUDA library.
+///
+/// Indexing (``a[i]``, ``a[i:j]``, ``a[...]``) gives views along axis 0 (step 1: the result
+/// must stay contiguous). ``copy_to_host()`` and ``copy_from_host(x)`` copy between it and numpy.
 #[pyclass(frozen, module = "cpugpu", name = "DeviceArray")]
 pub(crate) struct DeviceArray {
-    keep: Arc<Holder>,
-    addr: u64,
-    shape: Vec<usize>,
-    dtype: DType,
-    descr: Py<PyArrayDescr>,
+    /// What keeps the memory alive.
+    pub(crate) keep: Keep,
+    /// The address (a device address for CUDA memory).
+    pub(crate) addr: u64,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) dtype: DType,
+    pub(crate) descr: Py<PyArrayDescr>,
     /// DLPack device type and id.
-    device: (i32, i32),
-    readonly: bool,
+    pub(crate) device: (i32, i32),
+    pub(crate) readonly: bool,
+    /// The crate device whose stream the memory's work is issued to (memory of a GPU buffer,
+    /// page-locked or on the device); `None` for memory no GPU work touches.
+    pub(crate) order: Option<cpugpu::Device>,
 }
 
 impl DeviceArray {
-    pub(crate) fn new(
-        keep: Arc<Holder>,
-        addr: u64,
-        shape: Vec<usize>,
-        dtype: DType,
-        descr: Py<PyArrayDescr>,
-        device: (i32, i32),
-    ) -> Self {
-        DeviceArray {
-            keep,
-            addr,
-            shape,
-            dtype,
-            descr,
-            device,
-            readonly: false,
-        }
-    }
-
     /// DLPack's `(device_type, device_id)`.
     pub(crate) fn dlpack_device(&self) -> (i32, i32) {
         self.device
     }
 
-    fn is_host(&self) -> bool {
-        self.device.0 == KDL_CPU
+    /// Whether the host can address the memory (`kDLCPU`, `kDLCUDAHost`).
+    pub(crate) fn is_host(&self) -> bool {
+        matches!(self.device.0, KDL_CPU | KDL_CUDA_HOST)
+    }
+
+    /// Bytes of one row (axis 0), or of the whole array when it has no axis.
+    fn row_bytes(&self) -> usize {
+        self.shape.iter().skip(1).product::<usize>() * self.dtype.width()
     }
 
     /// The C-contiguous strides in elements.
@@ -216,12 +233,12 @@ impl DeviceArray {
         s
     }
 
-    fn tensor(&self, shape: &mut [i64], strides: &mut [i64]) -> DLTensor {
+    fn tensor(&self, device: (i32, i32)) -> DLTensor {
         DLTensor {
             data: self.addr as *mut c_void,
             device: DLDevice {
-                device_type: self.device.0,
-                device_id: self.device.1,
+                device_type: device.0,
+                device_id: device.1,
             },
             ndim: self.shape.len() as i32,
             dtype: DLDataType {
@@ -229,14 +246,19 @@ impl DeviceArray {
                 bits: (self.dtype.width() * 8) as u8,
                 lanes: 1,
             },
-            shape: shape.as_mut_ptr(),
-            strides: strides.as_mut_ptr(),
+            shape: std::ptr::null_mut(),
+            strides: std::ptr::null_mut(),
             byte_offset: 0,
         }
     }
 
-    /// A DLPack capsule of this memory (versioned when `versioned`).
-    fn capsule<'py>(&self, py: Python<'py>, versioned: bool) -> PyResult<Bound<'py, PyAny>> {
+    /// A DLPack capsule of this memory (versioned when `versioned`) with DLPack device `device`.
+    fn capsule<'py>(
+        &self,
+        py: Python<'py>,
+        versioned: bool,
+        device: (i32, i32),
+    ) -> PyResult<Bound<'py, PyAny>> {
         let shape: Vec<i64> = self.shape.iter().map(|&d| d as i64).collect();
         let strides = self.strides();
         let ptr: *mut c_void;
@@ -247,7 +269,7 @@ impl DeviceArray {
                     manager_ctx: std::ptr::null_mut(),
                     deleter: Some(delete_versioned),
                     flags: if self.readonly { FLAG_READ_ONLY } else { 0 },
-                    dl_tensor: self.tensor(&mut [], &mut []),
+                    dl_tensor: self.tensor(device),
                 },
                 shape,
                 strides,
@@ -264,7 +286,7 @@ impl DeviceArray {
         } else {
             let mut e = Box::new(Export {
                 managed: DLManagedTensor {
-                    dl_tensor: self.tensor(&mut [], &mut []),
+                    dl_tensor: self.tensor(device),
                     manager_ctx: std::ptr::null_mut(),
                     deleter: Some(delete_legacy),
                 },
@@ -314,6 +336,101 @@ impl DeviceArray {
         }
         Ok(d)
     }
+
+    /// A view of part of this array: `addr` and `shape` inside it, same owner and device.
+    fn part(&self, py: Python<'_>, addr: u64, shape: Vec<usize>) -> DeviceArray {
+        DeviceArray {
+            keep: self.keep.clone(),
+            addr,
+            shape,
+            dtype: self.dtype,
+            descr: self.descr.clone_ref(py),
+            device: self.device,
+            readonly: self.readonly,
+            order: self.order.clone(),
+        }
+    }
+
+    /// A numpy array over the memory (host-accessible memory only), holding its owner.
+    fn host_view<'py>(&self, py: Python<'py>, writeable: bool) -> PyResult<Bound<'py, PyAny>> {
+        let base = Bound::new(py, Owner::new(Box::new(self.keep.clone())))?;
+        // SAFETY: host-accessible memory of `shape` elements of the dtype at `addr`, kept
+        // alive by its owner, which the view's base holds; written only if not read-only.
+        unsafe {
+            view(
+                py,
+                self.descr.bind(py),
+                &self.shape,
+                self.addr as usize,
+                writeable && !self.readonly,
+                base.into_any(),
+            )
+        }
+    }
+}
+
+/// The rows `key` selects along axis 0, as (first row, row count, keeps the axis): `key` is an
+/// int, a slice of step 1, `...`, or a tuple of one of those followed by full slices (`:`).
+fn axis0_key(
+    py: Python<'_>,
+    key: &Bound<'_, PyAny>,
+    rows: usize,
+) -> PyResult<(usize, usize, bool)> {
+    use pyo3::types::{PyEllipsis, PySlice, PySliceMethods};
+    let refuse = || {
+        err(
+            py,
+            "LayoutError",
+            format!(
+                "DeviceArray[{key}]: a DeviceArray is indexed along axis 0 only, by an int or a \
+                 slice of step 1, so that the result stays contiguous (cpugpu does not copy)"
+            ),
+        )
+    };
+    let key = match key.cast::<PyTuple>() {
+        Ok(t) if !t.is_empty() => {
+            for rest in t.iter().skip(1) {
+                let full = rest
+                    .cast::<PySlice>()
+                    .ok()
+                    .map(|s| {
+                        ["start", "stop", "step"]
+                            .iter()
+                            .all(|a| s.getattr(*a).is_ok_and(|v| v.is_none()))
+                    })
+                    .unwrap_or(false);
+                if !full {
+                    return Err(refuse());
+                }
+            }
+            t.get_item(0)?
+        }
+        Ok(_) => return Err(refuse()),
+        Err(_) => key.clone(),
+    };
+    if key.is(PyEllipsis::get(py)) {
+        return Ok((0, rows, true));
+    }
+    if let Ok(s) = key.cast::<PySlice>() {
+        let len = isize::try_from(rows).map_err(|_| refuse())?;
+        let ind = s.indices(len)?;
+        if ind.step != 1 {
+            return Err(refuse());
+        }
+        let start = usize::try_from(ind.start).unwrap_or(0);
+        return Ok((start, ind.slicelength, true));
+    }
+    if let Ok(i) = key.extract::<i64>() {
+        let n = rows as i64;
+        let j = if i < 0 { i + n } else { i };
+        if !(0..n).contains(&j) {
+            return Err(pyo3::exceptions::PyIndexError::new_err(format!(
+                "DeviceArray index {i} is out of bounds for axis 0 of size {rows}"
+            )));
+        }
+        return Ok((j as usize, 1, false));
+    }
+    Err(refuse())
 }
 
 #[pymethods]
@@ -330,7 +447,7 @@ impl DeviceArray {
         self.descr.bind(py).clone()
     }
 
-    /// The memory's address.
+    /// The memory's address (a device address for CUDA memory).
     #[getter]
     fn data_ptr(&self) -> u64 {
         self.addr
@@ -342,18 +459,25 @@ impl DeviceArray {
         self.shape.iter().product::<usize>() * self.dtype.width()
     }
 
-    /// ``"cpu"``, or ``"cuda:N"`` for memory of CUDA device N.
+    /// True when the memory may not be written through this array.
     #[getter]
-    fn device(&self) -> String {
-        if self.is_host() {
-            "cpu".to_owned()
-        } else {
-            format!("cuda:{}", self.device.1)
+    fn readonly(&self) -> bool {
+        self.readonly
+    }
+
+    /// ``"cpu"`` for host memory, ``"cuda_host"`` for page-locked host memory of a GPU buffer,
+    /// ``"cuda:N"`` for memory of CUDA device N.
+    #[getter]
+    pub(crate) fn device(&self) -> String {
+        match self.device.0 {
+            KDL_CPU => "cpu".to_owned(),
+            KDL_CUDA_HOST => "cuda_host".to_owned(),
+            _ => format!("cuda:{}", self.device.1),
         }
     }
 
-    /// DLPack's ``(device_type, device_id)``: ``(1, 0)`` for host memory, ``(2, N)`` for CUDA
-    /// device N.
+    /// DLPack's ``(device_type, device_id)``: ``(1, 0)`` for host memory, ``(3, 0)`` for
+    /// page-locked host memory of a GPU buffer, ``(2, N)`` for CUDA device N.
     fn __dlpack_device__(&self) -> (i32, i32) {
         self.device
     }
@@ -361,9 +485,13 @@ impl DeviceArray {
     /// A DLPack capsule of the memory, without a copy (the DLPack protocol; consumers such as
     /// ``np.from_dlpack`` and ``torch.from_dlpack`` call it).
     ///
-    /// ``max_version >= (1, 0)`` gives a versioned capsule, else a legacy one. Host memory takes
-    /// no stream (``stream`` must be None); ``dl_device``, if given, must be this array's
-    /// device, and ``copy=True`` is refused (``BufferError``): cpugpu exports without copying.
+    /// ``max_version >= (1, 0)`` gives a versioned capsule, else a legacy one. CUDA memory:
+    /// ``stream`` is the consumer's stream (an int, or an object with ``cuda_stream``), made to
+    /// wait for cpugpu's work on the memory (``None`` and ``1``: the legacy default stream,
+    /// ``2``: the per-thread default stream, ``-1``: no ordering; ``0`` is refused, as DLPack
+    /// says). Host memory takes no stream (None or -1). ``dl_device``, if given, must be this
+    /// array's device, or ``(1, 0)`` for page-locked host memory (exported as ``kDLCPU``);
+    /// ``copy=True`` is refused (``BufferError``): cpugpu exports without copying.
     #[pyo3(signature = (*, stream = None, max_version = None, dl_device = None, copy = None))]
     fn __dlpack__<'py>(
         &self,
@@ -379,26 +507,33 @@ impl DeviceArray {
                 "__dlpack__: host memory takes no stream (stream must be None)",
             ));
         }
-        if dl_device.is_some_and(|d| d != self.device) {
-            return Err(PyBufferError::new_err(format!(
-                "__dlpack__: the array is on device {:?}, dl_device {:?} would need a copy",
-                self.device,
-                dl_device.unwrap_or_default()
-            )));
-        }
+        let device = match dl_device {
+            None => self.device,
+            Some(d) if d == self.device => d,
+            Some((KDL_CPU, 0)) if self.device.0 == KDL_CUDA_HOST => (KDL_CPU, 0),
+            Some(d) => {
+                return Err(PyBufferError::new_err(format!(
+                    "__dlpack__: the array is on device {:?}, dl_device {d:?} would need a copy",
+                    self.device,
+                )))
+            }
+        };
         if copy == Some(true) {
             return Err(PyBufferError::new_err(
                 "__dlpack__: copy=True: cpugpu exports its memory without copying",
             ));
         }
-        #[cfg(feature = "cuda")]
-        if !self.is_host() {
-            crate::cuda::order_for_consumer(py, &self.keep, stream)?;
+        if self.device.0 == KDL_CUDA {
+            #[cfg(gpu)]
+            if let Some(dev) = &self.order {
+                crate::gpu::order_for_consumer(py, dev, stream)?;
+            }
         }
-        self.capsule(py, max_version.is_some_and(|(major, _)| major >= 1))
+        self.capsule(py, max_version.is_some_and(|(major, _)| major >= 1), device)
     }
 
-    /// numpy's array interface (host memory only): ``np.asarray(a)`` views the memory.
+    /// numpy's array interface (host-accessible memory only): ``np.asarray(a)`` views the
+    /// memory.
     #[getter]
     fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         if !self.is_host() {
@@ -410,7 +545,8 @@ impl DeviceArray {
     }
 
     /// The CUDA array interface, version 3 (CUDA memory only; on host memory this attribute is
-    /// absent and ``hasattr`` is false).
+    /// absent and ``hasattr`` is false). ``stream`` is cpugpu's stream, which a consumer waits
+    /// for before using the memory.
     #[getter]
     fn __cuda_array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         if self.is_host() {
@@ -418,37 +554,127 @@ impl DeviceArray {
                 "__cuda_array_interface__: this is host memory; use __array_interface__ or DLPack",
             ));
         }
-        #[cfg(feature = "cuda")]
-        let stream = crate::cuda::stream_of(&self.keep);
-        #[cfg(not(feature = "cuda"))]
+        #[cfg(gpu)]
+        let stream = self.order.as_ref().and_then(crate::gpu::stream_int);
+        #[cfg(not(gpu))]
         let stream = None;
         self.interface(py, stream)
     }
 
-    /// The memory as a numpy array (host memory only), a view: writes show on both.
-    fn numpy<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let me = slf.get();
-        if !me.is_host() {
+    /// The memory as a numpy array (host-accessible memory only), a view: writes show on both.
+    fn numpy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if !self.is_host() {
             return Err(err(
                 py,
                 "DeviceError",
-                format!("numpy(): the array is in {} memory", me.device()),
+                format!(
+                    "numpy(): the array is in {} memory; copy_to_host() copies it",
+                    self.device()
+                ),
             ));
         }
-        let base = Bound::new(py, Owner::new(Box::new(me.keep.clone())))?;
-        // SAFETY: host memory of `shape` elements of the dtype at `addr`, kept alive by the
-        // holder, which the owner (the view's base) holds.
-        unsafe {
-            view(
-                py,
-                me.descr.bind(py),
-                &me.shape,
-                me.addr as usize,
-                !me.readonly,
-                base.into_any(),
-            )
+        self.host_view(py, true)
+    }
+
+    /// A new numpy array with a copy of the memory. For CUDA memory the copy is issued on
+    /// ``stream`` (an int or an object with ``cuda_stream``; default: cpugpu's stream, so it
+    /// follows cpugpu's work on the memory; on another stream it follows only that stream's
+    /// work) and waited for, with the GIL released.
+    #[pyo3(signature = (*, stream = None))]
+    fn copy_to_host<'py>(
+        &self,
+        py: Python<'py>,
+        stream: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let stream = parse_stream(stream)?;
+        if self.is_host() {
+            if stream.is_some() {
+                return Err(err(
+                    py,
+                    "InvalidArgumentError",
+                    "copy_to_host: host memory takes no stream",
+                ));
+            }
+            return self.host_view(py, false)?.call_method0("copy");
         }
+        let out = crate::arrays::empty(py, self.descr.bind(py), &self.shape)?;
+        let dst = Arr::checked(out, "out")?;
+        #[cfg(gpu)]
+        crate::gpu::download(py, self, stream, dst.addr, dst.nbytes())?;
+        #[cfg(not(gpu))]
+        let _ = stream;
+        Ok(dst.obj.into_any())
+    }
+
+    /// Copies numpy array ``src`` (same dtype and shape, C-contiguous) into the memory. For
+    /// CUDA memory the copy is issued on cpugpu's stream and waited for (GIL released).
+    /// Raises :class:`LayoutError` when the array is read-only. Writing a buffer's side this
+    /// way does not mark it dirty (as writing ``buf.cpu`` does not): call ``mark_gpu_dirty()``.
+    fn copy_from_host(&self, py: Python<'_>, src: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.readonly {
+            return Err(err(
+                py,
+                "LayoutError",
+                "copy_from_host: the array is read-only",
+            ));
+        }
+        let a = Arr::input(src, "src")?;
+        if a.dtype != self.dtype {
+            return Err(err(
+                py,
+                "DtypeError",
+                format!(
+                    "copy_from_host: src has dtype {}, the array {}",
+                    a.dtype.name(),
+                    self.dtype.name()
+                ),
+            ));
+        }
+        if a.shape() != self.shape.as_slice() {
+            return Err(err(
+                py,
+                "ShapeError",
+                format!(
+                    "copy_from_host: src has shape {:?}, the array {:?}",
+                    a.shape(),
+                    self.shape
+                ),
+            ));
+        }
+        let (from, to, n) = (a.addr, self.addr as usize, a.nbytes());
+        if self.is_host() {
+            // SAFETY: both ranges hold `n` bytes (same shape and dtype) of live memory (the
+            // array's owner and `a`'s object are held by this frame); `copy` allows overlap.
+            return run(py, n, || {
+                unsafe { std::ptr::copy(from as *const u8, to as *mut u8, n) };
+                Ok(())
+            });
+        }
+        #[cfg(gpu)]
+        crate::gpu::upload(py, self, from, n)?;
+        #[cfg(not(gpu))]
+        let _ = (from, to, n);
+        Ok(())
+    }
+
+    /// Rows of axis 0 as a view (no copy): ``a[i]``, ``a[i:j]``, ``a[...]``.
+    fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<DeviceArray> {
+        if self.shape.is_empty() {
+            return Err(err(
+                py,
+                "ShapeError",
+                "DeviceArray: a zero-dimensional array cannot be indexed",
+            ));
+        }
+        let (start, n, keep_axis) = axis0_key(py, key, self.shape[0])?;
+        let mut shape = self.shape.clone();
+        if keep_axis {
+            shape[0] = n;
+        } else {
+            shape.remove(0);
+        }
+        let addr = self.addr + (start * self.row_bytes()) as u64;
+        Ok(self.part(py, addr, shape))
     }
 
     fn __len__(&self) -> usize {

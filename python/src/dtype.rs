@@ -214,6 +214,23 @@ macro_rules! by_width {
 }
 pub(crate) use by_width;
 
+/// Runs `$body` with `$I` bound to the index type of `$d` (int32 or int64).
+macro_rules! by_index {
+    ($d:expr, $I:ident => $body:expr) => {
+        match $d {
+            DType::I32 => {
+                type $I = i32;
+                $body
+            }
+            _ => {
+                type $I = i64;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use by_index;
+
 /// An element of width `size_of::<T>()` from the first bytes of `bytes` (native order).
 pub(crate) fn from_bytes<T: bytemuck::Pod>(bytes: &[u8; 8]) -> T {
     bytemuck::pod_read_unaligned(&bytes[..std::mem::size_of::<T>()])

@@ -177,33 +177,34 @@ pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
             add("op", s(op.name()));
             "InvalidArgumentError"
         }
-        Error::SyncConflict { name } => {
-            add("op", s("sync"));
+        Error::SyncConflict { op, name } => {
+            add("op", s(op.name()));
             add("name", s(name));
             "SyncConflictError"
         }
-        Error::PoolKeyMismatch { name, .. } => {
-            add("op", s("pool_allocate"));
+        Error::PoolKeyMismatch { op, name, .. } => {
+            add("op", s(op.name()));
             add("name", s(name));
             "PoolKeyError"
         }
-        Error::PoolNameNotFound { name } => {
-            add("op", s("pool_get"));
+        Error::PoolNameNotFound { op, name } => {
+            add("op", s(op.name()));
             add("name", s(name));
             "PoolKeyError"
         }
-        Error::PoolSlotsBusy { name, depth } => {
-            add("op", s("pool_get"));
+        Error::PoolSlotsBusy { op, name, depth } => {
+            add("op", s(op.name()));
             add("name", s(name));
             add("depth", n(*depth));
             "PoolBusyError"
         }
         Error::PinnedBudgetExceeded {
+            op,
             requested,
             available,
             budget,
         } => {
-            add("op", s("pinned_allocate"));
+            add("op", s(op.name()));
             add("requested", n(*requested));
             add("available", n(*available));
             add("budget", n(*budget));

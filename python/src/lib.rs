@@ -5,7 +5,11 @@
 //! place, a pool of named round-robin slots, a budgeted pinned-memory manager, and the six
 //! batching operations on numpy arrays without copying them. Errors are `cpugpu.Error`
 //! subclasses carrying the crate's message; the GIL is released while large operations and
-//! copies run; panics are caught before they reach Python.
+//! copies run, and while anything waits for a GPU; panics are caught before they reach Python.
+//!
+//! With `--features cuda` (or `--features emulator`, the crate's emulated GPU) the GPU paths are
+//! built (`cfg(gpu)`, set by build.rs): buffers on a GPU, their device sides exported as
+//! `DeviceArray`s (`dlpack.rs`, `gpu.rs`), and the operations on CUDA memory (`gpu_ops.rs`).
 
 use std::sync::OnceLock;
 
@@ -13,11 +17,13 @@ use pyo3::prelude::*;
 
 mod arrays;
 mod buffer;
-#[cfg(feature = "cuda")]
-mod cuda;
 mod dlpack;
 mod dtype;
 mod errors;
+#[cfg(gpu)]
+mod gpu;
+#[cfg(gpu)]
+mod gpu_ops;
 mod ops;
 mod pinned;
 mod pool;
@@ -31,8 +37,10 @@ pub(crate) fn device() -> &'static cpugpu::Device {
 }
 
 /// The backend buffers use: ``{"backend": "host" | "cuda", "device": str, "fallback_reason":
-/// str | None, "cuda_feature": bool, "gil_release_min_bytes": int}``. The operations on numpy
-/// arrays always run on the host.
+/// str | None, "cuda_feature": bool, "emulated": bool, "gil_release_min_bytes": int}``.
+/// ``cuda_feature`` is true for a build with the GPU paths (``--features cuda``, or
+/// ``--features emulator``, whose GPU is the crate's emulated one: ``emulated`` is then true).
+/// The operations run on the host for numpy arrays and on the GPU for CUDA memory.
 #[pyfunction]
 fn backend_info(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
     let d = device();
@@ -40,7 +48,8 @@ fn backend_info(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
     out.set_item("backend", d.kind().name())?;
     out.set_item("device", d.to_string())?;
     out.set_item("fallback_reason", d.fallback_reason())?;
-    out.set_item("cuda_feature", cfg!(feature = "cuda"))?;
+    out.set_item("cuda_feature", cfg!(gpu))?;
+    out.set_item("emulated", d.is_emulated())?;
     out.set_item("gil_release_min_bytes", errors::GIL_RELEASE_MIN_BYTES)?;
     Ok(out)
 }
@@ -59,5 +68,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pinned::PyPinnedMemoryManager>()?;
     m.add_class::<dlpack::DeviceArray>()?;
     m.add("GIL_RELEASE_MIN_BYTES", errors::GIL_RELEASE_MIN_BYTES)?;
+    #[cfg(feature = "emulator")]
+    m.add_submodule(&gpu::emu::module(m.py())?)?;
     Ok(())
 }

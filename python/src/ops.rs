@@ -1,34 +1,53 @@
-//! The six operations on numpy arrays: the original module's functions, run by the crate's host
-//! implementation (`cpugpu::host`) on the arrays' own memory.
+//! The six operations: the original module's functions, run by the crate's host implementation
+//! (`cpugpu::host`) on numpy arrays' own memory, or, when a data operand is CUDA memory (a
+//! `DeviceArray` on a GPU, a PyTorch or CuPy tensor through `__cuda_array_interface__`), by the
+//! crate's CUDA path on that memory (`gpu_ops.rs`, builds with the GPU paths). The argument
+//! checks are shared, so both raise the same errors.
 
 use cpugpu::{Error, GatherPolicy, Op, ScatterPolicy, Shape};
 use numpy::{PyArrayDescr, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
-use crate::arrays::{check_no_overlap, empty, from_vec, index_input, view, Arr};
-use crate::dtype::{by_width, from_bytes, resolve, value_bytes, DType};
+use crate::arrays::{check_no_overlap, empty, from_vec, index_input, is_cuda, view, Arr, Operand};
+use crate::dtype::{by_index, by_width, from_bytes, resolve, value_bytes, DType};
 use crate::errors::{err, run, to_py};
 
-/// Runs `$body` with `$I` bound to the index type of `$d` (int32 or int64).
-macro_rules! by_index {
-    ($d:expr, $I:ident => $body:expr) => {
-        match $d {
-            DType::I32 => {
-                type $I = i32;
-                $body
-            }
-            _ => {
-                type $I = i64;
-                $body
-            }
+/// Runs a GPU form (`$call`, returning from the caller) when the build has the GPU paths, else
+/// raises `DeviceError`: CUDA memory was passed to a build without them.
+macro_rules! on_gpu {
+    ($py:expr, $call:expr) => {{
+        #[cfg(gpu)]
+        {
+            return $call;
         }
-    };
+        #[cfg(not(gpu))]
+        {
+            return Err(err(
+                $py,
+                "DeviceError",
+                "CUDA memory was passed, but this build of cpugpu has no GPU paths (build it \
+                 with --features cuda)",
+            ));
+        }
+    }};
+}
+
+/// Host operands take no `stream`.
+fn host_stream(py: Python<'_>, stream: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    if stream.is_some_and(|s| !s.is_none()) {
+        return Err(err(
+            py,
+            "InvalidArgumentError",
+            "stream= applies to operations on CUDA memory; these operands are host memory",
+        ));
+    }
+    Ok(())
 }
 
 /// `ShapeError` from the crate's `ShapeMismatch` (its message format), for shapes the binding
 /// checks before the crate sees them.
-fn shape_mismatch(
+pub(crate) fn shape_mismatch(
     py: Python<'_>,
     op: Op,
     what: &'static str,
@@ -51,22 +70,22 @@ fn shape_mismatch(
 }
 
 /// Both arrays must have the same dtype.
-fn same_dtype(
+pub(crate) fn same_dtype(
     py: Python<'_>,
-    a: &Arr<'_>,
+    a: &impl Operand,
     a_what: &str,
-    b: &Arr<'_>,
+    b: &impl Operand,
     b_what: &str,
 ) -> PyResult<()> {
-    if a.dtype != b.dtype {
+    if a.dt() != b.dt() {
         return Err(err(
             py,
             "DtypeError",
             format!(
                 "{a_what} has dtype {} and {b_what} has dtype {}: cpugpu moves elements without \
                  converting them, so they must match",
-                a.dtype.name(),
-                b.dtype.name()
+                a.dt().name(),
+                b.dt().name()
             ),
         ));
     }
@@ -74,8 +93,8 @@ fn same_dtype(
 }
 
 /// Rows run along axis 0: an array needs at least one axis.
-fn need_axis(py: Python<'_>, a: &Arr<'_>, what: &str) -> PyResult<()> {
-    if a.shape().is_empty() {
+pub(crate) fn need_axis(py: Python<'_>, a: &impl Operand, what: &str) -> PyResult<()> {
+    if a.dims().is_empty() {
         return Err(err(
             py,
             "ShapeError",
@@ -88,7 +107,7 @@ fn need_axis(py: Python<'_>, a: &Arr<'_>, what: &str) -> PyResult<()> {
 }
 
 /// The gather policy named by `policy`.
-fn gather_policy<T: bytemuck::Pod>(
+pub(crate) fn gather_policy<T: bytemuck::Pod>(
     py: Python<'_>,
     policy: &str,
     fill: Option<[u8; 8]>,
@@ -126,8 +145,15 @@ fn gather_policy<T: bytemuck::Pod>(
 ///   vLLM's padding convention; non-negative indices are still checked.
 ///
 /// The GIL is released while it runs on large inputs.
+/// On CUDA memory (``src`` and ``dst`` a :class:`DeviceArray` on a GPU, or PyTorch / CuPy
+/// tensors through ``__cuda_array_interface__``) it runs on the GPU, without copies: ``indices``
+/// may be CUDA memory too, or host memory (uploaded). It runs on ``stream`` (an int, or an
+/// object with ``cuda_stream``; default: cpugpu's stream), after the work already issued on
+/// the operands' streams, and returns when it has completed (so a bad index raises from the
+/// call, as on the host); the GIL is released while it waits. ``stream`` is refused for host
+/// arrays.
 #[pyfunction]
-#[pyo3(signature = (src, dst, indices, *, policy = "checked", fill_value = None))]
+#[pyo3(signature = (src, dst, indices, *, policy = "checked", fill_value = None, stream = None))]
 pub(crate) fn copy_with_indices(
     py: Python<'_>,
     src: &Bound<'_, PyAny>,
@@ -135,38 +161,21 @@ pub(crate) fn copy_with_indices(
     indices: &Bound<'_, PyAny>,
     policy: &str,
     fill_value: Option<&Bound<'_, PyAny>>,
+    stream: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
+    if is_cuda(src) || is_cuda(dst) {
+        on_gpu!(
+            py,
+            crate::gpu_ops::copy_with_indices(py, src, dst, indices, policy, fill_value, stream)
+        );
+    }
+    host_stream(py, stream)?;
     let src = Arr::input(src, "src")?;
     let dst = Arr::output(dst, "dst")?;
     let idx = index_input(indices, "indices")?;
-    same_dtype(py, &src, "src", &dst, "dst")?;
-    need_axis(py, &src, "src")?;
-    need_axis(py, &dst, "dst")?;
-    check_no_overlap(&dst, "dst", &src, "src")?;
-    check_no_overlap(&dst, "dst", &idx, "indices")?;
-    let n = idx.len;
-    let (s, d) = (src.shape(), dst.shape());
-    if d.len() != s.len() || d[1..] != s[1..] || d[0] < n {
-        let mut expected = s.to_vec();
-        expected[0] = n;
-        return Err(shape_mismatch(
-            py,
-            Op::GatherRows,
-            "dst's shape (it needs at least len(indices) rows)",
-            &expected,
-            d,
-        ));
-    }
-    let fill = match (policy, fill_value) {
-        ("negative_fill", Some(v)) => Some(value_bytes(
-            py,
-            v,
-            dst.dtype,
-            &dst.obj.dtype(),
-            "fill_value",
-        )?),
-        _ => None,
-    };
+    let n = gather_checks(py, &src, &dst, &idx)?;
+    let fill = gather_fill(py, policy, fill_value, dst.dtype, &dst.obj.dtype())?;
+    let s = src.shape();
     let row_len: usize = s[1..].iter().product();
     let out_len = n * row_len; // <= dst.len, which fits
     let bytes = out_len * src.dtype.width();
@@ -179,6 +188,49 @@ pub(crate) fn copy_with_indices(
             run(py, bytes, || cpugpu::host::gather_rows_into(sv, s, iv, &mut dv[..out_len], policy))
         })
     })
+}
+
+/// `copy_with_indices`'s checks of its operands (`idx` already checked as indices); returns the
+/// rows it writes, `len(indices)`.
+pub(crate) fn gather_checks(
+    py: Python<'_>,
+    src: &impl Operand,
+    dst: &impl Operand,
+    idx: &impl Operand,
+) -> PyResult<usize> {
+    same_dtype(py, src, "src", dst, "dst")?;
+    need_axis(py, src, "src")?;
+    need_axis(py, dst, "dst")?;
+    check_no_overlap(py, dst, "dst", src, "src")?;
+    check_no_overlap(py, dst, "dst", idx, "indices")?;
+    let n = idx.dims().iter().product();
+    let (s, d) = (src.dims(), dst.dims());
+    if d.len() != s.len() || d[1..] != s[1..] || d[0] < n {
+        let mut expected = s.to_vec();
+        expected[0] = n;
+        return Err(shape_mismatch(
+            py,
+            Op::GatherRows,
+            "dst's shape (it needs at least len(indices) rows)",
+            &expected,
+            d,
+        ));
+    }
+    Ok(n)
+}
+
+/// `fill_value` as `dtype`'s bytes, for `policy="negative_fill"`.
+pub(crate) fn gather_fill(
+    py: Python<'_>,
+    policy: &str,
+    fill_value: Option<&Bound<'_, PyAny>>,
+    dtype: DType,
+    descr: &Bound<'_, PyArrayDescr>,
+) -> PyResult<Option<[u8; 8]>> {
+    match (policy, fill_value) {
+        ("negative_fill", Some(v)) => Ok(Some(value_bytes(py, v, dtype, descr, "fill_value")?)),
+        _ => Ok(None),
+    }
 }
 
 /// Scatters rows: `dst[indices[i]] = src[i]` for every `i` (numpy:
@@ -195,23 +247,57 @@ pub(crate) fn copy_with_indices(
 ///   index is out of bounds (numpy wraps it). The first bad index raises
 ///   `cpugpu.IndexOutOfBoundsError` and `dst` is left untouched.
 /// * ``policy="negative_skip"``: a negative index skips its source row (vLLM's padding slots).
+///
+/// On CUDA memory it runs on the GPU as :func:`copy_with_indices` does (``stream``, ordering,
+/// completion, host ``indices`` uploaded).
 #[pyfunction]
-#[pyo3(signature = (src, dst, indices, *, policy = "checked"))]
+#[pyo3(signature = (src, dst, indices, *, policy = "checked", stream = None))]
 pub(crate) fn scatter_with_indices(
     py: Python<'_>,
     src: &Bound<'_, PyAny>,
     dst: &Bound<'_, PyAny>,
     indices: &Bound<'_, PyAny>,
     policy: &str,
+    stream: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
+    if is_cuda(src) || is_cuda(dst) {
+        on_gpu!(
+            py,
+            crate::gpu_ops::scatter_with_indices(py, src, dst, indices, policy, stream)
+        );
+    }
+    host_stream(py, stream)?;
     let src = Arr::input(src, "src")?;
     let dst = Arr::output(dst, "dst")?;
     let idx = index_input(indices, "indices")?;
-    same_dtype(py, &src, "src", &dst, "dst")?;
-    need_axis(py, &src, "src")?;
-    need_axis(py, &dst, "dst")?;
-    check_no_overlap(&dst, "dst", &src, "src")?;
-    check_no_overlap(&dst, "dst", &idx, "indices")?;
+    let (n, policy) = scatter_checks(py, &src, &dst, &idx, policy)?;
+    let d = dst.shape();
+    let row_len: usize = d[1..].iter().product();
+    let in_len = n * row_len; // <= src.len
+    let bytes = in_len * src.dtype.width();
+    by_width!(src.dtype.width(), T => {
+        by_index!(idx.dtype, I => {
+            // SAFETY: as in copy_with_indices.
+            let (sv, iv, dv) = unsafe { (src.slice::<T>(), idx.slice::<I>(), dst.slice_mut::<T>()) };
+            run(py, bytes, || cpugpu::host::scatter_rows_into(&sv[..in_len], iv, dv, d, policy))
+        })
+    })
+}
+
+/// `scatter_with_indices`'s checks of its operands and policy; returns the rows it reads,
+/// `len(indices)`, and the policy.
+pub(crate) fn scatter_checks(
+    py: Python<'_>,
+    src: &impl Operand,
+    dst: &impl Operand,
+    idx: &impl Operand,
+    policy: &str,
+) -> PyResult<(usize, ScatterPolicy)> {
+    same_dtype(py, src, "src", dst, "dst")?;
+    need_axis(py, src, "src")?;
+    need_axis(py, dst, "dst")?;
+    check_no_overlap(py, dst, "dst", src, "src")?;
+    check_no_overlap(py, dst, "dst", idx, "indices")?;
     let policy = match policy {
         "checked" => ScatterPolicy::Checked,
         "negative_skip" => ScatterPolicy::NegativeSkip,
@@ -225,8 +311,8 @@ pub(crate) fn scatter_with_indices(
             ))
         }
     };
-    let n = idx.len;
-    let (s, d) = (src.shape(), dst.shape());
+    let n = idx.dims().iter().product();
+    let (s, d) = (src.dims(), dst.dims());
     if d.len() != s.len() || d[1..] != s[1..] || s[0] < n {
         let mut expected = d.to_vec();
         expected[0] = n;
@@ -238,16 +324,7 @@ pub(crate) fn scatter_with_indices(
             s,
         ));
     }
-    let row_len: usize = d[1..].iter().product();
-    let in_len = n * row_len; // <= src.len
-    let bytes = in_len * src.dtype.width();
-    by_width!(src.dtype.width(), T => {
-        by_index!(idx.dtype, I => {
-            // SAFETY: as in copy_with_indices.
-            let (sv, iv, dv) = unsafe { (src.slice::<T>(), idx.slice::<I>(), dst.slice_mut::<T>()) };
-            run(py, bytes, || cpugpu::host::scatter_rows_into(&sv[..in_len], iv, dv, d, policy))
-        })
-    })
+    Ok((n, policy))
 }
 
 /// Pads `arr` along `axis` up to the next multiple of `multiple`, with `pad_value` after the
@@ -258,45 +335,29 @@ pub(crate) fn scatter_with_indices(
 /// `pad_value` is converted to `arr.dtype` as numpy converts it. `multiple < 1` raises
 /// `cpugpu.InvalidArgumentError` (a `ValueError`; the original divided by zero), an axis out
 /// of range `cpugpu.ShapeError`.
+///
+/// On CUDA memory it runs on the GPU (``stream`` and completion as :func:`copy_with_indices`),
+/// and a padded result is a new :class:`DeviceArray` on the GPU.
 #[pyfunction]
-#[pyo3(signature = (arr, multiple, axis = 0, pad_value = None))]
+#[pyo3(signature = (arr, multiple, axis = 0, pad_value = None, *, stream = None))]
 pub(crate) fn pad_to_multiple<'py>(
     py: Python<'py>,
     arr: &Bound<'py, PyAny>,
     multiple: i64,
     axis: isize,
     pad_value: Option<&Bound<'py, PyAny>>,
+    stream: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let a = Arr::input(arr, "arr")?;
-    let op = Op::PadToMultiple;
-    let multiple = usize::try_from(multiple)
-        .ok()
-        .filter(|&m| m >= 1)
-        .ok_or_else(|| {
-            to_py(
-                py,
-                Error::InvalidArgument {
-                    op,
-                    name: "multiple",
-                    value: i128::from(multiple),
-                    reason: "must be at least 1",
-                },
-            )
-        })?;
-    let ndim = a.shape().len();
-    let ax = if axis < 0 { axis + ndim as isize } else { axis };
-    let Ok(ax) = usize::try_from(ax) else {
-        return Err(err(
+    if is_cuda(arr) {
+        on_gpu!(
             py,
-            "ShapeError",
-            format!("pad_to_multiple: axis {axis} is out of range for {ndim} dimensions"),
-        ));
-    };
+            crate::gpu_ops::pad_to_multiple(py, arr, multiple, axis, pad_value, stream)
+        );
+    }
+    host_stream(py, stream)?;
+    let a = Arr::input(arr, "arr")?;
     let descr = a.obj.dtype();
-    let fill = match pad_value {
-        Some(v) => value_bytes(py, v, a.dtype, &descr, "pad_value")?,
-        None => [0; 8],
-    };
+    let (multiple, ax, fill) = pad_args(py, &a, &descr, multiple, axis, pad_value)?;
     let shape = a.shape();
     let bytes = a.nbytes(); // about what the padded copy moves (for the GIL decision)
     by_width!(a.dtype.width(), T => {
@@ -316,8 +377,49 @@ pub(crate) fn pad_to_multiple<'py>(
     })
 }
 
+/// `pad_to_multiple`'s arguments: the multiple (at least 1), the axis (counted from the end when
+/// negative) and the pad value as `a`'s dtype.
+pub(crate) fn pad_args(
+    py: Python<'_>,
+    a: &impl Operand,
+    descr: &Bound<'_, PyArrayDescr>,
+    multiple: i64,
+    axis: isize,
+    pad_value: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(usize, usize, [u8; 8])> {
+    let op = Op::PadToMultiple;
+    let multiple = usize::try_from(multiple)
+        .ok()
+        .filter(|&m| m >= 1)
+        .ok_or_else(|| {
+            to_py(
+                py,
+                Error::InvalidArgument {
+                    op,
+                    name: "multiple",
+                    value: i128::from(multiple),
+                    reason: "must be at least 1",
+                },
+            )
+        })?;
+    let ndim = a.dims().len();
+    let ax = if axis < 0 { axis + ndim as isize } else { axis };
+    let Ok(ax) = usize::try_from(ax) else {
+        return Err(err(
+            py,
+            "ShapeError",
+            format!("pad_to_multiple: axis {axis} is out of range for {ndim} dimensions"),
+        ));
+    };
+    let fill = match pad_value {
+        Some(v) => value_bytes(py, v, a.dt(), descr, "pad_value")?,
+        None => [0; 8],
+    };
+    Ok((multiple, ax, fill))
+}
+
 /// The offsets dtype named by `dtype` (int32 or int64; default int64).
-fn offsets_dtype<'py>(
+pub(crate) fn offsets_dtype<'py>(
     py: Python<'py>,
     dtype: Option<&Bound<'py, PyAny>>,
     what: &str,
@@ -346,13 +448,24 @@ fn offsets_dtype<'py>(
 /// original (`np.cumsum`): a negative length raises `cpugpu.OffsetsError` (a `ValueError`)
 /// naming its position, and an offset past the offset dtype's maximum raises instead of
 /// wrapping around.
+///
+/// When `lengths` is CUDA memory it runs on the GPU (``stream`` and completion as
+/// :func:`copy_with_indices`) and the offsets are a new :class:`DeviceArray` on the GPU.
 #[pyfunction]
-#[pyo3(signature = (lengths, *, dtype = None))]
+#[pyo3(signature = (lengths, *, dtype = None, stream = None))]
 pub(crate) fn compute_cumsum_offsets<'py>(
     py: Python<'py>,
     lengths: &Bound<'py, PyAny>,
     dtype: Option<&Bound<'py, PyAny>>,
+    stream: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    if is_cuda(lengths) {
+        on_gpu!(
+            py,
+            crate::gpu_ops::compute_cumsum_offsets(py, lengths, dtype, stream)
+        );
+    }
+    host_stream(py, stream)?;
     let lens = index_input(lengths, "lengths")?;
     let (od, descr) = offsets_dtype(py, dtype, "dtype")?;
     let out = Arr::checked(empty(py, &descr, &[lens.len + 1])?, "offsets")?;
@@ -377,78 +490,48 @@ pub(crate) fn compute_cumsum_offsets<'py>(
 /// original's choice) or one of ``dtype``, and offsets ``[0]``. Differences from numpy: mixed
 /// dtypes raise `cpugpu.DtypeError` instead of being promoted; zero-dimensional arrays raise
 /// `cpugpu.ShapeError`.
+///
+/// When the arrays are CUDA memory it runs on the GPU (``stream`` and completion as
+/// :func:`copy_with_indices`), and ``flat`` and ``offsets`` are new :class:`DeviceArray`\ s on
+/// the GPU; host and CUDA arrays cannot be mixed.
 #[pyfunction]
-#[pyo3(signature = (arrays, *, offsets_dtype = None, dtype = None))]
+#[pyo3(signature = (arrays, *, offsets_dtype = None, dtype = None, stream = None))]
 pub(crate) fn flatten_with_offsets<'py>(
     py: Python<'py>,
     arrays: &Bound<'py, PyAny>,
     offsets_dtype: Option<&Bound<'py, PyAny>>,
     dtype: Option<&Bound<'py, PyAny>>,
+    stream: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let (od, odescr) = self::offsets_dtype(py, offsets_dtype, "offsets_dtype")?;
     let want = dtype.map(|d| resolve(py, d, "dtype")).transpose()?;
-    let mut parts: Vec<Arr<'py>> = Vec::new();
-    let mut take = |i: usize, item: Bound<'py, PyAny>| -> PyResult<()> {
+    let items: Vec<Bound<'py, PyAny>> = match arrays.cast::<PyList>() {
+        Ok(list) => list.iter().collect(),
+        Err(_) => arrays.try_iter()?.collect::<PyResult<_>>()?,
+    };
+    if items.iter().any(is_cuda) {
+        on_gpu!(
+            py,
+            crate::gpu_ops::flatten_with_offsets(py, &items, (od, odescr), want, stream)
+        );
+    }
+    host_stream(py, stream)?;
+    let mut parts: Vec<Arr<'py>> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
         // Fast path, per array a few field reads: an ndarray with the first one's descriptor
         // object (numpy shares one per builtin dtype), C-contiguous, aligned, and the first's
         // shape past axis 0.
         if let Some(first) = parts.first() {
             if let Some(a) = first.same_layout(&item) {
                 parts.push(a);
-                return Ok(());
+                continue;
             }
         }
         // The full check; the name is formatted only when there is something to report.
         let a = Arr::input(&item, "an array")
             .or_else(|_| Arr::input(&item, &format!("arrays[{i}]")))?;
-        if a.shape().is_empty() {
-            return Err(err(
-                py,
-                "ShapeError",
-                format!("arrays[{i}] is zero-dimensional: flatten concatenates along axis 0"),
-            ));
-        }
-        let (d0, what0) = match (parts.first(), &want) {
-            (Some(f), _) => (f.dtype, "arrays[0]"),
-            (None, Some((d, _))) => (*d, "dtype"),
-            (None, None) => (a.dtype, ""),
-        };
-        if a.dtype != d0 {
-            return Err(err(
-                py,
-                "DtypeError",
-                format!(
-                    "arrays[{i}] has dtype {}, {what0} is {}: np.concatenate would promote, cpugpu \
-                     moves elements without converting them",
-                    a.dtype.name(),
-                    d0.name()
-                ),
-            ));
-        }
-        if let Some(f) = parts.first() {
-            if a.shape()[1..] != f.shape()[1..] {
-                let mut expected = vec![a.shape()[0]];
-                expected.extend_from_slice(&f.shape()[1..]);
-                return Err(shape_mismatch(
-                    py,
-                    Op::Flatten,
-                    "an array's shape (past axis 0 it must match arrays[0])",
-                    &expected,
-                    a.shape(),
-                ));
-            }
-        }
+        flatten_item(py, i, &a, parts.first(), want.as_ref().map(|w| w.0))?;
         parts.push(a);
-        Ok(())
-    };
-    if let Ok(list) = arrays.cast::<PyList>() {
-        for (i, item) in list.iter().enumerate() {
-            take(i, item)?;
-        }
-    } else {
-        for (i, item) in arrays.try_iter()?.enumerate() {
-            take(i, item?)?;
-        }
     }
     let offsets = Arr::checked(empty(py, &odescr, &[parts.len() + 1])?, "offsets")?;
     let (dt, descr) = match (parts.first(), &want) {
@@ -489,6 +572,55 @@ pub(crate) fn flatten_with_offsets<'py>(
     PyTuple::new(py, [flat.obj.into_any(), offsets.obj.into_any()])
 }
 
+/// `flatten_with_offsets`'s checks of `arrays[i]`: at least one axis, the dtype of the first
+/// array (or of `dtype=`), and the first array's shape past axis 0.
+pub(crate) fn flatten_item<A: Operand>(
+    py: Python<'_>,
+    i: usize,
+    a: &A,
+    first: Option<&A>,
+    want: Option<DType>,
+) -> PyResult<()> {
+    if a.dims().is_empty() {
+        return Err(err(
+            py,
+            "ShapeError",
+            format!("arrays[{i}] is zero-dimensional: flatten concatenates along axis 0"),
+        ));
+    }
+    let (d0, what0) = match (first, want) {
+        (Some(f), _) => (f.dt(), "arrays[0]"),
+        (None, Some(d)) => (d, "dtype"),
+        (None, None) => (a.dt(), ""),
+    };
+    if a.dt() != d0 {
+        return Err(err(
+            py,
+            "DtypeError",
+            format!(
+                "arrays[{i}] has dtype {}, {what0} is {}: np.concatenate would promote, cpugpu \
+                 moves elements without converting them",
+                a.dt().name(),
+                d0.name()
+            ),
+        ));
+    }
+    if let Some(f) = first {
+        if a.dims()[1..] != f.dims()[1..] {
+            let mut expected = vec![a.dims()[0]];
+            expected.extend_from_slice(&f.dims()[1..]);
+            return Err(shape_mismatch(
+                py,
+                Op::Flatten,
+                "an array's shape (past axis 0 it must match arrays[0])",
+                &expected,
+                a.dims(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Splits `arr` along axis 0 at `offsets` into views: segment `i` is
 /// `arr[offsets[i]:offsets[i + 1]]`, a numpy view sharing `arr`'s memory (no copy), as in the
 /// original. Returns a list of `len(offsets) - 1` arrays.
@@ -497,12 +629,18 @@ pub(crate) fn flatten_with_offsets<'py>(
 /// original (which slices whatever it is given): offsets must be non-decreasing and within
 /// ``0..len(arr)``; the first that is not raises `cpugpu.OffsetsError` (a `ValueError`) naming
 /// its position and value. An empty `offsets` raises too.
+///
+/// When `arr` is CUDA memory the segments are :class:`DeviceArray` views of it (no kernel runs;
+/// CUDA `offsets` are copied to the host first).
 #[pyfunction]
 pub(crate) fn split_by_offsets<'py>(
     py: Python<'py>,
     arr: &Bound<'py, PyAny>,
     offsets: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyList>> {
+    if is_cuda(arr) {
+        on_gpu!(py, crate::gpu_ops::split_by_offsets(py, arr, offsets));
+    }
     let a = Arr::input(arr, "arr")?;
     need_axis(py, &a, "arr")?;
     let offs = index_input(offsets, "offsets")?;

@@ -64,6 +64,7 @@ fn key_mismatch(
 ) -> Error {
     let s = |d: &[usize]| Box::new(Shape::new(d).unwrap_or(Shape::vector(0)));
     Error::PoolKeyMismatch {
+        op: cpugpu::Op::PoolAllocate,
         name: name.to_owned(),
         existing_shape: s(&k.shape),
         existing_type: k.dtype.name(),
@@ -213,6 +214,7 @@ impl PyUvaBufferPool {
             to_py(
                 py,
                 Error::PoolNameNotFound {
+                    op: cpugpu::Op::PoolGet,
                     name: name.to_owned(),
                 },
             )

@@ -3,17 +3,23 @@
 
 use std::sync::{Arc, Mutex};
 
-use cpugpu::{CpuGpuBuffer, Device, Element, PoolBuffer, Result, SyncOutcome};
+use cpugpu::{CpuGpuBuffer, Device, Element, MemoryPlacement, PoolBuffer, Result, SyncOutcome};
 
 /// The paired-buffer operations the Python class uses, for an owned buffer or a pool slot of any
 /// element width (the operations move elements by width, so `u8`..`u64` cover every dtype).
+///
+/// The copies (and a `sync` that copies) return once the copy has completed: on a GPU they
+/// synchronize the buffer's stream. The crate's copies from and to page-locked memory are
+/// asynchronous, and its own host accessors wait for them; Python's numpy views of the host side
+/// cannot wait, so the copy waits instead: a view never reads a download that has not landed,
+/// and a write through it never races an upload still reading the memory.
 pub(crate) trait Side: Send {
     /// The host side's address.
     fn host_addr(&self) -> usize;
     /// The device side's address when it is host-addressable (the host backend), else `None`.
     fn device_host_addr(&self) -> Option<usize>;
     /// The device side's CUDA address (CUDA backend).
-    #[cfg(feature = "cuda")]
+    #[cfg(gpu)]
     fn device_cuda_ptr(&self) -> Option<u64>;
     fn copy_to_device(&mut self) -> Result<()>;
     fn copy_to_device_rows(&mut self, n: usize) -> Result<()>;
@@ -31,6 +37,16 @@ pub(crate) trait Side: Send {
     fn device(&self) -> &Device;
 }
 
+/// Waits until a copy just issued has completed, and raises its error if it failed: on a GPU
+/// this synchronizes the buffer's stream (so work issued there before the copy is waited for
+/// too); on the host backend, and for a UVA buffer (whose copies are no-ops), it returns at once.
+fn settle(placement: MemoryPlacement, device: &Device) -> Result<()> {
+    if placement == MemoryPlacement::Uva {
+        return Ok(());
+    }
+    device.synchronize()
+}
+
 macro_rules! impl_side {
     ($ty:ident) => {
         impl<T: Element> Side for $ty<T> {
@@ -42,24 +58,32 @@ macro_rules! impl_side {
                     .as_host_slice()
                     .map(|s| s.as_ptr() as usize)
             }
-            #[cfg(feature = "cuda")]
+            #[cfg(gpu)]
             fn device_cuda_ptr(&self) -> Option<u64> {
                 self.device_view().cuda_ptr()
             }
             fn copy_to_device(&mut self) -> Result<()> {
-                $ty::copy_to_device(self)
+                $ty::copy_to_device(self)?;
+                settle(self.placement(), CpuGpuBuffer::device(self))
             }
             fn copy_to_device_rows(&mut self, n: usize) -> Result<()> {
-                $ty::copy_to_device_rows(self, n)
+                $ty::copy_to_device_rows(self, n)?;
+                settle(self.placement(), CpuGpuBuffer::device(self))
             }
             fn copy_to_host(&mut self) -> Result<()> {
-                $ty::copy_to_host(self)
+                $ty::copy_to_host(self)?;
+                settle(self.placement(), CpuGpuBuffer::device(self))
             }
             fn copy_to_host_rows(&mut self, n: usize) -> Result<()> {
-                $ty::copy_to_host_rows(self, n)
+                $ty::copy_to_host_rows(self, n)?;
+                settle(self.placement(), CpuGpuBuffer::device(self))
             }
             fn sync(&mut self) -> Result<SyncOutcome> {
-                $ty::sync(self)
+                let out = $ty::sync(self)?;
+                if out != SyncOutcome::UpToDate {
+                    settle(self.placement(), CpuGpuBuffer::device(self))?;
+                }
+                Ok(out)
             }
             fn mark_host_dirty(&mut self) {
                 $ty::mark_host_dirty(self)
@@ -96,10 +120,9 @@ pub(crate) struct Holder {
     /// The device side's address when host-addressable.
     pub(crate) device_addr: Option<usize>,
     /// The device side's CUDA address (CUDA backend).
-    #[cfg(feature = "cuda")]
+    #[cfg(gpu)]
     pub(crate) device_cuda_ptr: Option<u64>,
     /// The buffer's device (for CUDA stream ordering of exports).
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) device: Device,
 }
 
@@ -109,7 +132,7 @@ impl Holder {
             host_addr: buf.host_addr(),
             device_addr: buf.device_host_addr(),
             device: buf.device().clone(),
-            #[cfg(feature = "cuda")]
+            #[cfg(gpu)]
             device_cuda_ptr: buf.device_cuda_ptr(),
             buf: Mutex::new(buf),
         })

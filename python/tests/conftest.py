@@ -1,5 +1,6 @@
 """Shared helpers: the numpy original's semantics (written here from the original module's
-documented behaviour), dtypes and seeded data."""
+documented behaviour), dtypes, seeded data, and access to a buffer's device side on either
+backend."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import gc
 
 import numpy as np
 import pytest
+
+import cpugpu
 
 try:
     import ml_dtypes  # noqa: F401
@@ -35,6 +38,29 @@ DTYPES = [
 # past the crate's parallel threshold (512 KiB moved) and the GIL-release threshold (64 KiB).
 SIZES = [0, 1, 2, 31, 32, 33, 1000]
 LARGE_ROWS = 40_000  # x 16 float32 = 2.5 MiB
+
+
+INFO = cpugpu.backend_info()
+# Buffers live on a GPU: the package was built with the GPU paths and one answered (in CI: the
+# crate's emulated GPU, `--features emulator`). The whole suite runs on both backends; on a GPU a
+# buffer's `gpu` side is a DeviceArray of CUDA memory instead of a numpy view.
+GPU = INFO["backend"] == "cuda"
+EMULATED = bool(INFO.get("emulated"))
+
+
+def read(side):
+    """A side's contents as a numpy array: the side itself on the host backend, a copy of its
+    CUDA memory on a GPU."""
+    return side if isinstance(side, np.ndarray) else side.copy_to_host()
+
+
+def write(side, values):
+    """Sets a side (or a view of one) to `values`, broadcast: in place on the host backend,
+    copied into its CUDA memory on a GPU."""
+    if isinstance(side, np.ndarray):
+        side[...] = values
+    else:
+        side.copy_from_host(np.ascontiguousarray(np.broadcast_to(np.asarray(values, side.dtype), side.shape)))
 
 
 def data(rng, shape, dtype):

@@ -7,6 +7,7 @@ import ast
 import inspect
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import cpugpu
@@ -75,7 +76,7 @@ def test_stubs_match_the_extension():
             stubbed.add(node.name)
             if isinstance(node, ast.ClassDef):
                 for m in node.body:
-                    if isinstance(m, ast.FunctionDef) and m.name not in ("__init__", "__enter__", "__exit__", "__len__"):
+                    if isinstance(m, ast.FunctionDef) and m.name not in ("__init__", "__enter__", "__exit__", "__len__", "__getitem__"):
                         stubbed.add(f"{node.name}.{m.name}")
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and not node.target.id.startswith("_"):
             stubbed.add(node.target.id)
@@ -116,3 +117,21 @@ def test_backend_info():
     if info["cuda_feature"] and info["backend"] == "host":
         # The cuda build's no-device path (CI: Debian's libcuda, whose cuInit finds no device).
         assert "CUDA" in info["fallback_reason"] or "cuda" in info["fallback_reason"]
+
+
+def test_cuda_memory_is_refused_without_a_gpu():
+    if cpugpu.backend_info()["backend"] == "cuda":
+        pytest.skip("a GPU is in use (test_gpu.py covers CUDA memory)")
+
+    class CudaTensor:  # what a PyTorch or CuPy tensor on a GPU presents
+        __cuda_array_interface__ = {"shape": (2, 2), "typestr": "<f4", "data": (1 << 40, False), "version": 3}
+
+    reason = "no GPU paths" if not cpugpu.backend_info()["cuda_feature"] else "cpugpu uses no GPU"
+    for call in (
+        lambda: cpugpu.copy_with_indices(CudaTensor(), np.zeros((2, 2), np.float32), [0]),
+        lambda: cpugpu.pad_to_multiple(CudaTensor(), 4),
+        lambda: cpugpu.flatten_with_offsets([CudaTensor()]),
+        lambda: cpugpu.split_by_offsets(CudaTensor(), [0, 2]),
+    ):
+        with pytest.raises(cpugpu.DeviceError, match=reason):
+            call()

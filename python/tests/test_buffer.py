@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cpugpu
-from conftest import DTYPES, collect, data
+from conftest import DTYPES, GPU, collect, data, read, write
 from cpugpu import MemoryPlacement
 
 
@@ -17,7 +17,7 @@ def test_allocate_like_the_original():
     assert buf.shape == (8, 3) and buf.dtype == np.int64
     assert buf.is_pinned and buf.placement is MemoryPlacement.PINNED
     assert buf.cpu.shape == (8, 3) and buf.cpu.dtype == np.int64 and not buf.cpu.any()
-    assert buf.gpu.shape == (8, 3) and not buf.gpu.any()
+    assert buf.gpu.shape == (8, 3) and not read(buf.gpu).any()
     assert buf.nbytes == 2 * 8 * 3 * 8
     assert buf.slot is None and not buf.closed
     # Defaults: float32, pageable; the constructor takes the same arguments.
@@ -33,35 +33,39 @@ def test_every_dtype_round_trips(rng, dtype):
     want = data(rng, (33, 2), dtype)
     buf.cpu[...] = want
     buf.cpu_to_gpu()
-    assert buf.gpu.tobytes() == want.tobytes()
-    buf.gpu[...] = want[::-1]
+    assert read(buf.gpu).tobytes() == want.tobytes()
+    write(buf.gpu, want[::-1])
     buf.gpu_to_cpu()
     assert buf.cpu.tobytes() == want[::-1].tobytes()
     one = np.ones((), dtype)
     buf.fill(one.item() if dtype != np.bool_ else True)
-    assert buf.cpu.tobytes() == np.ones((33, 2), dtype).tobytes() == buf.gpu.tobytes()
+    assert buf.cpu.tobytes() == np.ones((33, 2), dtype).tobytes() == read(buf.gpu).tobytes()
 
 
 def test_sides_are_views_not_copies():
     buf = cpugpu.CpuGpuBuffer.allocate("v", (4, 2), np.float32)
     cpu, gpu = buf.cpu, buf.gpu
-    assert buf.cpu is cpu and buf.np is cpu  # made once
+    assert buf.cpu is cpu and buf.np is cpu and buf.gpu is gpu  # made once
     assert not cpu.flags.owndata and cpu.flags.writeable and cpu.flags.c_contiguous
-    assert not np.shares_memory(cpu, gpu)  # two sides
+    if GPU:
+        assert isinstance(gpu, cpugpu.DeviceArray) and gpu.device == "cuda:0"
+    else:
+        assert not np.shares_memory(cpu, gpu)  # two sides
     cpu[1] = [1.0, 2.0]
     assert (buf.cpu[1] == [1.0, 2.0]).all()
     buf.cpu_to_gpu()
-    assert (gpu[1] == [1.0, 2.0]).all()  # the old array sees the copy: it is the memory
+    assert (read(gpu)[1] == [1.0, 2.0]).all()  # the old array sees the copy: it is the memory
     buf.reset()
-    assert not cpu.any() and not gpu.any()
+    assert not cpu.any() and not read(gpu).any()
 
 
 def test_uva_buffer_is_one_memory():
     buf = cpugpu.CpuGpuBuffer.allocate("u", 16, np.int32, placement=MemoryPlacement.UVA)
     assert buf.placement is MemoryPlacement.UVA and buf.is_pinned
-    assert np.shares_memory(buf.cpu, buf.gpu)
+    if not GPU:
+        assert np.shares_memory(buf.cpu, buf.gpu)
     buf.cpu[:] = 3
-    assert (buf.gpu == 3).all()
+    assert (read(buf.gpu) == 3).all()  # no copy: the device reads the host side
     buf.mark_cpu_dirty()
     assert not buf.cpu_dirty and buf.sync() == "up_to_date"  # never dirty
     assert buf.nbytes == 64
@@ -82,21 +86,21 @@ def test_dirty_flags_and_sync():
     assert not buf.cpu_dirty  # writing the view does not mark (as in the original)
     buf.mark_cpu_dirty()
     assert buf.cpu_dirty and buf.sync() == "copied_to_gpu"
-    assert (buf.gpu == np.arange(6)).all() and not buf.cpu_dirty
-    buf.gpu[:] = 9
+    assert (read(buf.gpu) == np.arange(6)).all() and not buf.cpu_dirty
+    write(buf.gpu, 9)
     buf.mark_gpu_dirty()
     assert buf.sync() == "copied_to_cpu" and (buf.cpu == 9).all()
     # The crate's rule: both sides marked is a conflict, nothing is overwritten.
     buf.cpu[:] = 1
-    buf.gpu[:] = 2
+    write(buf.gpu, 2)
     buf.mark_cpu_dirty()
     buf.mark_gpu_dirty()
     with pytest.raises(cpugpu.SyncConflictError, match='buffer "d" was written on both') as e:
         buf.sync()
     assert isinstance(e.value, RuntimeError)
-    assert (buf.cpu == 1).all() and (buf.gpu == 2).all()
+    assert (buf.cpu == 1).all() and (read(buf.gpu) == 2).all()
     buf.cpu_to_gpu()  # an explicit copy resolves it and clears both flags
-    assert not buf.cpu_dirty and not buf.gpu_dirty and (buf.gpu == 1).all()
+    assert not buf.cpu_dirty and not buf.gpu_dirty and (read(buf.gpu) == 1).all()
 
 
 def test_prefix_copy_copies_only_n_rows_and_keeps_flags():
@@ -104,24 +108,24 @@ def test_prefix_copy_copies_only_n_rows_and_keeps_flags():
     buf.cpu[:] = np.arange(16).reshape(8, 2)
     buf.mark_cpu_dirty()
     buf.copy_to_gpu(3)
-    assert (buf.gpu[:3] == buf.cpu[:3]).all() and not buf.gpu[3:].any()
+    assert (read(buf.gpu)[:3] == buf.cpu[:3]).all() and not read(buf.gpu)[3:].any()
     assert buf.cpu_dirty  # rows past the prefix may still differ
     buf.copy_to_gpu(0)
     buf.copy_to_gpu(8)
-    assert (buf.gpu == buf.cpu).all()
+    assert (read(buf.gpu) == buf.cpu).all()
     with pytest.raises(cpugpu.IndexOutOfBoundsError, match="rows 0..9 are out of bounds for a buffer of 8 rows"):
         buf.copy_to_gpu(9)
-    buf.gpu[:2] = -1
+    write(buf.gpu[:2], -1)
     buf.copy_to_cpu(1)
     assert (buf.cpu[0] == -1).all() and (buf.cpu[1] == [2, 3]).all()
     buf.copy_to_gpu()  # n=None: everything, flags clear
-    assert not buf.cpu_dirty and (buf.gpu == buf.cpu).all()
+    assert not buf.cpu_dirty and (read(buf.gpu) == buf.cpu).all()
 
 
 def test_fill_converts_like_numpy():
     buf = cpugpu.CpuGpuBuffer.allocate("f", 4, np.uint8)
     buf.fill(255)
-    assert (buf.cpu == 255).all() and (buf.gpu == 255).all()
+    assert (buf.cpu == 255).all() and (read(buf.gpu) == 255).all()
     with pytest.raises(OverflowError):
         buf.fill(256)
     half = cpugpu.CpuGpuBuffer.allocate("h", 3, np.float16)
@@ -136,11 +140,19 @@ def test_slice_gives_views_of_both_sides():
     buf = cpugpu.CpuGpuBuffer.allocate("s", (6, 4), np.float32)
     cpu, gpu = buf.slice(slice(1, 3))
     assert cpu.shape == gpu.shape == (2, 4)
-    assert np.shares_memory(cpu, buf.cpu) and np.shares_memory(gpu, buf.gpu)
+    assert np.shares_memory(cpu, buf.cpu)
+    if GPU:  # a DeviceArray view: rows 1..3 of the device side
+        assert gpu.data_ptr == buf.gpu.data_ptr + 1 * 4 * 4
+    else:
+        assert np.shares_memory(gpu, buf.gpu)
     cpu[:] = 5
     assert (buf.cpu[1:3] == 5).all()
-    c2, g2 = buf.slice(slice(None), 2)  # several indices: numpy's tuple indexing
-    assert c2.shape == (6,)
+    if GPU:  # a column of CUDA memory would not be contiguous: refused, not copied
+        with pytest.raises(cpugpu.LayoutError, match="indexed along axis 0 only"):
+            buf.slice(slice(None), 2)
+    else:
+        c2, g2 = buf.slice(slice(None), 2)  # several indices: numpy's tuple indexing
+        assert c2.shape == (6,)
 
 
 def test_views_outlive_the_buffer(rng):
@@ -155,7 +167,7 @@ def test_views_outlive_the_buffer(rng):
     churn = [cpugpu.CpuGpuBuffer.allocate("c", (1 << 16,), np.float64) for _ in range(8)]
     for c in churn:
         c.fill(-1.0)  # would overwrite freed memory
-    assert cpu.tobytes() == want.tobytes() and gpu.tobytes() == want.tobytes()
+    assert cpu.tobytes() == want.tobytes() and read(gpu).tobytes() == want.tobytes()
     assert part.tobytes() == want[10:20].tobytes()
     cpu[:] = 0.0  # still writable memory of its own
     assert not cpu.any()
@@ -174,6 +186,7 @@ def test_close_and_context_manager():
     buf.close()  # idempotent
 
 
+@pytest.mark.skipif(GPU, reason="numpy imports host memory only; test_gpu.py exports CUDA memory")
 def test_dlpack_export_of_the_device_side(rng):
     buf = cpugpu.CpuGpuBuffer.allocate("x", (3, 4), np.float32)
     buf.gpu[:] = data(rng, (3, 4), np.float32)
