@@ -85,6 +85,7 @@ CPUGPU_KERNEL(capture_error, CpugpuErrorCaptureParams, 1024)
 /* test_only/canary.cu: deliberately broken, emulator builds only */
 CPUGPU_TEST_KERNEL(canary_read_past_end, CpugpuCanaryParams, 1024)
 CPUGPU_TEST_KERNEL(canary_shared_race, CpugpuCanaryParams, 1024)
+CPUGPU_TEST_KERNEL(canary_shared_race_mid, CpugpuCanaryParams, 1024)
 CPUGPU_TEST_KERNEL(canary_divergent_barrier, CpugpuCanaryParams, 1024)
 /* test_only/emu_selftest.cu: the emulator's own primitives */
 CPUGPU_TEST_KERNEL(emu_selftest_warp_ops, CpugpuCanaryParams, 1024)

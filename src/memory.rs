@@ -536,7 +536,7 @@ impl<'a, T: Element> DeviceView<'a, T> {
             #[cfg(cpugpu_cuda)]
             (ViewRepr::Cuda(s), ViewReprMut::Cuda(d)) => {
                 let d = *d;
-                let joined = d.q.join(&[Some(s.q)])?;
+                let joined = d.q.join(Op::CopyDeviceToDevice, &[Some(s.q)])?;
                 // SAFETY: both ranges hold len elements; a shared and an exclusive borrow of
                 // device memory cannot overlap; the source's stream was ordered before this.
                 unsafe {

@@ -29,6 +29,11 @@ fn canary_child() {
             "divergent_barrier" => {
                 println!("read {:?}", emu::canary::divergent_barrier(&dev, &src))
             }
+            "shared_race_mid" => {
+                for _ in 0..4 {
+                    println!("read {:?}", emu::canary::shared_race_mid(&dev, &src));
+                }
+            }
             "shared_race" => {
                 // Several launches: each is a fresh chance for the two threads to interleave,
                 // but ThreadSanitizer's happens-before analysis reports the race on the first.
@@ -97,6 +102,19 @@ fn thread_sanitizer_reports_a_shared_memory_race() {
     assert!(!ok, "the child passed: {stderr}");
     assert!(
         stderr.contains("ThreadSanitizer: data race") && stderr.contains("canary_shared_race"),
+        "no ThreadSanitizer report naming the canary kernel:\n{stderr}"
+    );
+}
+
+#[test]
+fn thread_sanitizer_reports_a_race_between_two_barriers() {
+    if !built_with("thread") {
+        return;
+    }
+    let (ok, stderr) = run_child("shared_race_mid");
+    assert!(!ok, "the child passed: {stderr}");
+    assert!(
+        stderr.contains("ThreadSanitizer: data race") && stderr.contains("canary_shared_race_mid"),
         "no ThreadSanitizer report naming the canary kernel:\n{stderr}"
     );
 }

@@ -237,6 +237,74 @@ fn dropping_one_handle_does_not_wait_for_the_shared_stream() {
     a.synchronize().unwrap();
 }
 
+#[test]
+fn an_operation_whose_cross_stream_ordering_fails_waits_for_its_work() {
+    // The gather runs on `b` and reads memory owned through `a`: after issuing it, the crate
+    // makes `a` wait for it (so `a`'s free of the source comes after). When that ordering
+    // cannot be made, the operation must wait for its own work instead.
+    let a = gpu().new_stream().unwrap();
+    let b = a.new_stream().unwrap();
+    let n = 4096usize;
+    let src: Vec<u32> = (0..n as u32).map(|i| i * 3 + 1).collect();
+    let x = a.upload(&src, &[n, 1]).unwrap();
+    let idx = b.upload(&(0..n as i64).collect::<Vec<_>>(), &[n]).unwrap();
+    let mut out = b.alloc::<u32>(&[n, 1]).unwrap();
+    a.synchronize().unwrap();
+    b.synchronize().unwrap();
+    let hold = emu::hold(&b).unwrap();
+    let release = release_later(hold);
+    // The join makes and records an event (calls 1 and 2); the ordering after it fails (3).
+    emu::fail_nth(Fault::Event, 3, 2);
+    let e = b
+        .gather_rows_into(x.view(), idx.view(), out.view_mut(), GatherPolicy::Checked)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Driver {
+                op: Op::GatherRows,
+                call: "cuEventCreate",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    drop(x); // freed on `a`'s stream
+    a.synchronize().unwrap();
+    release.join().unwrap();
+    b.synchronize().unwrap();
+    assert_eq!(out.to_vec().unwrap(), src, "the gather read freed memory");
+}
+
+#[test]
+fn an_event_wait_concerns_the_record_made_before_it() {
+    let d1 = gpu().new_stream().unwrap();
+    let d2 = d1.new_stream().unwrap();
+    let d3 = d1.new_stream().unwrap();
+    let hold = emu::hold(&d1).unwrap();
+    let e = d1.record_event(false).unwrap(); // record 1, behind the hold
+    e.make_wait(d3.stream().unwrap()).unwrap(); // d3 waits for record 1
+    e.record(d2.stream().unwrap()).unwrap(); // record 2, on a free stream
+    d2.synchronize().unwrap(); // record 2 has run
+    let after = d3.record_event(false).unwrap(); // behind d3's wait
+                                                 // Had record 2 released d3's wait, `after` would complete at once; give it every chance.
+    let mut ran_past = false;
+    for _ in 0..50 {
+        ran_past |= after.query().unwrap();
+        thread::sleep(Duration::from_millis(2));
+    }
+    // The event's own synchronisation now concerns record 2 (done), a wait made earlier still
+    // record 1.
+    e.synchronize().unwrap();
+    hold.release();
+    d3.synchronize().unwrap();
+    assert!(
+        !ran_past,
+        "d3 ran past its wait for record 1 while d1 was held"
+    );
+    assert!(after.query().unwrap());
+}
+
 fn assert_no_leak(tag: u64, before: emu::Stats, what: &str) {
     let after = emu::stats(tag);
     assert_eq!(

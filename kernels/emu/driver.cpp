@@ -227,16 +227,23 @@ struct Alloc {
     std::uint64_t tag = 0;
 };
 
+// One cuEventRecord: done once its stream has run it. A query, a synchronisation or a stream
+// wait concerns the record current when it is called, not any later one.
+struct Record {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    std::chrono::steady_clock::time_point time{};
+};
+
 struct Event {
     Context* ctx = nullptr;
     unsigned flags = 0;
     std::uint64_t tag = 0;
     std::mutex m;
-    std::condition_variable cv;
-    std::uint64_t issued = 0;     // records made so far
-    std::uint64_t completed = 0;  // the latest record that has executed
-    std::chrono::steady_clock::time_point time{};
+    std::shared_ptr<Record> latest;  // null: never recorded
 };
+
 
 struct Op {
     const char* what;
@@ -266,6 +273,21 @@ struct Context {
     std::vector<std::weak_ptr<Stream>> all_streams;
     int retains = 0;
 };
+
+// Waits for `r` to be done, or for `ctx` to have faulted (after which the record may never run).
+CUresult wait_record(Context* ctx, Record& r) {
+    std::unique_lock<std::mutex> lock(r.m);
+    while (!r.done) {
+        if (CUresult e = ctx->sticky.load()) return e;
+        r.cv.wait_for(lock, std::chrono::milliseconds(10));
+    }
+    return SUCCESS;
+}
+
+std::shared_ptr<Record> latest_record(Event& e) {
+    std::lock_guard<std::mutex> g(e.m);
+    return e.latest;
+}
 
 struct Function;
 struct Module {
@@ -1077,6 +1099,11 @@ EMU_API(cuStreamCreate)(void** ph, unsigned flags) {
     if (ph == nullptr || (flags & ~STREAM_NON_BLOCKING) != 0) return INVALID_VALUE;
     if (CUresult r = injected(CPUGPU_EMU_FAULT_STREAM)) return r;
     auto s = make_stream(d, ctx, flags, false);
+    // Destroyed streams leave the lists here (their workers may still be draining).
+    auto gone = [](const std::weak_ptr<Stream>& w) { return w.expired(); };
+    ctx->all_streams.erase(std::remove_if(ctx->all_streams.begin(), ctx->all_streams.end(), gone),
+                           ctx->all_streams.end());
+    ctx->streams.erase(std::remove_if(ctx->streams.begin(), ctx->streams.end(), gone), ctx->streams.end());
     ctx->all_streams.push_back(s);
     if ((flags & STREAM_NON_BLOCKING) == 0) ctx->streams.push_back(s);
     ++stats(d, s->tag).streams;
@@ -1172,20 +1199,18 @@ EMU_API(cuEventRecord)(void* h, void* stream) {
     std::shared_ptr<Event> e = it->second;
     if (e->ctx != s->ctx) return INVALID_HANDLE;  // an event records in its own context only
     if (CUresult r = injected(CPUGPU_EMU_FAULT_EVENT)) return r;
-    std::uint64_t id;
+    auto rec = std::make_shared<Record>();
     {
         std::lock_guard<std::mutex> eg(e->m);
-        id = ++e->issued;
+        e->latest = rec;
     }
-    enqueue(*s, Op{"cuEventRecord", [e, id] {
+    enqueue(*s, Op{"cuEventRecord", [rec] {
                        {
-                           std::lock_guard<std::mutex> eg(e->m);
-                           if (id >= e->completed) {
-                               e->completed = id;
-                               e->time = std::chrono::steady_clock::now();
-                           }
+                           std::lock_guard<std::mutex> rg(rec->m);
+                           rec->done = true;
+                           rec->time = std::chrono::steady_clock::now();
                        }
-                       e->cv.notify_all();
+                       rec->cv.notify_all();
                    }});
     return SUCCESS;
 }
@@ -1201,8 +1226,10 @@ EMU_API(cuEventQuery)(void* h) {
         e = it->second;
     }
     if (CUresult r = e->ctx->sticky.load()) return r;
-    std::lock_guard<std::mutex> eg(e->m);
-    return e->completed >= e->issued ? SUCCESS : NOT_READY;
+    std::shared_ptr<Record> rec = latest_record(*e);
+    if (!rec) return SUCCESS;  // never recorded
+    std::lock_guard<std::mutex> rg(rec->m);
+    return rec->done ? SUCCESS : NOT_READY;
 }
 
 EMU_API(cuEventSynchronize)(void* h) {
@@ -1215,16 +1242,9 @@ EMU_API(cuEventSynchronize)(void* h) {
         if (it == d.events.end()) return INVALID_HANDLE;
         e = it->second;
     }
-    {
-        std::unique_lock<std::mutex> lock(e->m);
-        const std::uint64_t target = e->issued;
-        // After a fault the record may never run: the context's error ends the wait.
-        while (e->completed < target) {
-            if (e->ctx->sticky.load() != SUCCESS) break;
-            e->cv.wait_for(lock, std::chrono::milliseconds(10));
-        }
-    }
-    return e->ctx->sticky.load();
+    std::shared_ptr<Record> rec = latest_record(*e);
+    if (!rec) return e->ctx->sticky.load();
+    return wait_record(e->ctx, *rec);
 }
 
 EMU_API(cuEventElapsedTime)(float* ms, void* start, void* end) {
@@ -1242,17 +1262,18 @@ EMU_API(cuEventElapsedTime)(float* ms, void* start, void* end) {
     if (ms == nullptr) return INVALID_VALUE;
     if ((a->flags & EVENT_DISABLE_TIMING) != 0 || (b->flags & EVENT_DISABLE_TIMING) != 0) return INVALID_HANDLE;
     std::chrono::steady_clock::time_point ta, tb;
+    const std::shared_ptr<Record> ra = latest_record(*a);
+    const std::shared_ptr<Record> rb = latest_record(*b);
+    if (!ra || !rb) return INVALID_HANDLE;  // never recorded
     {
-        std::lock_guard<std::mutex> ga(a->m);
-        if (a->issued == 0) return INVALID_HANDLE;
-        if (a->completed < a->issued) return NOT_READY;
-        ta = a->time;
+        std::lock_guard<std::mutex> ga(ra->m);
+        if (!ra->done) return NOT_READY;
+        ta = ra->time;
     }
     {
-        std::lock_guard<std::mutex> gb(b->m);
-        if (b->issued == 0) return INVALID_HANDLE;
-        if (b->completed < b->issued) return NOT_READY;
-        tb = b->time;
+        std::lock_guard<std::mutex> gb(rb->m);
+        if (!rb->done) return NOT_READY;
+        tb = rb->time;
     }
     *ms = std::chrono::duration<float, std::milli>(tb - ta).count();
     return SUCCESS;
@@ -1270,19 +1291,10 @@ EMU_API(cuStreamWaitEvent)(void* stream, void* h, unsigned flags) {
     if (flags != 0) return INVALID_VALUE;
     if (CUresult r = injected(CPUGPU_EMU_FAULT_STREAM)) return r;
     std::shared_ptr<Event> e = it->second;  // may belong to another context: allowed
-    std::uint64_t target;
-    {
-        std::lock_guard<std::mutex> eg(e->m);
-        target = e->issued;
-    }
-    if (target == 0) return SUCCESS;  // never recorded: nothing to wait for
-    enqueue(*s, Op{"cuStreamWaitEvent", [e, target] {
-                       std::unique_lock<std::mutex> lock(e->m);
-                       while (e->completed < target) {
-                           if (e->ctx->sticky.load() != SUCCESS) return;
-                           e->cv.wait_for(lock, std::chrono::milliseconds(10));
-                       }
-                   }});
+    std::shared_ptr<Record> rec = latest_record(*e);
+    if (!rec) return SUCCESS;  // never recorded: nothing to wait for
+    Context* ectx = e->ctx;
+    enqueue(*s, Op{"cuStreamWaitEvent", [rec, ectx] { wait_record(ectx, *rec); }});
     return SUCCESS;
 }
 

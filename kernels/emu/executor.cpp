@@ -65,9 +65,9 @@ struct Slot {
 struct Warp {
     unsigned lanes = 0;
     unsigned arrived = 0;
+    unsigned phase = 0;        // collectives completed
     const char* op = nullptr;  // the collective the waiting lanes are in
     unsigned long long slots[2][32] = {};
-    char sync = 0;  // ThreadSanitizer's synchronisation object for this warp's collectives
 };
 
 struct Launch {
@@ -143,9 +143,14 @@ struct Worker {
     unsigned threads = 0;
     std::vector<Warp> warps;
     unsigned arrived = 0;
+    unsigned block_phase = 0;  // barriers completed
     unsigned block_sum = 0;
     unsigned block_result = 0;
-    char block_sync = 0;  // ThreadSanitizer's synchronisation object for __syncthreads
+    // ThreadSanitizer's synchronisation objects, made for each block and freed at its end (which
+    // drops them, so no block inherits another's edges): two for __syncthreads and two per warp,
+    // alternating by phase, so that a thread's release at the next barrier never reaches a thread
+    // still to resume from this one (which would order the two within a phase and hide a race).
+    char* syncs = nullptr;
     unsigned done = 0;
     Slot* current = nullptr;
     unsigned char* arena = nullptr;
@@ -251,7 +256,10 @@ void Worker::run_block(Launch* l, std::uint64_t linear) {
     const unsigned nwarps = (threads + 31) / 32;
     warps.assign(nwarps, Warp{});
     for (unsigned w = 0; w < nwarps; ++w) warps[w].lanes = std::min(32u, threads - w * 32);
+    std::unique_ptr<char[]> block_syncs(new char[2 + 2 * static_cast<std::size_t>(nwarps)]);
+    syncs = block_syncs.get();
     arrived = 0;
+    block_phase = 0;
     block_sum = 0;
     done = 0;
     for (unsigned t = 0; t < threads; ++t) {
@@ -281,6 +289,7 @@ void Worker::run_block(Launch* l, std::uint64_t linear) {
         // Only spin-waiting threads ran: let the other workers' blocks make progress.
         if (ran > 0 && progressed == 0) std::this_thread::yield();
     }
+    syncs = nullptr;
     launch = nullptr;
 }
 
@@ -357,12 +366,21 @@ CPUGPU_EMU_NOSAN unsigned long long* warp_exchange(unsigned mask, unsigned long 
                      mask, w.launch->spec.name);
         die("partial-warp collective");
     }
+    if (warp.arrived > 0 && warp.op != op) {
+        std::fprintf(stderr,
+                     "cuda_emu: divergent warp collective in kernel %s: lane %u of warp %u calls %s while other lanes "
+                     "wait in %s\n",
+                     w.launch->spec.name, lane, s.linear / 32, op, warp.op);
+        die("divergent warp collective");
+    }
     const unsigned buf = s.warp_calls++ & 1u;
     warp.slots[buf][lane] = v;
-    tsan_release(&warp.sync);
+    char* sync = w.syncs + 2 + 2 * (s.linear / 32) + (warp.phase & 1u);
+    tsan_release(sync);
     if (++warp.arrived == warp.lanes) {
         warp.arrived = 0;
         warp.op = nullptr;
+        ++warp.phase;
         for (unsigned l = 0; l < warp.lanes; ++l) {
             Slot& other = *w.slots[(s.linear / 32) * 32 + l];
             if (other.status == Status::AtWarp) other.status = Status::Runnable;
@@ -371,7 +389,7 @@ CPUGPU_EMU_NOSAN unsigned long long* warp_exchange(unsigned mask, unsigned long 
         warp.op = op;
         w.park(s, Status::AtWarp);
     }
-    tsan_acquire(&warp.sync);
+    tsan_acquire(sync);
     return warp.slots[buf];
 }
 
@@ -457,18 +475,20 @@ CPUGPU_EMU_NOSAN int block_sync(int predicate) {
     Slot& s = running();
     Worker& w = *s.worker;
     w.block_sum += predicate != 0 ? 1u : 0u;
-    tsan_release(&w.block_sync);
+    char* sync = w.syncs + (w.block_phase & 1u);
+    tsan_release(sync);
     if (++w.arrived == w.threads) {
         w.block_result = w.block_sum;
         w.block_sum = 0;
         w.arrived = 0;
+        ++w.block_phase;
         for (unsigned t = 0; t < w.threads; ++t) {
             if (w.slots[t]->status == Status::AtBarrier) w.slots[t]->status = Status::Runnable;
         }
     } else {
         w.park(s, Status::AtBarrier);
     }
-    tsan_acquire(&w.block_sync);
+    tsan_acquire(sync);
     // Stable until every thread has arrived at the next barrier, which this one has not yet.
     return static_cast<int>(w.block_result);
 }
@@ -496,8 +516,10 @@ CPUGPU_EMU_NOSAN unsigned long long warp_shfl(unsigned mask, unsigned long long 
             return in_seg + d < w && lane + d < lanes ? v[lane + d] : bits;
         }
         case Shfl::Xor: {
+            // CUDA: a lane may read its own or an earlier group of `width` lanes; asking a later
+            // group returns its own value.
             const unsigned other = lane ^ static_cast<unsigned>(arg);
-            return other >= base && other < base + w && other < lanes ? v[other] : bits;
+            return other < base + w && other < lanes ? v[other] : bits;
         }
     }
     return bits;

@@ -23,3 +23,14 @@ extern "C" __global__ void canary_divergent_barrier(const CpugpuCanaryParams p) 
     __syncthreads();
     if (threadIdx.x == 1) p.dst[0] = p.src[0];
 }
+
+// The same race between two barriers (a missing __syncthreads in the middle phase of a kernel):
+// ThreadSanitizer must report it too, which needs each barrier phase to order only what it
+// separates (kernels/emu/executor.cpp).
+extern "C" __global__ void canary_shared_race_mid(const CpugpuCanaryParams p) {
+    CPUGPU_SHARED(uint64_t, cell, 1);
+    __syncthreads();
+    if (threadIdx.x == 0) cell[0] = p.src[0];
+    if (threadIdx.x == 1) p.dst[0] = cell[0];
+    __syncthreads();
+}

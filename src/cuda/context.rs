@@ -37,8 +37,10 @@ const DEFAULT_DYNAMIC_SHARED: u32 = 48 * 1024;
 /// One kernel of the loaded module.
 pub(crate) struct Function {
     pub(crate) raw: cu::CUfunction,
-    /// The dynamic shared memory this function was opted in to (0: the default 48 KiB).
+    /// The dynamic shared memory this function was opted in to (0: the default 48 KiB); only
+    /// grows, and is changed under `opting`.
     opted_in: AtomicU32,
+    opting: Mutex<()>,
 }
 
 /// A device's primary context with the kernel module loaded. Lives for the rest of the process
@@ -197,6 +199,7 @@ impl Context {
             functions.push(Function {
                 raw: f,
                 opted_in: AtomicU32::new(0),
+                opting: Mutex::new(()),
             });
         }
         drop(bound);
@@ -275,16 +278,21 @@ impl Context {
                     reason: "more than the device allows a block",
                 });
             }
-            // SAFETY: a function of this context's module (the caller has it bound); the value
-            // is within the device's opt-in maximum.
-            check(op, "cuFuncSetAttribute", unsafe {
-                cu::cuFuncSetAttribute(
-                    f.raw,
-                    cu::FUNC_ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    i32::try_from(shared_bytes).unwrap_or(i32::MAX),
-                )
-            })?;
-            f.opted_in.fetch_max(shared_bytes, Ordering::AcqRel);
+            // One opt-in at a time, and never downwards: two launches asking for different
+            // sizes leave the function opted in to the larger.
+            let _opting = f.opting.lock().unwrap_or_else(|e| e.into_inner());
+            if f.opted_in.load(Ordering::Acquire) < shared_bytes {
+                // SAFETY: a function of this context's module (the caller has it bound); the
+                // value is within the device's opt-in maximum.
+                check(op, "cuFuncSetAttribute", unsafe {
+                    cu::cuFuncSetAttribute(
+                        f.raw,
+                        cu::FUNC_ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        i32::try_from(shared_bytes).unwrap_or(i32::MAX),
+                    )
+                })?;
+                f.opted_in.store(shared_bytes, Ordering::Release);
+            }
         }
         Ok(f.raw)
     }

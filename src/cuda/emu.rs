@@ -301,6 +301,21 @@ pub mod canary {
         unsafe { run_test_kernel(dev, list::canary_shared_race, cfg, src, 1) }.map(|v| v[0])
     }
 
+    /// Launches `canary_shared_race_mid`: the same race as [`shared_race`], between two
+    /// barriers.
+    ///
+    /// # Safety
+    /// None: a data race, on purpose. Only the canary test calls it, in a child process.
+    pub unsafe fn shared_race_mid(dev: &Device, src: &[u64]) -> Result<u64> {
+        let cfg = LaunchConfig {
+            grid: 1,
+            block: 64,
+            shared_bytes: 0,
+        };
+        // SAFETY: not sound, on purpose (see above).
+        unsafe { run_test_kernel(dev, list::canary_shared_race_mid, cfg, src, 1) }.map(|v| v[0])
+    }
+
     /// Launches `emu_selftest_warp_ops` on one block of `threads` threads (a multiple of 32):
     /// 8 results per thread, then the atomicAdd total and the atomicMax.
     pub fn warp_selftest(dev: &Device, threads: u32) -> Result<Vec<u64>> {

@@ -51,6 +51,8 @@ pub(crate) struct ErrorRing {
     pub(crate) slots_pending: usize,
     /// The slot the next capture writes.
     pub(crate) next: usize,
+    /// The word may hold an earlier operation's error: a re-arm failed.
+    pub(crate) stale: bool,
 }
 
 impl ErrorRing {
@@ -67,6 +69,7 @@ impl ErrorRing {
             pending: Vec::new(),
             slots_pending: 0,
             next: 0,
+            stale: false,
         })
     }
 

@@ -45,7 +45,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Cross-stream ordering of one operation, from [`Queue::join`].
 pub(crate) struct Joined<'a> {
+    op: Op,
     others: Vec<&'a Queue>,
+}
+
+/// `e` reported under `op` (driver failures of the ordering calls belong to the operation).
+fn under(op: Op, e: Error) -> Error {
+    match e {
+        Error::Driver {
+            call, code, name, ..
+        } => Error::Driver {
+            op,
+            call,
+            code,
+            name,
+        },
+        other => other,
+    }
 }
 
 impl Queue {
@@ -75,9 +91,9 @@ impl Queue {
     }
 
     /// Orders this queue's next work after everything already issued to the streams of
-    /// `operands` (the queues owning the memory an operation touches) that differ from this
+    /// `operands` (the queues owning the memory operation `op` touches) that differ from this
     /// queue's stream. Call [`Joined::finish`] after the operation's work is issued.
-    pub(crate) fn join<'a>(&self, operands: &[Option<&'a Queue>]) -> Result<Joined<'a>> {
+    pub(crate) fn join<'a>(&self, op: Op, operands: &[Option<&'a Queue>]) -> Result<Joined<'a>> {
         let mut others: Vec<&'a Queue> = Vec::new();
         for o in operands.iter().flatten() {
             if o.stream.raw() != self.stream.raw()
@@ -89,11 +105,12 @@ impl Queue {
         for o in &others {
             // Made in the other stream's context (it may be another GPU's): cuEventRecord needs
             // the event and the stream in one context; cuStreamWaitEvent accepts any event.
-            let e = Event::new(&o.ctx, false)?;
-            e.record(&o.stream)?;
-            e.make_wait(&self.stream)?;
+            // Nothing of the operation is issued yet, so a failure here needs no undoing.
+            let e = Event::new(&o.ctx, false).map_err(|e| under(op, e))?;
+            e.record(&o.stream).map_err(|e| under(op, e))?;
+            e.make_wait(&self.stream).map_err(|e| under(op, e))?;
         }
-        Ok(Joined { others })
+        Ok(Joined { op, others })
     }
 
     /// Launches `kernel` on this queue's stream.
@@ -143,16 +160,26 @@ impl Queue {
         })
     }
 
-    /// The error word to pass to a checked operation's kernels.
-    pub(crate) fn error_word(&self) -> cu::CUdeviceptr {
-        lock(&self.errors).word.ptr
+    /// The error word to pass to checked operation `op`'s kernels, re-armed first if an
+    /// earlier re-arm failed (a stale word would make this operation skip its work and report
+    /// the earlier one's position); an error when it still cannot be re-armed.
+    pub(crate) fn error_word(&self, op: Op) -> Result<cu::CUdeviceptr> {
+        let mut ring = lock(&self.errors);
+        if ring.stale {
+            memset_u8(op, &self.stream, ring.word.ptr, 0xFF, 8)?;
+            ring.stale = false;
+        }
+        Ok(ring.word.ptr)
     }
 
     /// Re-arms the error word after a checked operation failed to issue all its kernels (its
-    /// capture will not run), so the next operation does not see a stale error.
+    /// capture will not run), so the next operation does not see a stale error. If even that
+    /// fails, the word is marked stale and the next checked operation re-arms it first.
     pub(crate) fn rearm(&self) {
-        let word = lock(&self.errors).word.ptr;
-        if let Err(e) = memset_u8(Op::Device, &self.stream, word, 0xFF, 8) {
+        let mut ring = lock(&self.errors);
+        if let Err(e) = memset_u8(Op::Device, &self.stream, ring.word.ptr, 0xFF, 8) {
+            ring.stale = true;
+            drop(ring);
             self.defer_error(e);
         }
     }
@@ -321,15 +348,24 @@ impl Queue {
 
 impl Joined<'_> {
     /// Orders the other streams' next work (a free, a memset, a host-gate wait) after the work
-    /// this queue issued for the operation.
+    /// this queue issued for the operation. When that ordering cannot be made, the operation's
+    /// work is waited for here instead (its kernels may read memory the other streams are about
+    /// to free), and the failure is returned.
     pub(crate) fn finish(self, q: &Queue) -> Result<()> {
         if self.others.is_empty() {
             return Ok(());
         }
-        let e = Event::new(&q.ctx, false)?;
-        e.record(&q.stream)?;
-        for o in self.others {
-            e.make_wait(&o.stream)?;
+        let ordered = (|| -> Result<()> {
+            let e = Event::new(&q.ctx, false)?;
+            e.record(&q.stream)?;
+            for o in &self.others {
+                e.make_wait(&o.stream)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = ordered {
+            let _ = q.stream.synchronize();
+            return Err(under(self.op, e));
         }
         Ok(())
     }

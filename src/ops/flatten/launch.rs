@@ -50,7 +50,7 @@ pub(crate) fn flatten_into<T: Element, O: Offset>(
     let mut operands: Vec<_> = arrays.iter().map(|a| a.cuda_queue()).collect();
     operands.push(dst.cuda_queue());
     operands.push(offsets.cuda_queue());
-    let joined = q.join(&operands)?;
+    let joined = q.join(op, &operands)?;
     let meta = match q.upload_bytes(op, &words(&[&src_ptrs, &seg_offsets])) {
         Ok(m) => m,
         Err(e) => {

@@ -42,9 +42,12 @@ pub(crate) fn gather_rows_into<T: Element, I: Index>(
         GatherPolicy::NegativeFill(v) => (true, v),
     };
     let _bound = q.ctx.bind()?;
-    let joined = q.join(&[src.cuda_queue(), indices.cuda_queue(), dst.cuda_queue()])?;
+    let joined = q.join(
+        op,
+        &[src.cuda_queue(), indices.cuda_queue(), dst.cuda_queue()],
+    )?;
     let _issue = q.issue();
-    let error = q.error_word();
+    let error = q.error_word(op)?;
     let issued = (|| -> Result<()> {
         validate_indices::<I>(q, op, ip, n, rows, allow_negative, error)?;
         if dst_len > 0 {

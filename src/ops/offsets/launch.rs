@@ -34,7 +34,7 @@ pub(crate) fn prefix_sum_offsets_into<L: Index, O: Offset>(
     let kernels = launch::offsets_kernels(is_i64::<L>(), is_i64::<O>());
     let plan = launch::scan_plan(n);
     let _bound = q.ctx.bind()?;
-    let joined = q.join(&[lengths.cuda_queue(), offsets.cuda_queue()])?;
+    let joined = q.join(op, &[lengths.cuda_queue(), offsets.cuda_queue()])?;
     let _issue = q.issue();
     let tiles = match plan {
         ScanPlan::Single(_) => 0,
@@ -52,7 +52,7 @@ pub(crate) fn prefix_sum_offsets_into<L: Index, O: Offset>(
         tile_sums: tile_sums
             .as_ref()
             .map_or(std::ptr::null_mut(), |t| ptr_mut(t.ptr)),
-        error: ptr_mut(q.error_word()),
+        error: ptr_mut(q.error_word(op)?),
         n: i64_of(n),
         limit: O::MAX,
         tiles: i64_of(tiles),

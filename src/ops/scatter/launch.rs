@@ -36,9 +36,12 @@ pub(crate) fn scatter_rows_into<T: Element, I: Index>(
     }
     let allow_negative = matches!(policy, ScatterPolicy::NegativeSkip);
     let _bound = q.ctx.bind()?;
-    let joined = q.join(&[src.cuda_queue(), indices.cuda_queue(), dst.cuda_queue()])?;
+    let joined = q.join(
+        op,
+        &[src.cuda_queue(), indices.cuda_queue(), dst.cuda_queue()],
+    )?;
     let _issue = q.issue();
-    let error = q.error_word();
+    let error = q.error_word(op)?;
     let issued = (|| -> Result<()> {
         if src.is_empty() {
             // Rows of zero elements: nothing to move, but the indices are still checked.

@@ -54,7 +54,7 @@ pub(crate) fn split_copy_into<T: Element, O: Offset>(
     let _bound = q.ctx.bind()?;
     let mut operands: Vec<_> = outs.iter().map(|o| o.cuda_queue()).collect();
     operands.push(data.cuda_queue());
-    let joined = q.join(&operands)?;
+    let joined = q.join(op, &operands)?;
     let meta = match q.upload_bytes(op, &words(&[&dst_ptrs, &seg_words])) {
         Ok(m) => m,
         Err(e) => {
