@@ -85,7 +85,9 @@ pub use device::{BackendKind, Device};
 pub use element::{Element, Index, Offset};
 pub use error::{Error, Op, Result};
 pub use memory::{DeviceBuffer, DeviceView, DeviceViewMut, HostBuffer};
+pub use ops::expand::SegmentBounds;
 pub use ops::pad::DevicePadded;
+pub use ops::slots::{KvCacheGroup, PAD_SLOT_ID};
 pub use ops::{GatherPolicy, ScatterPolicy};
 pub use pinned::{
     PinnedBuffer, PinnedMemoryManager, PinnedStats, PINNED_ALIGN, REUSE_SLACK_DIVISOR,
@@ -103,10 +105,12 @@ struct ReadmeDoctests;
 ///
 /// These are the reference every backend is tested against and the fallback backend itself.
 pub mod host {
+    pub use crate::ops::expand::host::{expand_segments, expand_segments_into};
     pub use crate::ops::flatten::host::{flatten, flatten_into};
     pub use crate::ops::gather::host::{gather_rows, gather_rows_into};
     pub use crate::ops::offsets::host::{prefix_sum_offsets, prefix_sum_offsets_into};
     pub use crate::ops::pad::host::{pad_to_multiple, pad_to_multiple_into, Padded};
     pub use crate::ops::scatter::host::scatter_rows_into;
+    pub use crate::ops::slots::host::{slot_mapping_into, KvCacheGroup};
     pub use crate::ops::split::host::{split, split_into, Segments, SegmentsIter};
 }

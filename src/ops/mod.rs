@@ -5,6 +5,7 @@
 //! small batches do not pay for the thread pool. The host path is both the fallback backend and
 //! the reference every other backend is tested against.
 
+pub(crate) mod expand;
 pub(crate) mod flatten;
 pub(crate) mod gather;
 #[cfg(cpugpu_cuda)]
@@ -12,6 +13,7 @@ pub(crate) mod launch;
 pub(crate) mod offsets;
 pub(crate) mod pad;
 pub(crate) mod scatter;
+pub(crate) mod slots;
 pub(crate) mod split;
 
 use rayon::prelude::*;

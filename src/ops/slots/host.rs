@@ -1,0 +1,166 @@
+//! Host slot mapping: a sequential validation pass over (token, group) pairs in order, then the
+//! writes, group by group, in parallel chunks of tokens above [`crate::ops::PAR_MIN_BYTES`].
+use rayon::prelude::*;
+
+use super::{check_group, check_tokens, GroupDims};
+use crate::ops::{chunk_elems, use_par};
+use crate::{Error, Index, Op, Result};
+
+const OP: Op = Op::SlotMapping;
+
+/// One KV-cache group's block table on the host: the reference's form of
+/// [`crate::KvCacheGroup`].
+#[derive(Clone, Copy, Debug)]
+pub struct KvCacheGroup<'a, B> {
+    /// `rows * max_blocks` block numbers, row-major.
+    pub block_table: &'a [B],
+    /// Entries per block-table row.
+    pub max_blocks: usize,
+    /// `rows` valid-block counts (one per row).
+    pub num_blocks: &'a [B],
+    /// Tokens per block.
+    pub block_size: usize,
+}
+
+/// Where a token's slot comes from, or why it has none.
+pub(crate) enum Lookup {
+    Slot(i64),
+    RowOutOfBounds { row: i64, rows: usize },
+    Block { block: i64, valid: i64 },
+    Negative(i64),
+    Overflow,
+}
+
+/// The slot of position `pos` in row `row` of group `g` (rows and tables checked for shape).
+#[inline]
+pub(crate) fn lookup<B: Index>(
+    g: &KvCacheGroup<'_, B>,
+    row: i64,
+    pos: i64,
+    slot_max: i64,
+) -> Lookup {
+    let rows = g.num_blocks.len();
+    if row < 0 || row as u64 >= rows as u64 {
+        return Lookup::RowOutOfBounds { row, rows };
+    }
+    let row = row as usize;
+    let bs = g.block_size as i64;
+    let block = pos.div_euclid(bs);
+    let offset = pos.rem_euclid(bs);
+    let valid = g.num_blocks[row].to_i64().clamp(0, g.max_blocks as i64);
+    if block < 0 || block >= valid {
+        return Lookup::Block { block, valid };
+    }
+    let entry = g.block_table[row * g.max_blocks + block as usize].to_i64();
+    if entry < 0 {
+        return Lookup::Negative(entry);
+    }
+    if entry > (slot_max - offset) / bs {
+        return Lookup::Overflow;
+    }
+    Lookup::Slot(entry * bs + offset)
+}
+
+/// The error of a failed lookup of token `t` in group `g`.
+pub(crate) fn lookup_error(l: Lookup, op: Op, t: usize, g: usize, slot_max: i64) -> Error {
+    match l {
+        Lookup::RowOutOfBounds { row, rows } => Error::IndexOutOfBounds {
+            op,
+            position: t,
+            index: row,
+            bound: rows,
+        },
+        Lookup::Block { block, valid } => Error::BlockOutOfRange {
+            op,
+            position: t,
+            group: g,
+            block,
+            valid,
+        },
+        Lookup::Negative(value) => Error::NegativeBlock {
+            op,
+            position: t,
+            group: g,
+            value,
+        },
+        Lookup::Overflow | Lookup::Slot(_) => Error::ValueOverflow {
+            op,
+            position: t,
+            limit: slot_max,
+        },
+    }
+}
+
+/// Slot mapping on plain slices: `slots` holds `groups.len()` rows of `slots.len() /
+/// groups.len()` slots (at least `rows.len()`); see
+/// [`Device::slot_mapping_into`](crate::Device::slot_mapping_into).
+///
+/// # Errors
+/// The first bad (token, group) pair in token order, then group order; nothing is written then.
+///
+/// # Example
+/// ```
+/// use cpugpu::host::{slot_mapping_into, KvCacheGroup};
+/// let group = KvCacheGroup { block_table: &[7i32, 2, 5, -1], max_blocks: 2, num_blocks: &[2, 1], block_size: 4 };
+/// let mut slots = [0i64; 4];
+/// slot_mapping_into(&[0i32, 0, 1], &[3i64, 4, 1], &[group], -1, &mut slots)?;
+/// assert_eq!(slots, [31, 8, 21, -1]);
+/// # Ok::<(), cpugpu::Error>(())
+/// ```
+pub fn slot_mapping_into<I: Index, P: Index, B: Index, O: Index>(
+    rows: &[I],
+    positions: &[P],
+    groups: &[KvCacheGroup<'_, B>],
+    pad: O,
+    slots: &mut [O],
+) -> Result<()> {
+    let n = rows.len();
+    let stride = check_tokens(n, positions.len(), groups.len(), slots.len())?;
+    for g in groups {
+        let _: GroupDims = check_group(
+            OP,
+            g.block_table.len(),
+            g.num_blocks.len(),
+            g.max_blocks,
+            g.num_blocks.len(),
+            g.block_size,
+            O::MAX,
+        )?;
+    }
+    for t in 0..n {
+        let (row, pos) = (rows[t].to_i64(), positions[t].to_i64());
+        for (gi, g) in groups.iter().enumerate() {
+            let l = lookup(g, row, pos, O::MAX);
+            if !matches!(l, Lookup::Slot(_)) {
+                return Err(lookup_error(l, OP, t, gi, O::MAX));
+            }
+        }
+    }
+    let fill = |g: &KvCacheGroup<'_, B>, base: usize, out: &mut [O]| {
+        for (k, o) in out.iter_mut().enumerate() {
+            let t = base + k;
+            *o = if t < n {
+                match lookup(g, rows[t].to_i64(), positions[t].to_i64(), O::MAX) {
+                    Lookup::Slot(s) => O::from_i64(s).unwrap_or_default(),
+                    _ => pad, // unreachable: validated above
+                }
+            } else {
+                pad
+            };
+        }
+    };
+    if stride == 0 {
+        return Ok(());
+    }
+    for (g, out) in groups.iter().zip(slots.chunks_mut(stride)) {
+        if use_par(std::mem::size_of_val(out)) {
+            let c = chunk_elems::<O>();
+            out.par_chunks_mut(c)
+                .enumerate()
+                .for_each(|(k, o)| fill(g, k * c, o));
+        } else {
+            fill(g, 0, out);
+        }
+    }
+    Ok(())
+}
