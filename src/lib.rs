@@ -87,7 +87,10 @@ pub use error::{Error, Op, Result};
 pub use memory::{DeviceBuffer, DeviceView, DeviceViewMut, HostBuffer};
 pub use ops::expand::SegmentBounds;
 pub use ops::pad::DevicePadded;
+pub use ops::pad_to::{bucket_for, cuda_graph_sizes};
 pub use ops::slots::{KvCacheGroup, PAD_SLOT_ID};
+pub use ops::staged::{StagedWrites, STAGING_DEPTH};
+pub use ops::windows::WindowLayout;
 pub use ops::{GatherPolicy, ScatterPolicy};
 pub use pinned::{
     PinnedBuffer, PinnedMemoryManager, PinnedStats, PINNED_ALIGN, REUSE_SLACK_DIVISOR,
@@ -110,7 +113,11 @@ pub mod host {
     pub use crate::ops::gather::host::{gather_rows, gather_rows_into};
     pub use crate::ops::offsets::host::{prefix_sum_offsets, prefix_sum_offsets_into};
     pub use crate::ops::pad::host::{pad_to_multiple, pad_to_multiple_into, Padded};
+    pub use crate::ops::pad_to::host::{
+        pad_to_bucket, pad_to_bucket_into, pad_to_length, pad_to_length_into,
+    };
     pub use crate::ops::scatter::host::scatter_rows_into;
     pub use crate::ops::slots::host::{slot_mapping_into, KvCacheGroup};
     pub use crate::ops::split::host::{split, split_into, Segments, SegmentsIter};
+    pub use crate::ops::windows::host::gather_windows_into;
 }

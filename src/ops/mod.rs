@@ -12,9 +12,12 @@ pub(crate) mod gather;
 pub(crate) mod launch;
 pub(crate) mod offsets;
 pub(crate) mod pad;
+pub(crate) mod pad_to;
 pub(crate) mod scatter;
 pub(crate) mod slots;
 pub(crate) mod split;
+pub(crate) mod staged;
+pub(crate) mod windows;
 
 use rayon::prelude::*;
 
