@@ -90,6 +90,7 @@ pub use ops::pad::DevicePadded;
 pub use ops::pad_to::{bucket_for, cuda_graph_sizes};
 pub use ops::slots::{KvCacheGroup, PAD_SLOT_ID};
 pub use ops::staged::{StagedWrites, STAGING_DEPTH};
+pub use ops::step::{StepOutputs, StepPadding, StepPlan, StepRequests, StepState};
 pub use ops::windows::WindowLayout;
 pub use ops::{GatherPolicy, ScatterPolicy};
 pub use pinned::{
@@ -119,5 +120,6 @@ pub mod host {
     pub use crate::ops::scatter::host::scatter_rows_into;
     pub use crate::ops::slots::host::{slot_mapping_into, KvCacheGroup};
     pub use crate::ops::split::host::{split, split_into, Segments, SegmentsIter};
+    pub use crate::ops::step::host::{prepare_step_into, StepOutputs, StepTables};
     pub use crate::ops::windows::host::gather_windows_into;
 }

@@ -17,6 +17,7 @@ pub(crate) mod scatter;
 pub(crate) mod slots;
 pub(crate) mod split;
 pub(crate) mod staged;
+pub(crate) mod step;
 pub(crate) mod windows;
 
 use rayon::prelude::*;
