@@ -71,7 +71,12 @@ fn check_case<L: Index, S: Index, P: Index>(dev: &Device, counts: &[i64], starts
         launches();
         settled(
             dev,
-            dev.expand_segments_into(bounds, st.as_ref().map(|s| s.view()), seg.view_mut(), pos.view_mut()),
+            dev.expand_segments_into(
+                bounds,
+                st.as_ref().map(|s| s.view()),
+                seg.view_mut(),
+                pos.view_mut(),
+            ),
         )
         .unwrap_or_else(|e| panic!("{case} offsets={offsets_form}: {e}"));
         if dev.kind() != cpugpu::BackendKind::Host && cfg!(feature = "emulator") {
@@ -81,8 +86,16 @@ fn check_case<L: Index, S: Index, P: Index>(dev: &Device, counts: &[i64], starts
                 "{case}: three launches"
             );
         }
-        assert_eq!(cast::<S>(&want_seg), read(&seg), "{case} offsets={offsets_form}: ids");
-        assert_eq!(cast::<P>(&want_pos), read(&pos), "{case} offsets={offsets_form}: positions");
+        assert_eq!(
+            cast::<S>(&want_seg),
+            read(&seg),
+            "{case} offsets={offsets_form}: ids"
+        );
+        assert_eq!(
+            cast::<P>(&want_pos),
+            read(&pos),
+            "{case} offsets={offsets_form}: positions"
+        );
         // The host reference on plain slices, and its allocating form.
         let hb = if offsets_form {
             SegmentBounds::Offsets(&bounds_host[..])
@@ -123,7 +136,9 @@ fn expand_large_takes_the_parallel_host_path() {
     // 30,000 segments of up to 60: ~900k elements, 12 bytes each: past PAR_MIN_BYTES.
     let mut rng = rng(9);
     let counts = random_counts(&mut rng, 30_000, 60);
-    let starts: Vec<i64> = (0..counts.len()).map(|_| rng.gen_range(0..100_000)).collect();
+    let starts: Vec<i64> = (0..counts.len())
+        .map(|_| rng.gen_range(0..100_000))
+        .collect();
     for dev in backends() {
         check_case::<i32, i32, i64>(&dev, &counts, Some(&starts));
     }
@@ -156,13 +171,22 @@ fn expect_error<L: Index, P: Index>(
         };
         let got = settled(
             &dev,
-            dev.expand_segments_into(db, st.as_ref().map(|s| s.view()), seg.view_mut(), pos.view_mut()),
+            dev.expand_segments_into(
+                db,
+                st.as_ref().map(|s| s.view()),
+                seg.view_mut(),
+                pos.view_mut(),
+            ),
         );
         let case = format!("{}: {want:?}", dev.kind());
         assert_eq!(got.as_ref().unwrap_err(), &want, "{case}");
         assert_names(&want, Op::ExpandSegments, None);
         assert_eq!(read(&seg), poisoned::<i32>(total), "{case}: ids untouched");
-        assert_eq!(read(&pos), poisoned::<P>(total), "{case}: positions untouched");
+        assert_eq!(
+            read(&pos),
+            poisoned::<P>(total),
+            "{case}: positions untouched"
+        );
         // The device is usable (and clean) afterwards.
         dev.synchronize().unwrap();
         // The host reference agrees.
@@ -183,59 +207,100 @@ fn expand_reports_every_error() {
         SegmentBounds::Counts(&[2, -1, 3, -4]),
         None,
         4,
-        Error::NegativeLength { op, position: 1, value: -1 },
+        Error::NegativeLength {
+            op,
+            position: 1,
+            value: -1,
+        },
     );
     // i64 counts: the value round-trips through the capture.
     expect_error::<i64, i64>(
         SegmentBounds::Counts(&[1, i64::MIN]),
         None,
         1,
-        Error::NegativeLength { op, position: 1, value: i64::MIN },
+        Error::NegativeLength {
+            op,
+            position: 1,
+            value: i64::MIN,
+        },
     );
     // Totals that do not match the output, both ways.
     expect_error::<i32, i64>(
         SegmentBounds::Counts(&[2, 3]),
         None,
         4,
-        Error::LengthMismatch { op, what: "the segments' total", expected: 4, actual: 5 },
+        Error::LengthMismatch {
+            op,
+            what: "the segments' total",
+            expected: 4,
+            actual: 5,
+        },
     );
     expect_error::<i32, i64>(
         SegmentBounds::Counts(&[]),
         None,
         3,
-        Error::LengthMismatch { op, what: "the segments' total", expected: 3, actual: 0 },
+        Error::LengthMismatch {
+            op,
+            what: "the segments' total",
+            expected: 3,
+            actual: 0,
+        },
     );
     expect_error::<i32, i64>(
         SegmentBounds::Offsets(&[2, 4, 9]),
         None,
         6,
-        Error::LengthMismatch { op, what: "the segments' total", expected: 6, actual: 7 },
+        Error::LengthMismatch {
+            op,
+            what: "the segments' total",
+            expected: 6,
+            actual: 7,
+        },
     );
     // Offsets: negative start, decreasing.
     expect_error::<i64, i64>(
         SegmentBounds::Offsets(&[-1, 2, 3]),
         None,
         4,
-        Error::OffsetOutOfRange { op, position: 0, value: -1, len: 4 },
+        Error::OffsetOutOfRange {
+            op,
+            position: 0,
+            value: -1,
+            len: 4,
+        },
     );
     expect_error::<i32, i64>(
         SegmentBounds::Offsets(&[0, 3, 2, 5]),
         None,
         5,
-        Error::OffsetsNotMonotonic { op, position: 2, previous: 3, value: 2 },
+        Error::OffsetsNotMonotonic {
+            op,
+            position: 2,
+            previous: 3,
+            value: 2,
+        },
     );
     // A position past the i32 maximum (counts and offsets name the segment).
     expect_error::<i32, i32>(
         SegmentBounds::Counts(&[1, 3]),
         Some(&[0, i32::MAX - 1]),
         4,
-        Error::ValueOverflow { op, position: 1, limit: i64::from(i32::MAX) },
+        Error::ValueOverflow {
+            op,
+            position: 1,
+            limit: i64::from(i32::MAX),
+        },
     );
     expect_error::<i64, i32>(
         SegmentBounds::Offsets(&[0, 1, 4]),
         Some(&[0, i32::MAX - 1]),
         4,
-        Error::ValueOverflow { op, position: 1, limit: i64::from(i32::MAX) },
+        Error::ValueOverflow {
+            op,
+            position: 1,
+            limit: i64::from(i32::MAX),
+        },
     );
 }
 
@@ -247,19 +312,62 @@ fn expand_argument_errors_come_back_at_once() {
         let mut seg = dev.alloc::<i32>(&[3]).unwrap();
         let mut pos = dev.alloc::<i64>(&[3]).unwrap();
         let e = dev
-            .expand_segments_into(SegmentBounds::Counts(counts.view()), Some(starts.view()), seg.view_mut(), pos.view_mut())
+            .expand_segments_into(
+                SegmentBounds::Counts(counts.view()),
+                Some(starts.view()),
+                seg.view_mut(),
+                pos.view_mut(),
+            )
             .unwrap_err();
-        assert!(matches!(e, Error::LengthMismatch { what: "starts.len()", .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                Error::LengthMismatch {
+                    what: "starts.len()",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         let mut short = dev.alloc::<i64>(&[2]).unwrap();
         let e = dev
-            .expand_segments_into::<i32, i32, i64>(SegmentBounds::Counts(counts.view()), None, seg.view_mut(), short.view_mut())
+            .expand_segments_into::<i32, i32, i64>(
+                SegmentBounds::Counts(counts.view()),
+                None,
+                seg.view_mut(),
+                short.view_mut(),
+            )
             .unwrap_err();
-        assert!(matches!(e, Error::LengthMismatch { what: "positions.len()", .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                Error::LengthMismatch {
+                    what: "positions.len()",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         let empty = dev.alloc::<i32>(&[0]).unwrap();
         let e = dev
-            .expand_segments_into::<i32, i32, i64>(SegmentBounds::Offsets(empty.view()), None, seg.view_mut(), pos.view_mut())
+            .expand_segments_into::<i32, i32, i64>(
+                SegmentBounds::Offsets(empty.view()),
+                None,
+                seg.view_mut(),
+                pos.view_mut(),
+            )
             .unwrap_err();
-        assert!(matches!(e, Error::LengthMismatch { expected: 1, actual: 0, .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                Error::LengthMismatch {
+                    expected: 1,
+                    actual: 0,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         dev.synchronize().unwrap();
     }
 }

@@ -32,7 +32,12 @@ fn random_table(rng: &mut SmallRng, rows: usize, cols: usize, bs: usize) -> Tabl
             table[r * cols + b] = free.pop().unwrap();
         }
     }
-    Table { table, num_blocks, cols, bs }
+    Table {
+        table,
+        num_blocks,
+        cols,
+        bs,
+    }
 }
 
 fn cast<I: Index>(v: &[i64]) -> Vec<I> {
@@ -95,7 +100,11 @@ fn run<I: Index, P: Index, B: Index, O: Index>(
             block_size: t.bs,
         })
         .collect();
-    let mut out = up(dev, &poisoned::<O>(tables.len() * stride), &[tables.len(), stride]);
+    let mut out = up(
+        dev,
+        &poisoned::<O>(tables.len() * stride),
+        &[tables.len(), stride],
+    );
     let pad = O::from_i64(PAD_SLOT_ID).unwrap();
     let r = settled(
         dev,
@@ -105,7 +114,11 @@ fn run<I: Index, P: Index, B: Index, O: Index>(
     match r {
         Ok(()) => Ok(got),
         Err(e) => {
-            assert_eq!(got, poisoned::<O>(tables.len() * stride), "{e}: nothing written");
+            assert_eq!(
+                got,
+                poisoned::<O>(tables.len() * stride),
+                "{e}: nothing written"
+            );
             Err(e)
         }
     }
@@ -142,7 +155,11 @@ fn types_case<I: Index, P: Index, B: Index, O: Index>(seed: u64) {
                     "{case}: one launch for all groups, plus validation and capture: {l:?}"
                 );
             }
-            assert_eq!(got, cast::<O>(&oracle(&rows, &pos, &tables, stride)), "{case}");
+            assert_eq!(
+                got,
+                cast::<O>(&oracle(&rows, &pos, &tables, stride)),
+                "{case}"
+            );
         }
     }
 }
@@ -165,22 +182,32 @@ fn a_token_at_max_model_length() {
         bs: 16,
     };
     for dev in backends() {
-        let got = run::<i32, i64, i32, i64>(&dev, &[0, 0], &[4095, 0], std::slice::from_ref(&t), 4).unwrap();
+        let got = run::<i32, i64, i32, i64>(&dev, &[0, 0], &[4095, 0], std::slice::from_ref(&t), 4)
+            .unwrap();
         assert_eq!(got, [15, 255 * 16, -1, -1]);
     }
 }
 
-fn expect<I: Index, P: Index, B: Index, O: Index>(rows: &[i64], pos: &[i64], tables: &[Table], want: Error) {
+fn expect<I: Index, P: Index, B: Index, O: Index>(
+    rows: &[i64],
+    pos: &[i64],
+    tables: &[Table],
+    want: Error,
+) {
     for dev in backends() {
         let got = run::<I, P, B, O>(&dev, rows, pos, tables, rows.len() + 2);
         assert_eq!(got.as_ref().unwrap_err(), &want, "{}", dev.kind());
-        assert_names(&want, Op::SlotMapping, Some(match want {
-            Error::BlockOutOfRange { position, .. }
-            | Error::NegativeBlock { position, .. }
-            | Error::ValueOverflow { position, .. }
-            | Error::IndexOutOfBounds { position, .. } => position,
-            _ => unreachable!(),
-        }));
+        assert_names(
+            &want,
+            Op::SlotMapping,
+            Some(match want {
+                Error::BlockOutOfRange { position, .. }
+                | Error::NegativeBlock { position, .. }
+                | Error::ValueOverflow { position, .. }
+                | Error::IndexOutOfBounds { position, .. } => position,
+                _ => unreachable!(),
+            }),
+        );
         dev.synchronize().unwrap();
     }
 }
@@ -188,24 +215,101 @@ fn expect<I: Index, P: Index, B: Index, O: Index>(rows: &[i64], pos: &[i64], tab
 #[test]
 fn slot_mapping_reports_every_error() {
     let op = Op::SlotMapping;
-    let mk = |table: Vec<i64>, nb: Vec<i64>, bs| Table { table, num_blocks: nb, cols: 4, bs };
+    let mk = |table: Vec<i64>, nb: Vec<i64>, bs| Table {
+        table,
+        num_blocks: nb,
+        cols: 4,
+        bs,
+    };
     let a = || mk(vec![5, 6, 7, -1, 1, 2, -3, -1], vec![3, 3], 4);
     let b = || mk(vec![9, -1, -1, -1, 8, 0, -1, -1], vec![1, 2], 8);
     // Row outside the table (second token; the first is fine).
-    expect::<i32, i64, i32, i64>(&[0, 2], &[0, 0], &[a()], Error::IndexOutOfBounds { op, position: 1, index: 2, bound: 2 });
+    expect::<i32, i64, i32, i64>(
+        &[0, 2],
+        &[0, 0],
+        &[a()],
+        Error::IndexOutOfBounds {
+            op,
+            position: 1,
+            index: 2,
+            bound: 2,
+        },
+    );
     // Negative row.
-    expect::<i64, i64, i32, i64>(&[-1], &[0], &[a()], Error::IndexOutOfBounds { op, position: 0, index: -1, bound: 2 });
+    expect::<i64, i64, i32, i64>(
+        &[-1],
+        &[0],
+        &[a()],
+        Error::IndexOutOfBounds {
+            op,
+            position: 0,
+            index: -1,
+            bound: 2,
+        },
+    );
     // Past the valid blocks: position 12 needs block 3 of a row with 3 valid.
-    expect::<i32, i64, i32, i64>(&[0, 0], &[1, 12], &[a()], Error::BlockOutOfRange { op, position: 1, group: 0, block: 3, valid: 3 });
+    expect::<i32, i64, i32, i64>(
+        &[0, 0],
+        &[1, 12],
+        &[a()],
+        Error::BlockOutOfRange {
+            op,
+            position: 1,
+            group: 0,
+            block: 3,
+            valid: 3,
+        },
+    );
     // A negative position needs block -1.
-    expect::<i32, i32, i32, i64>(&[0], &[-1], &[a()], Error::BlockOutOfRange { op, position: 0, group: 0, block: -1, valid: 3 });
+    expect::<i32, i32, i32, i64>(
+        &[0],
+        &[-1],
+        &[a()],
+        Error::BlockOutOfRange {
+            op,
+            position: 0,
+            group: 0,
+            block: -1,
+            valid: 3,
+        },
+    );
     // A negative entry inside the valid blocks (row 1, block 2 is -3).
-    expect::<i32, i64, i64, i64>(&[1], &[9], &[a()], Error::NegativeBlock { op, position: 0, group: 0, value: -3 });
+    expect::<i32, i64, i64, i64>(
+        &[1],
+        &[9],
+        &[a()],
+        Error::NegativeBlock {
+            op,
+            position: 0,
+            group: 0,
+            value: -3,
+        },
+    );
     // Second group fails first at token 0 although the first group fails only at token 1.
-    expect::<i32, i64, i32, i64>(&[0, 1], &[9, 9], &[a(), b()], Error::BlockOutOfRange { op, position: 0, group: 1, block: 1, valid: 1 });
+    expect::<i32, i64, i32, i64>(
+        &[0, 1],
+        &[9, 9],
+        &[a(), b()],
+        Error::BlockOutOfRange {
+            op,
+            position: 0,
+            group: 1,
+            block: 1,
+            valid: 1,
+        },
+    );
     // A slot past the i32 maximum.
     let big = mk(vec![i64::from(i32::MAX) / 2, 0, 0, 0], vec![1], 4);
-    expect::<i32, i64, i64, i32>(&[0], &[3], &[big], Error::ValueOverflow { op, position: 0, limit: i64::from(i32::MAX) });
+    expect::<i32, i64, i64, i32>(
+        &[0],
+        &[3],
+        &[big],
+        Error::ValueOverflow {
+            op,
+            position: 0,
+            limit: i64::from(i32::MAX),
+        },
+    );
 }
 
 #[test]
@@ -215,22 +319,63 @@ fn slot_mapping_argument_errors() {
         let nb = up(&dev, &[1i32, 1], &[2]);
         let rows = up(&dev, &[0i32, 1], &[2]);
         let pos = up(&dev, &[0i64], &[1]);
-        let g = KvCacheGroup { block_table: table.view(), num_blocks: nb.view(), block_size: 0 };
+        let g = KvCacheGroup {
+            block_table: table.view(),
+            num_blocks: nb.view(),
+            block_size: 0,
+        };
         let mut out = dev.alloc::<i64>(&[1, 2]).unwrap();
-        let e = dev.slot_mapping_into(rows.view(), pos.view(), &[g], -1i64, out.view_mut()).unwrap_err();
-        assert!(matches!(e, Error::LengthMismatch { what: "positions.len()", .. }), "{e:?}");
-        let e = dev.slot_mapping_into(rows.view(), rows.view(), &[g], -1i64, out.view_mut()).unwrap_err();
-        assert!(matches!(e, Error::InvalidArgument { name: "block_size", .. }), "{e:?}");
-        let e = dev.slot_mapping_into::<i32, i32, i32, i64>(rows.view(), rows.view(), &[], -1, out.view_mut()).unwrap_err();
+        let e = dev
+            .slot_mapping_into(rows.view(), pos.view(), &[g], -1i64, out.view_mut())
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::LengthMismatch {
+                    what: "positions.len()",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = dev
+            .slot_mapping_into(rows.view(), rows.view(), &[g], -1i64, out.view_mut())
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidArgument {
+                    name: "block_size",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = dev
+            .slot_mapping_into::<i32, i32, i32, i64>(
+                rows.view(),
+                rows.view(),
+                &[],
+                -1,
+                out.view_mut(),
+            )
+            .unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
         let mut short = dev.alloc::<i64>(&[1]).unwrap();
         let g = KvCacheGroup { block_size: 4, ..g };
-        let e = dev.slot_mapping_into(rows.view(), rows.view(), &[g], -1i64, short.view_mut()).unwrap_err();
+        let e = dev
+            .slot_mapping_into(rows.view(), rows.view(), &[g], -1i64, short.view_mut())
+            .unwrap_err();
         assert!(matches!(e, Error::LengthMismatch { .. }), "{e:?}");
         dev.synchronize().unwrap();
     }
     // The host reference takes the same arguments on slices.
-    let g = host::KvCacheGroup { block_table: &[3i32, 4], max_blocks: 2, num_blocks: &[2], block_size: 2 };
+    let g = host::KvCacheGroup {
+        block_table: &[3i32, 4],
+        max_blocks: 2,
+        num_blocks: &[2],
+        block_size: 2,
+    };
     let mut out = [0i64; 3];
     host::slot_mapping_into(&[0i32, 0], &[0i64, 3], &[g], -1, &mut out).unwrap();
     assert_eq!(out, [6, 9, -1]);

@@ -35,7 +35,12 @@ fn width_case<T: Element + PartialEq + std::fmt::Debug>(seed: u64) {
             if dev.kind() != BackendKind::Host && cfg!(feature = "emulator") {
                 let l = launches();
                 let expected = usize::from(queued > 0);
-                assert_eq!(l.len(), expected, "{}: one launch per apply: {l:?}", dev.kind());
+                assert_eq!(
+                    l.len(),
+                    expected,
+                    "{}: one launch per apply: {l:?}",
+                    dev.kind()
+                );
                 assert!(l.iter().all(|k| k.starts_with("staged_write_w")), "{l:?}");
             }
             common::assert_bits_eq(&read(&dst), &want, &format!("{} step {step}", dev.kind()));
@@ -81,8 +86,16 @@ fn staging_grows_without_doubling_and_is_reused() {
             w.apply(dst.view_mut()).unwrap();
         }
         let largest = 16 * 2 + 8 + (300 + 400) * 4;
-        assert!(w.staging_allocations() <= 2 + 8, "{}", w.staging_allocations());
-        assert!(w.staging_bytes() <= 2 * (largest * 5 / 4 + 256), "{}", w.staging_bytes());
+        assert!(
+            w.staging_allocations() <= 2 + 8,
+            "{}",
+            w.staging_allocations()
+        );
+        assert!(
+            w.staging_bytes() <= 2 * (largest * 5 / 4 + 256),
+            "{}",
+            w.staging_bytes()
+        );
         dev.synchronize().unwrap();
         assert!(read(&dst)[5000..5700].iter().all(|&x| x == 40));
     }
@@ -95,10 +108,27 @@ fn stage_checks_bounds_and_queues_nothing_on_error() {
         let mut w = StagedWrites::<i64>::new(&dev, 4, 8);
         w.stage(0, 0, &[1, 2]).unwrap();
         let e = w.stage(4, 0, &[1]).unwrap_err();
-        assert_eq!(e, Error::IndexOutOfBounds { op, position: 1, index: 4, bound: 4 });
+        assert_eq!(
+            e,
+            Error::IndexOutOfBounds {
+                op,
+                position: 1,
+                index: 4,
+                bound: 4
+            }
+        );
         assert_names(&e, op, Some(1));
         let e = w.stage(1, 6, &[1, 2, 3]).unwrap_err();
-        assert_eq!(e, Error::WindowOutOfRange { op, position: 1, start: 6, len: 3, cols: 8 });
+        assert_eq!(
+            e,
+            Error::WindowOutOfRange {
+                op,
+                position: 1,
+                start: 6,
+                len: 3,
+                cols: 8
+            }
+        );
         let e = w.stage(1, 9, &[]).unwrap_err();
         assert!(matches!(e, Error::WindowOutOfRange { .. }), "{e:?}");
         assert_eq!((w.len(), w.staged_values()), (1, 2));
@@ -106,7 +136,16 @@ fn stage_checks_bounds_and_queues_nothing_on_error() {
         assert_eq!(w.len(), 1);
         let mut wrong = dev.alloc::<i64>(&[4, 9]).unwrap();
         let e = w.apply(wrong.view_mut()).unwrap_err();
-        assert!(matches!(e, Error::ShapeMismatch { op: Op::StagedWrite, .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                Error::ShapeMismatch {
+                    op: Op::StagedWrite,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         assert_eq!(w.len(), 1, "a refused apply keeps the queue");
         w.clear();
         assert!(w.is_empty());
@@ -133,11 +172,17 @@ fn staging_is_not_overwritten_while_its_upload_is_in_flight() {
     let t = std::time::Instant::now();
     w.stage(2, 0, &[3; 64]).unwrap();
     w.apply(dst.view_mut()).unwrap(); // slot 0 again: waits for the first upload
-    assert!(t.elapsed() >= std::time::Duration::from_millis(100), "the third apply waited");
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(100),
+        "the third apply waited"
+    );
     release.join().unwrap();
     dev.synchronize().unwrap();
     let got = read(&dst);
-    assert!(got[..64].iter().all(|&x| x == 1), "the first apply's data reached row 0");
+    assert!(
+        got[..64].iter().all(|&x| x == 1),
+        "the first apply's data reached row 0"
+    );
     assert!(got[64..128].iter().all(|&x| x == 2));
     assert!(got[128..].iter().all(|&x| x == 3));
 }
