@@ -5,6 +5,7 @@
 
 pub const CPUGPU_SCAN_ITEMS_PER_THREAD: u32 = 16;
 pub const CPUGPU_SCAN_BLOCK: u32 = 256;
+pub const CPUGPU_CODE_BITS: u32 = 4;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct CpugpuValidateParams {
@@ -99,7 +100,6 @@ pub struct CpugpuCanaryParams {
     pub dst: *mut u64,
     pub n: i64,
 }
-pub const CPUGPU_CODE_BITS: u32 = 4;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct CpugpuKvGroup {
