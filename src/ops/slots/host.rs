@@ -91,6 +91,50 @@ pub(crate) fn lookup_error(l: Lookup, op: Op, t: usize, g: usize, slot_max: i64)
     }
 }
 
+/// Never produced: a validated token always has a slot.
+const PAD_UNREACHABLE: i64 = -1;
+
+/// The run of consecutive positions of one row inside one block that the last token started:
+/// the next token of the run gets the next slot without a division or a table read.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    row: i64,
+    pos: i64,
+    slot: i64,
+    /// Slots left in the block after `slot`.
+    left: i64,
+    live: bool,
+}
+
+impl Run {
+    /// The slot of (row, pos) when it continues the run.
+    #[inline]
+    fn next(&mut self, row: i64, pos: i64, _bs: usize) -> Option<i64> {
+        if self.live && row == self.row && pos == self.pos + 1 && self.left > 0 {
+            self.pos = pos;
+            self.slot += 1;
+            self.left -= 1;
+            Some(self.slot)
+        } else {
+            None
+        }
+    }
+
+    /// Starts a run at a validated (row, pos) with this slot; it ends at the block's end, or
+    /// where the next slot would pass the slot type's maximum.
+    #[inline]
+    fn start(&mut self, row: i64, pos: i64, slot: i64, bs: usize, slot_max: i64) {
+        let bs = bs as i64;
+        *self = Run {
+            row,
+            pos,
+            slot,
+            left: (bs - 1 - pos.rem_euclid(bs)).min(slot_max - slot),
+            live: true,
+        };
+    }
+}
+
 /// Slot mapping on plain slices: `slots` holds `groups.len()` rows of `slots.len() /
 /// groups.len()` slots (at least `rows.len()`); see
 /// [`Device::slot_mapping_into`](crate::Device::slot_mapping_into).
@@ -127,23 +171,38 @@ pub fn slot_mapping_into<I: Index, P: Index, B: Index, O: Index>(
             O::MAX,
         )?;
     }
+    // Validation: a token continuing its predecessor's run (same row, next position, same
+    // block) reuses its block's check; only run starts and block boundaries do a full lookup.
+    let mut runs: Vec<Run> = vec![Run::default(); groups.len()];
     for t in 0..n {
         let (row, pos) = (rows[t].to_i64(), positions[t].to_i64());
         for (gi, g) in groups.iter().enumerate() {
-            let l = lookup(g, row, pos, O::MAX);
-            if !matches!(l, Lookup::Slot(_)) {
-                return Err(lookup_error(l, OP, t, gi, O::MAX));
+            if runs[gi].next(row, pos, g.block_size).is_some() {
+                continue;
+            }
+            match lookup(g, row, pos, O::MAX) {
+                Lookup::Slot(s) => runs[gi].start(row, pos, s, g.block_size, O::MAX),
+                l => return Err(lookup_error(l, OP, t, gi, O::MAX)),
             }
         }
     }
     let fill = |g: &KvCacheGroup<'_, B>, base: usize, out: &mut [O]| {
+        let mut run = Run::default();
         for (k, o) in out.iter_mut().enumerate() {
             let t = base + k;
             *o = if t < n {
-                match lookup(g, rows[t].to_i64(), positions[t].to_i64(), O::MAX) {
-                    Lookup::Slot(s) => O::from_i64(s).unwrap_or_default(),
-                    _ => pad, // unreachable: validated above
-                }
+                let (row, pos) = (rows[t].to_i64(), positions[t].to_i64());
+                let slot = match run.next(row, pos, g.block_size) {
+                    Some(s) => s,
+                    None => match lookup(g, row, pos, O::MAX) {
+                        Lookup::Slot(s) => {
+                            run.start(row, pos, s, g.block_size, O::MAX);
+                            s
+                        }
+                        _ => PAD_UNREACHABLE, // validated above
+                    },
+                };
+                O::from_i64(slot).unwrap_or(pad)
             } else {
                 pad
             };
