@@ -178,10 +178,13 @@ const STEP_MAX_TOKENS: usize = 16384;
 /// `make_step`: `rows` request states with random token rows, requests in distinct random
 /// states (prefills of 1..=480 new tokens, the first at the maximum model length, and decodes of
 /// one), interleaved; every state owns the blocks its sequence needs, from a shuffled free list.
+///
+/// The token and block tables live in host-backend device buffers (`Device::alloc`), as the
+/// host backend keeps them: large ones are advised onto transparent huge pages, as numpy's are.
 struct StepData {
     rows: usize,
-    token_ids: Vec<i32>,
-    table: Vec<i32>,
+    token_buf: cpugpu::DeviceBuffer<i32>,
+    table_buf: cpugpu::DeviceBuffer<i32>,
     num_blocks: Vec<i32>,
     state_index: Vec<i32>,
     num_computed: Vec<i32>,
@@ -189,6 +192,14 @@ struct StepData {
 }
 
 impl StepData {
+    fn token_ids(&self) -> &[i32] {
+        self.token_buf.view().as_host_slice().expect("host memory")
+    }
+
+    fn table(&self) -> &[i32] {
+        self.table_buf.view().as_host_slice().expect("host memory")
+    }
+
     fn tokens(&self) -> usize {
         self.num_scheduled.iter().map(|&k| k as usize).sum()
     }
@@ -225,7 +236,14 @@ fn make_step(seed: u64, n_prefill: usize, n_decode: usize, rows: usize) -> StepD
         .map(|r| {
             let (k, c) = if r < n_prefill {
                 let k = rng.gen_range(1..=480);
-                (k, if r == 0 { l - k } else { rng.gen_range(0..=l - k) })
+                (
+                    k,
+                    if r == 0 {
+                        l - k
+                    } else {
+                        rng.gen_range(0..=l - k)
+                    },
+                )
             } else {
                 (1, rng.gen_range(0..l))
             };
@@ -252,10 +270,15 @@ fn make_step(seed: u64, n_prefill: usize, n_decode: usize, rows: usize) -> StepD
         }
         num_blocks[s] = need as i32;
     }
+    let dev = Device::host();
+    let mut token_buf = dev.alloc::<i32>(&[rows, l]).expect("alloc");
+    token_buf.copy_from_host(&token_ids).expect("copy");
+    let mut table_buf = dev.alloc::<i32>(&[rows, STEP_MAX_BLOCKS]).expect("alloc");
+    table_buf.copy_from_host(&table).expect("copy");
     StepData {
         rows,
-        token_ids,
-        table,
+        token_buf,
+        table_buf,
         num_blocks,
         state_index: reqs.iter().map(|r| r.0).collect(),
         num_computed: reqs.iter().map(|r| r.1).collect(),
@@ -463,7 +486,7 @@ fn run_op(op: &str, cfg: &Config) {
             let (rows, pos) = d.token_rows_and_positions();
             let mut slots = vec![0i64; STEP_MAX_TOKENS];
             let g = host::KvCacheGroup {
-                block_table: &d.table,
+                block_table: d.table(),
                 max_blocks: STEP_MAX_BLOCKS,
                 num_blocks: &d.num_blocks,
                 block_size: STEP_BLOCK,
@@ -483,7 +506,7 @@ fn run_op(op: &str, cfg: &Config) {
             let mut ids = vec![0i32; n_tok];
             let s = time_it(cfg, || {
                 host::gather_windows_into(
-                    black_box(&d.token_ids),
+                    black_box(d.token_ids()),
                     &[d.rows, STEP_MAX_MODEL_LEN],
                     &d.state_index,
                     Some(&d.num_computed[..]),
@@ -541,17 +564,21 @@ fn run_op(op: &str, cfg: &Config) {
                 make_step(33, 0, 4096, 4096)
             };
             let n = d.state_index.len();
-            let t_cap = if op == "prepare_step" { STEP_MAX_TOKENS } else { 4096 };
+            let t_cap = if op == "prepare_step" {
+                STEP_MAX_TOKENS
+            } else {
+                4096
+            };
             let sizes = cuda_graph_sizes(512);
             let g = host::KvCacheGroup {
-                block_table: &d.table,
+                block_table: d.table(),
                 max_blocks: STEP_MAX_BLOCKS,
                 num_blocks: &d.num_blocks,
                 block_size: STEP_BLOCK,
             };
             let groups = [g];
             let tables = host::StepTables {
-                token_ids: &d.token_ids,
+                token_ids: d.token_ids(),
                 max_model_len: STEP_MAX_MODEL_LEN,
                 kv_groups: &groups,
             };
@@ -573,14 +600,19 @@ fn run_op(op: &str, cfg: &Config) {
                     slot_mapping: &mut slots,
                     logits_indices: &mut logits,
                 };
-                let plan = host::prepare_step_into(&req, &tables, StepPadding::Buckets(&sizes), out)
-                    .expect("prepare_step_into");
+                let plan =
+                    host::prepare_step_into(&req, &tables, StepPadding::Buckets(&sizes), out)
+                        .expect("prepare_step_into");
                 padded = plan.padded_tokens;
                 black_box(&mut slots);
             });
             // Bytes written: the request outputs, positions and ids up to the padded count, the
             // whole slot row.
-            report(op, (n + 1) * 4 + n * 4 + n * 8 + padded * 12 + t_cap * 8, &s);
+            report(
+                op,
+                (n + 1) * 4 + n * 4 + n * 8 + padded * 12 + t_cap * 8,
+                &s,
+            );
         }
         _ => unreachable!("op names are checked in main"),
     }

@@ -109,11 +109,106 @@ pub fn prepare_step_into(
     Ok(plan)
 }
 
+/// Division by a block size: a shift and a mask for powers of two (vLLM's block sizes), else a
+/// division. A decode-only step divides a few times per request; a 64-bit division costs tens of
+/// cycles, a shift one (with the decode fast paths below, 4,096 decodes went from 84 to 61 us,
+/// `host_bench --op prepare_step_decode`).
+#[derive(Clone, Copy)]
+struct BlockDiv {
+    bs: usize,
+    shift: u32,
+    pow2: bool,
+}
+
+impl BlockDiv {
+    fn new(bs: usize) -> Self {
+        BlockDiv {
+            bs,
+            shift: bs.trailing_zeros(),
+            pow2: bs.is_power_of_two(),
+        }
+    }
+
+    #[inline(always)]
+    fn div(self, x: usize) -> usize {
+        if self.pow2 {
+            x >> self.shift
+        } else {
+            x / self.bs
+        }
+    }
+}
+
+/// How many requests ahead the loops prefetch the random reads of a request (its token-table
+/// line, its `num_blocks` entry and its block-table line). A decode-only step reads one random
+/// line of each per request, so it is bound by memory latency; issuing the loads early lets them
+/// overlap. Its effect was not measured in isolation (the VM's load moved more than it would).
+const PREFETCH_AHEAD: usize = 8;
+
+/// Hints that `v[i]` will be read soon. Never faults (a prefetch of any address is harmless),
+/// and does nothing on targets without the instruction.
+#[inline(always)]
+fn prefetch<T>(v: &[T], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = v.as_ptr().wrapping_add(i).cast::<i8>();
+        // SAFETY: `_mm_prefetch` only hints the cache; it never dereferences for the program,
+        // does not fault on any address, and SSE is part of the x86-64 baseline.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, i);
+}
+
+/// Prefetches what request `r` reads (no-op past the last request).
+#[inline(always)]
+fn prefetch_request(req: &StepRequests<'_>, tables: &StepTables<'_>, r: usize) {
+    if r >= req.state_index.len() {
+        return;
+    }
+    let s = req.state_index[r] as usize;
+    let c = req.num_computed[r] as usize;
+    prefetch(tables.token_ids, s * tables.max_model_len + c);
+    for g in tables.kv_groups {
+        prefetch(g.num_blocks, s);
+        prefetch(
+            g.block_table,
+            s * g.max_blocks + BlockDiv::new(g.block_size).div(c),
+        );
+    }
+}
+
 /// The first bad (token, group) pair of the step, if any: for each request and group, the first
 /// block its tokens touch that is past the row's valid blocks or holds a negative number.
-fn check_blocks(req: &StepRequests<'_>, groups: &[KvCacheGroup<'_, i32>]) -> Result<()> {
-    let mut t0 = 0usize;
-    for r in 0..req.state_index.len() {
+fn check_blocks(
+    req: &StepRequests<'_>,
+    tables: &StepTables<'_>,
+    cuts: &[(usize, usize)],
+) -> Result<()> {
+    if cuts.len() <= 2 {
+        return check_range(req, tables, 0..req.state_index.len(), 0);
+    }
+    // Chunks in parallel; the error of the earliest chunk that has one is the first.
+    let found: Vec<Result<()>> = cuts
+        .par_windows(2)
+        .map(|w| check_range(req, tables, w[0].0..w[1].0, w[0].1))
+        .collect();
+    found.into_iter().collect()
+}
+
+/// [`check_blocks`] over requests `reqs`, whose tokens start at `t0`.
+fn check_range(
+    req: &StepRequests<'_>,
+    tables: &StepTables<'_>,
+    reqs: std::ops::Range<usize>,
+    mut t0: usize,
+) -> Result<()> {
+    let groups = tables.kv_groups;
+    let end = reqs.end;
+    for r in reqs {
+        if r + PREFETCH_AHEAD < end {
+            prefetch_request(req, tables, r + PREFETCH_AHEAD);
+        }
         let (s, c, k) = (
             req.state_index[r] as usize,
             req.num_computed[r] as usize,
@@ -122,12 +217,25 @@ fn check_blocks(req: &StepRequests<'_>, groups: &[KvCacheGroup<'_, i32>]) -> Res
         if k == 0 {
             continue;
         }
+        if k == 1 {
+            // A decode: one block per group; the general search below only when it is bad.
+            let fine = groups.iter().all(|g| {
+                let b = BlockDiv::new(g.block_size).div(c);
+                let valid = i64::from(g.num_blocks[s]).clamp(0, g.max_blocks as i64) as usize;
+                b < valid && g.block_table[s * g.max_blocks + b] >= 0
+            });
+            if fine {
+                t0 += 1;
+                continue;
+            }
+        }
         let mut first: Option<(usize, usize, Error)> = None;
         for (gi, g) in groups.iter().enumerate() {
             let bs = g.block_size;
+            let d = BlockDiv::new(bs);
             let row = &g.block_table[s * g.max_blocks..][..g.max_blocks];
             let valid = i64::from(g.num_blocks[s]).clamp(0, g.max_blocks as i64) as usize;
-            let (b0, b1) = (c / bs, (c + k - 1) / bs);
+            let (b0, b1) = (d.div(c), d.div(c + k - 1));
             let Some(b) = (b0..=b1).find(|&b| b >= valid || row[b] < 0) else {
                 continue;
             };
@@ -176,13 +284,30 @@ fn fill_tokens(
 ) {
     let l = tables.max_model_len;
     let mut at = 0usize;
+    let end = reqs.end;
     for r in reqs {
+        if r + PREFETCH_AHEAD < end {
+            prefetch_request(req, tables, r + PREFETCH_AHEAD);
+        }
         let (s, c, k) = (
             req.state_index[r] as usize,
             req.num_computed[r] as usize,
             req.num_scheduled[r] as usize,
         );
         if k == 0 {
+            continue;
+        }
+        if k == 1 {
+            // A decode: one token, no loops.
+            positions[at] = c as i64;
+            ids[at] = tables.token_ids[s * l + c];
+            for (g, out) in tables.kv_groups.iter().zip(slots.iter_mut()) {
+                let d = BlockDiv::new(g.block_size);
+                let b = d.div(c);
+                let entry = g.block_table[s * g.max_blocks + b];
+                out[at] = i64::from(entry) * g.block_size as i64 + (c - b * g.block_size) as i64;
+            }
+            at += 1;
             continue;
         }
         for (j, p) in positions[at..at + k].iter_mut().enumerate() {
@@ -209,6 +334,33 @@ fn fill_tokens(
     }
 }
 
+/// Cuts of the step's requests for the thread pool, `(first request, first token)`, ending with
+/// `(n, num_tokens)`: chunks of about equal token counts above [`crate::ops::PAR_MIN_BYTES`] of
+/// token outputs; just `[(0, 0), (n, num_tokens)]` (one sequential chunk) below.
+///
+/// A decode-only step moves few bytes but reads a few random lines per request, so more threads
+/// could overlap more misses; cutting 4,096 decodes into chunks of requests was tried and
+/// measured slower on the 2-core VM of BENCHMARKS.md under other agents' load (median 77 to
+/// 106 us on two threads against 60 to 62 us on one, `host_bench --op prepare_step_decode`),
+/// so request count alone does not make a step parallel.
+fn request_cuts(req: &StepRequests<'_>, n: usize, nt: usize, groups: usize) -> Vec<(usize, usize)> {
+    if !use_par(nt * (12 + 8 * groups)) {
+        return vec![(0, 0), (n, nt)];
+    }
+    let tokens_per = crate::ops::PAR_CHUNK_BYTES / (12 + 8 * groups);
+    let mut cuts = vec![(0usize, 0usize)];
+    let (mut t, mut last_t) = (0usize, 0usize);
+    for r in 0..n {
+        t += req.num_scheduled[r] as usize;
+        if t - last_t >= tokens_per && r + 1 < n {
+            cuts.push((r + 1, t));
+            last_t = t;
+        }
+    }
+    cuts.push((n, nt));
+    cuts
+}
+
 /// The step after the argument checks: the block checks, then every output.
 pub(crate) fn run(
     req: &StepRequests<'_>,
@@ -216,9 +368,11 @@ pub(crate) fn run(
     plan: &StepPlan,
     out: StepOutputs<'_>,
 ) -> Result<()> {
-    check_blocks(req, tables.kv_groups)?;
     let n = plan.num_reqs;
     let nt = plan.num_tokens;
+    let groups = tables.kv_groups.len();
+    let cuts = request_cuts(req, n, nt, groups);
+    check_blocks(req, tables, &cuts)?;
     // Per request.
     let mut acc = 0i32;
     out.query_start_loc[0] = 0;
@@ -238,8 +392,7 @@ pub(crate) fn run(
     } else {
         out.slot_mapping.chunks_mut(t_cap).collect()
     };
-    let bytes = nt * (8 + 4 + 8 * slot_rows.len());
-    if !use_par(bytes) {
+    if cuts.len() <= 2 {
         let mut heads: Vec<&mut [i64]> = slot_rows.iter_mut().map(|s| &mut s[..nt]).collect();
         fill_tokens(
             req,
@@ -250,19 +403,6 @@ pub(crate) fn run(
             &mut heads,
         );
     } else {
-        // Chunks of requests with about equal token counts, cut on request boundaries.
-        let per = crate::ops::PAR_CHUNK_BYTES / (12 + 8 * slot_rows.len()).max(1);
-        let mut cuts = vec![(0usize, 0usize)]; // (request, token)
-        let mut t = 0usize;
-        let mut last = 0usize;
-        for r in 0..n {
-            t += req.num_scheduled[r] as usize;
-            if t - last >= per && r + 1 < n {
-                cuts.push((r + 1, t));
-                last = t;
-            }
-        }
-        cuts.push((n, nt));
         let mut pos_rest = &mut out.positions[..nt];
         let mut ids_rest = &mut out.input_ids[..nt];
         let mut slot_rest: Vec<&mut [i64]> = slot_rows.iter_mut().map(|s| &mut s[..nt]).collect();
