@@ -205,14 +205,22 @@ fn identical_to_vllms_numpy_formulation_on_the_golden_cases() {
     assert_eq!(check_golden(text, "golden"), 6);
 }
 
-/// A Python with numpy: `CPUGPU_NUMPY_PYTHON`, the benchmark venv, or `python3`.
+/// A Python with numpy: `CPUGPU_NUMPY_PYTHON` (which must have it: CI sets it), the benchmark
+/// venv, or `python3`.
 fn numpy_python() -> Option<String> {
+    if let Ok(py) = std::env::var("CPUGPU_NUMPY_PYTHON") {
+        let ok = std::process::Command::new(&py)
+            .args(["-c", "import numpy"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(ok, "CPUGPU_NUMPY_PYTHON={py} cannot import numpy");
+        return Some(py);
+    }
     let candidates = [
-        std::env::var("CPUGPU_NUMPY_PYTHON").ok(),
-        Some(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv-bench/bin/python").to_string()),
-        Some("python3".to_string()),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/.venv-bench/bin/python").to_string(),
+        "python3".to_string(),
     ];
-    candidates.into_iter().flatten().find(|py| {
+    candidates.into_iter().find(|py| {
         std::process::Command::new(py)
             .args(["-c", "import numpy"])
             .output()
