@@ -49,7 +49,14 @@
 //! * [`CpuGpuBuffer`]: a host side and a device side with dirty tracking.
 //! * [`UvaBufferPool`]: named buffers with round-robin slots owned by [`PoolBuffer`] guards.
 //! * [`PinnedMemoryManager`]: pinned host memory under a byte budget.
-//! * [`host`]: the six operations on plain slices, the reference implementation.
+//! * Input preparation, also on [`Device`]: [`Device::expand_segments_into`] (each token's
+//!   request and position), [`Device::slot_mapping_into`] (through [`KvCacheGroup`] block
+//!   tables), [`Device::gather_windows_into`] ([`WindowLayout`]), [`StagedWrites`] (block-table
+//!   updates applied in one upload and one launch), [`Device::pad_to_length`] /
+//!   [`Device::pad_to_bucket`] ([`bucket_for`], [`cuda_graph_sizes`]), and
+//!   [`Device::prepare_step`], the whole step fused ([`StepRequests`], [`StepState`],
+//!   [`StepOutputs`], [`StepPlan`]).
+//! * [`host`]: every operation on plain slices, the reference implementation.
 //! * [`Error`]: one error type; every variant names the [`Op`] and the offending value.
 //! * `cuda` (with `--features cuda`, or `--features emulator` for the emulated GPU):
 //!   `Device::cuda(n)`, streams and events (`cpugpu::cuda::{Stream, Event}`), and the kernels of
@@ -105,7 +112,7 @@ pub use shape::Shape;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-/// The host implementations of the six operations, on plain slices.
+/// The host implementations of the operations, on plain slices.
 ///
 /// These are the reference every backend is tested against and the fallback backend itself.
 pub mod host {

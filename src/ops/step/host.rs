@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use super::{check_dims, plan, StepPadding, StepPlan, StepRequests};
 use crate::ops::slots::host::KvCacheGroup;
 use crate::ops::use_par;
+use crate::par::prefetch;
 use crate::{Error, Op, Result};
 
 const OP: Op = Op::PrepareStep;
@@ -144,21 +145,6 @@ impl BlockDiv {
 /// line of each per request, so it is bound by memory latency; issuing the loads early lets them
 /// overlap. Its effect was not measured in isolation (the VM's load moved more than it would).
 const PREFETCH_AHEAD: usize = 8;
-
-/// Hints that `v[i]` will be read soon. Never faults (a prefetch of any address is harmless),
-/// and does nothing on targets without the instruction.
-#[inline(always)]
-fn prefetch<T>(v: &[T], i: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let p = v.as_ptr().wrapping_add(i).cast::<i8>();
-        // SAFETY: `_mm_prefetch` only hints the cache; it never dereferences for the program,
-        // does not fault on any address, and SSE is part of the x86-64 baseline.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (v, i);
-}
 
 /// Prefetches what request `r` reads (no-op past the last request).
 #[inline(always)]
