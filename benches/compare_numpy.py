@@ -29,6 +29,17 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benches"))
+from step_reference import cuda_graph_sizes, make_step, new_outputs, prepare_step_numpy  # noqa: E402
+
+STEP_T = 16384  # token capacity of the mixed step's outputs (as host_bench.rs)
+
+
+def step_workload(op):
+    """The step of host_bench.rs's step rows: (inputs, token capacity)."""
+    if op == "prepare_step_decode":
+        return make_step(33, 0, 4096, 4096, (16,), 4096, 1), 4096
+    return make_step(31, 32, 224, 4096, (16,), 4096, 480), STEP_T
 
 COLS = 16
 ROWS = 1_048_576
@@ -49,6 +60,15 @@ WORKLOADS = {
     "flatten": ("8,192 f32 arrays of 1..511 elements", "np.concatenate + cumsum", "1.7 ms", 2.0),
     "split": ("the same, into views", "list of slices", "2.0 ms", 50.0),
     "gather_small": ("4,096 x 16 f32, 4,096 random i64 indices", "np.take(axis=0, out=)", "23 us", 1.0),
+    # Input preparation (issue 10): the prepare_step workload (256 requests: 32 prefills of 1..480
+    # new tokens and 224 decodes, max model length 4,096, block size 16, 4,096 request states).
+    "expand_segments": ("the step's request id and position of every token", "np.repeat + arange", None, None),
+    "slot_mapping": ("the step's slots through a [4096, 256] block table, padded to 16,384", "flat np.take + slot arithmetic", None, None),
+    "gather_windows": ("the step's input_ids from a [4096, 4096] token table", "np.repeat + np.take", None, None),
+    "staged_write": ("the step's new block ids, one write per request that needs blocks", "table[row, a:b] = ids per write", None, None),
+    "pad_to_bucket": ("300 i64 positions to the 304 CUDA-graph size", "np.searchsorted + np.pad", None, None),
+    "prepare_step": ("the whole step: 256 requests (32 prefills of 1..480, 224 decodes)", "vLLM's numpy step (benches/step_reference.py)", None, 5.0),
+    "prepare_step_decode": ("the whole step: 4,096 decode-only requests", "vLLM's numpy step (benches/step_reference.py)", None, 5.0),
 }
 OPS = list(WORKLOADS)
 PAD_BW_TARGET = 0.75
@@ -200,6 +220,78 @@ def numpy_variants(op):
             ("offsets.tolist() + [flat[a:b] ...]", split_list, True),
             ("np.split(flat, offsets[1:-1])", lambda: np.split(flat, offs[1:-1]), True),
         ]
+    if op in ("prepare_step", "prepare_step_decode"):
+        inp, t_cap = step_workload(op)
+        n = len(inp["num_scheduled"])
+        out = new_outputs(n, t_cap, 1, poison=False)
+        nt, padded = prepare_step_numpy(inp, out)
+        nbytes = (n + 1) * 4 + n * 4 + n * 8 + padded * 12 + t_cap * 8
+        return nbytes, [("prepare_step_numpy (vLLM's formulation)", lambda: prepare_step_numpy(inp, out), True)]
+    if op in ("expand_segments", "slot_mapping", "gather_windows", "staged_write"):
+        inp, t_cap = step_workload("prepare_step")
+        counts = inp["num_scheduled"]
+        starts = inp["num_computed"].astype(np.int64)
+        states = inp["state_index"]
+        n = counts.shape[0]
+        total = int(counts.sum())
+        L = inp["token_ids"].shape[1]
+        table = inp["block_tables"][0]
+        bs = 16
+        if op == "expand_segments":
+            def expand():
+                cu = np.cumsum(counts)
+                req = np.repeat(np.arange(n, dtype=np.int32), counts)
+                pos = np.repeat(starts, counts) + (np.arange(total, dtype=np.int64) - np.repeat(cu - counts, counts))
+                return req, pos
+            return total * 12, [("np.repeat + arange", expand, True)]
+        req = np.repeat(np.arange(n, dtype=np.int32), counts)
+        cu = np.cumsum(counts)
+        pos = np.repeat(starts, counts) + (np.arange(total, dtype=np.int64) - np.repeat(cu - counts, counts))
+        rows = states[req].astype(np.int64)
+        if op == "slot_mapping":
+            slots = np.empty(t_cap, dtype=np.int64)
+            M = table.shape[1]
+
+            def slot_mapping():
+                blocks = table.ravel()[rows * M + pos // bs].astype(np.int64)
+                slots[:total] = blocks * bs + pos % bs
+                slots[total:] = -1
+
+            return slots.nbytes, [("flat take + arithmetic, -1 tail", slot_mapping, True)]
+        if op == "gather_windows":
+            tok = inp["token_ids"].ravel()
+            qsl = np.concatenate(([0], cu)).astype(np.int64)
+            ids = np.empty(total, dtype=np.int32)
+            base = states.astype(np.int64) * L + starts - qsl[:-1]
+
+            def windows():
+                np.take(tok, np.repeat(base, counts) + np.arange(total, dtype=np.int64), out=ids)
+
+            return total * 4, [("np.repeat + np.take(out=)", windows, True)]
+        # staged_write: the same writes as host_bench: blocks each request needs beyond its own.
+        rng = np.random.default_rng(32)
+        writes = []
+        for r in range(n):
+            have = -(-int(starts[r]) // bs)
+            need = -(-int(starts[r] + counts[r]) // bs)
+            if need > have:
+                writes.append((int(states[r]), have, rng.integers(0, 1 << 20, size=need - have, dtype=np.int32)))
+        dst = np.zeros_like(table)
+
+        def staged():
+            for row, start, ids in writes:
+                dst[row, start : start + ids.size] = ids
+
+        return sum(w[2].size for w in writes) * 4, [("dst[row, a:b] = ids per write", staged, True)]
+    if op == "pad_to_bucket":
+        x = np.arange(300, dtype=np.int64)
+        sizes = np.array(cuda_graph_sizes(512))
+
+        def pad():
+            b = int(sizes[np.searchsorted(sizes, x.size)])
+            return np.pad(x, (0, b - x.size))
+
+        return 304 * 8, [("np.searchsorted + np.pad", pad, True)]
     raise ValueError(op)
 
 

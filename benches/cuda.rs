@@ -7,7 +7,8 @@
 //! and are reported as GB/s of bytes read + written, next to a device-to-device memcpy moving
 //! the same bytes, measured in the same run. Also: 64 MiB uploads from pinned and pageable
 //! memory, and per-call latency (200 back-to-back calls between one event pair) at batch sizes
-//! up to 4,096. Output: one JSON object per line (stdout, and `--json PATH`), joined with
+//! up to 4,096, and of the input-preparation operations and the fused step (`prep/cuda_prep.rs`,
+//! 1 to 4,096 requests). Output: one JSON object per line (stdout, and `--json PATH`), joined with
 //! `benches/torch_baseline.py`'s lines by `benches/gpu_summary.py` on (op, case).
 //!
 //! Without a CUDA device it prints why and exits 0 (exit 2 with `CPUGPU_REQUIRE_GPU=1`).
@@ -21,6 +22,9 @@ use cpugpu::{
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+
+#[path = "prep/cuda_prep.rs"]
+mod cuda_prep;
 
 const WARMUP: usize = 5;
 const RUNS: usize = 50;
@@ -327,5 +331,6 @@ fn main() {
     run("flatten/split", flatten_split(&mut b, quick));
     run("uploads", uploads(&mut b));
     run("latency", latency(&mut b));
+    run("input preparation", cuda_prep::run(&mut b));
     eprintln!("cuda bench: {} results", b.out.len());
 }

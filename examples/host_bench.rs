@@ -19,6 +19,16 @@
 //! - `split`: nothing is copied (the segments are views), so `bytes` is the size of the data
 //!   the views cover, a nominal figure for the table only;
 //! - `gather_small`: the 256 KiB of rows written.
+//! - the input-preparation rows use the `prepare_step` workload (256 requests: 32 prefills of 1
+//!   to 480 new tokens and 224 decodes, max model length 4,096, block size 16, a 4,096-row
+//!   request state; `benches/step_reference.py`'s `make_step` builds the same shape for numpy):
+//!   `expand_segments` (request id and position of every token: 12 bytes per token),
+//!   `slot_mapping` (the step's slots, padded to 16,384: 8 bytes per slot), `gather_windows`
+//!   (the step's input_ids from the token table: 4 bytes per token), `staged_write` (the step's
+//!   new block ids, one write per request that needs blocks: 4 bytes per id), `pad_to_bucket`
+//!   (300 i64 positions to the 304 bucket: the padded bytes), `prepare_step` and
+//!   `prepare_step_decode` (4,096 decode-only requests) (the fused step: every output byte
+//!   written).
 //!
 //! Timing: warm-up runs (at least 3 and 0.1 s), then timed runs until there are at least 15 runs
 //! *and* 1 s has passed (`--quick`: 5 runs and 0.2 s), stopping early after 5 s once 5 runs are
@@ -28,13 +38,16 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use cpugpu::{host, GatherPolicy, ScatterPolicy};
+use cpugpu::{
+    cuda_graph_sizes, host, Device, GatherPolicy, ScatterPolicy, SegmentBounds, StagedWrites,
+    StepPadding, StepRequests, WindowLayout,
+};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-const OPS: [&str; 11] = [
+const OPS: [&str; 18] = [
     "memcpy",
     "memcpy_par",
     "gather_rows",
@@ -46,6 +59,13 @@ const OPS: [&str; 11] = [
     "flatten",
     "split",
     "gather_small",
+    "expand_segments",
+    "slot_mapping",
+    "gather_windows",
+    "staged_write",
+    "pad_to_bucket",
+    "prepare_step",
+    "prepare_step_decode",
 ];
 
 /// Row width (f32 elements) of the row workloads: 16 f32 = 64 bytes.
@@ -144,6 +164,126 @@ fn ragged_arrays(rng: &mut SmallRng) -> Vec<Vec<f32>> {
             random_f32(rng, len)
         })
         .collect()
+}
+
+/// The step workloads' model: max model length, block size, request-state rows.
+const STEP_MAX_MODEL_LEN: usize = 4096;
+const STEP_BLOCK: usize = 16;
+const STEP_MAX_BLOCKS: usize = STEP_MAX_MODEL_LEN / STEP_BLOCK;
+/// Token capacity of the mixed step's outputs (the most 32 prefills of 480 and 224 decodes
+/// can schedule, rounded up).
+const STEP_MAX_TOKENS: usize = 16384;
+
+/// One step's inputs and persistent state, shaped like `benches/step_reference.py`'s
+/// `make_step`: `rows` request states with random token rows, requests in distinct random
+/// states (prefills of 1..=480 new tokens, the first at the maximum model length, and decodes of
+/// one), interleaved; every state owns the blocks its sequence needs, from a shuffled free list.
+///
+/// The token and block tables live in host-backend device buffers (`Device::alloc`), as the
+/// host backend keeps them: large ones are advised onto transparent huge pages, as numpy's are.
+struct StepData {
+    rows: usize,
+    token_buf: cpugpu::DeviceBuffer<i32>,
+    table_buf: cpugpu::DeviceBuffer<i32>,
+    num_blocks: Vec<i32>,
+    state_index: Vec<i32>,
+    num_computed: Vec<i32>,
+    num_scheduled: Vec<i32>,
+}
+
+impl StepData {
+    fn token_ids(&self) -> &[i32] {
+        self.token_buf.view().as_host_slice().expect("host memory")
+    }
+
+    fn table(&self) -> &[i32] {
+        self.table_buf.view().as_host_slice().expect("host memory")
+    }
+
+    fn tokens(&self) -> usize {
+        self.num_scheduled.iter().map(|&k| k as usize).sum()
+    }
+
+    fn query_start_loc(&self) -> Vec<i32> {
+        let mut q = vec![0i32];
+        for &k in &self.num_scheduled {
+            q.push(q[q.len() - 1] + k);
+        }
+        q
+    }
+
+    /// Every token's state row and position.
+    fn token_rows_and_positions(&self) -> (Vec<i32>, Vec<i64>) {
+        let (mut rows, mut pos) = (Vec::new(), Vec::new());
+        for r in 0..self.state_index.len() {
+            for k in 0..self.num_scheduled[r] {
+                rows.push(self.state_index[r]);
+                pos.push(i64::from(self.num_computed[r] + k));
+            }
+        }
+        (rows, pos)
+    }
+}
+
+fn make_step(seed: u64, n_prefill: usize, n_decode: usize, rows: usize) -> StepData {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let l = STEP_MAX_MODEL_LEN;
+    let n = n_prefill + n_decode;
+    let token_ids: Vec<i32> = (0..rows * l).map(|_| rng.gen_range(0..50_000)).collect();
+    let mut states: Vec<i32> = (0..rows as i32).collect();
+    states.shuffle(&mut rng);
+    let mut reqs: Vec<(i32, i32, i32)> = (0..n)
+        .map(|r| {
+            let (k, c) = if r < n_prefill {
+                let k = rng.gen_range(1..=480);
+                (
+                    k,
+                    if r == 0 {
+                        l - k
+                    } else {
+                        rng.gen_range(0..=l - k)
+                    },
+                )
+            } else {
+                (1, rng.gen_range(0..l))
+            };
+            (states[r], c as i32, k as i32)
+        })
+        .collect();
+    reqs.shuffle(&mut rng);
+    let mut seq = vec![0usize; rows];
+    for &(s, c, k) in &reqs {
+        seq[s as usize] = (c + k) as usize;
+    }
+    let mut free: Vec<i32> = (0..(rows * STEP_MAX_BLOCKS) as i32).collect();
+    free.shuffle(&mut rng);
+    let mut table = vec![-1i32; rows * STEP_MAX_BLOCKS];
+    let mut num_blocks = vec![0i32; rows];
+    for s in 0..rows {
+        let need = if seq[s] > 0 {
+            seq[s].div_ceil(STEP_BLOCK)
+        } else {
+            rng.gen_range(0..=STEP_MAX_BLOCKS)
+        };
+        for b in 0..need {
+            table[s * STEP_MAX_BLOCKS + b] = free.pop().expect("enough blocks");
+        }
+        num_blocks[s] = need as i32;
+    }
+    let dev = Device::host();
+    let mut token_buf = dev.alloc::<i32>(&[rows, l]).expect("alloc");
+    token_buf.copy_from_host(&token_ids).expect("copy");
+    let mut table_buf = dev.alloc::<i32>(&[rows, STEP_MAX_BLOCKS]).expect("alloc");
+    table_buf.copy_from_host(&table).expect("copy");
+    StepData {
+        rows,
+        token_buf,
+        table_buf,
+        num_blocks,
+        state_index: reqs.iter().map(|r| r.0).collect(),
+        num_computed: reqs.iter().map(|r| r.1).collect(),
+        num_scheduled: reqs.iter().map(|r| r.2).collect(),
+    }
 }
 
 fn run_op(op: &str, cfg: &Config) {
@@ -322,6 +462,157 @@ fn run_op(op: &str, cfg: &Config) {
                 black_box(&mut dst);
             });
             report(op, dst.len() * f32_bytes, &s);
+        }
+        "expand_segments" => {
+            let d = make_step(31, 32, 224, 4096);
+            let n_tok = d.tokens();
+            let (mut seg, mut pos) = (vec![0i32; n_tok], vec![0i64; n_tok]);
+            let starts: Vec<i64> = d.num_computed.iter().map(|&c| i64::from(c)).collect();
+            let s = time_it(cfg, || {
+                host::expand_segments_into(
+                    SegmentBounds::Counts(black_box(&d.num_scheduled[..])),
+                    Some(&starts[..]),
+                    &mut seg,
+                    &mut pos,
+                )
+                .expect("expand_segments_into");
+                black_box((&mut seg, &mut pos));
+            });
+            report(op, n_tok * 12, &s);
+        }
+        "slot_mapping" => {
+            let d = make_step(31, 32, 224, 4096);
+            let n_tok = d.tokens();
+            let (rows, pos) = d.token_rows_and_positions();
+            let mut slots = vec![0i64; STEP_MAX_TOKENS];
+            let g = host::KvCacheGroup {
+                block_table: d.table(),
+                max_blocks: STEP_MAX_BLOCKS,
+                num_blocks: &d.num_blocks,
+                block_size: STEP_BLOCK,
+            };
+            let s = time_it(cfg, || {
+                host::slot_mapping_into(black_box(&rows), &pos, &[g], -1i64, &mut slots)
+                    .expect("slot_mapping_into");
+                black_box(&mut slots);
+            });
+            let _ = n_tok;
+            report(op, slots.len() * 8, &s);
+        }
+        "gather_windows" => {
+            let d = make_step(31, 32, 224, 4096);
+            let n_tok = d.tokens();
+            let qsl = d.query_start_loc();
+            let mut ids = vec![0i32; n_tok];
+            let s = time_it(cfg, || {
+                host::gather_windows_into(
+                    black_box(d.token_ids()),
+                    &[d.rows, STEP_MAX_MODEL_LEN],
+                    &d.state_index,
+                    Some(&d.num_computed[..]),
+                    WindowLayout::Ragged { offsets: &qsl[..] },
+                    &mut ids,
+                )
+                .expect("gather_windows_into");
+                black_box(&mut ids);
+            });
+            report(op, n_tok * 4, &s);
+        }
+        "staged_write" => {
+            // The step's new blocks: every request whose tokens cross into blocks it does not
+            // hold yet gets them appended after its current ones.
+            let d = make_step(31, 32, 224, 4096);
+            let mut rng = SmallRng::seed_from_u64(32);
+            let mut writes: Vec<(usize, usize, Vec<i32>)> = Vec::new();
+            for r in 0..d.state_index.len() {
+                let s = d.state_index[r] as usize;
+                let have = (d.num_computed[r] as usize).div_ceil(STEP_BLOCK);
+                let need = ((d.num_computed[r] + d.num_scheduled[r]) as usize).div_ceil(STEP_BLOCK);
+                if need > have {
+                    let ids = (have..need).map(|_| rng.gen_range(0..1 << 20)).collect();
+                    writes.push((s, have, ids));
+                }
+            }
+            let ids: usize = writes.iter().map(|w| w.2.len()).sum();
+            let dev = Device::host();
+            let mut table = dev.alloc::<i32>(&[d.rows, STEP_MAX_BLOCKS]).expect("alloc");
+            let mut staged = StagedWrites::<i32>::new(&dev, d.rows, STEP_MAX_BLOCKS);
+            let s = time_it(cfg, || {
+                for (row, start, v) in &writes {
+                    staged.stage(*row, *start, v).expect("stage");
+                }
+                staged.apply(table.view_mut()).expect("apply");
+                black_box(&mut table);
+            });
+            report(op, ids * 4, &s);
+        }
+        "pad_to_bucket" => {
+            let x: Vec<i64> = (0..300).collect();
+            let sizes = cuda_graph_sizes(512);
+            let mut out = vec![0i64; 304];
+            let s = time_it(cfg, || {
+                host::pad_to_bucket_into(black_box(&x), &[300], 0, &sizes, 0, &mut out)
+                    .expect("pad_to_bucket_into");
+                black_box(&mut out);
+            });
+            report(op, out.len() * 8, &s);
+        }
+        "prepare_step" | "prepare_step_decode" => {
+            let d = if op == "prepare_step" {
+                make_step(31, 32, 224, 4096)
+            } else {
+                make_step(33, 0, 4096, 4096)
+            };
+            let n = d.state_index.len();
+            let t_cap = if op == "prepare_step" {
+                STEP_MAX_TOKENS
+            } else {
+                4096
+            };
+            let sizes = cuda_graph_sizes(512);
+            let g = host::KvCacheGroup {
+                block_table: d.table(),
+                max_blocks: STEP_MAX_BLOCKS,
+                num_blocks: &d.num_blocks,
+                block_size: STEP_BLOCK,
+            };
+            let groups = [g];
+            let tables = host::StepTables {
+                token_ids: d.token_ids(),
+                max_model_len: STEP_MAX_MODEL_LEN,
+                kv_groups: &groups,
+            };
+            let req = StepRequests {
+                state_index: &d.state_index,
+                num_computed: &d.num_computed,
+                num_scheduled: &d.num_scheduled,
+            };
+            let (mut qsl, mut seq, mut logits) = (vec![0i32; n + 1], vec![0i32; n], vec![0i64; n]);
+            let (mut pos, mut ids, mut slots) =
+                (vec![0i64; t_cap], vec![0i32; t_cap], vec![0i64; t_cap]);
+            let mut padded = 0;
+            let s = time_it(cfg, || {
+                let out = host::StepOutputs {
+                    query_start_loc: &mut qsl,
+                    seq_lens: &mut seq,
+                    positions: &mut pos,
+                    input_ids: &mut ids,
+                    slot_mapping: &mut slots,
+                    logits_indices: &mut logits,
+                };
+                let plan =
+                    host::prepare_step_into(&req, &tables, StepPadding::Buckets(&sizes), out)
+                        .expect("prepare_step_into");
+                padded = plan.padded_tokens;
+                black_box(&mut slots);
+            });
+            // Bytes written: the request outputs, positions and ids up to the padded count, the
+            // whole slot row.
+            report(
+                op,
+                (n + 1) * 4 + n * 4 + n * 8 + padded * 12 + t_cap * 8,
+                &s,
+            );
         }
         _ => unreachable!("op names are checked in main"),
     }

@@ -140,4 +140,125 @@ typedef struct CpugpuCanaryParams {
     int64_t n;
 } CpugpuCanaryParams;
 
+/* ---- Input preparation (segment expansion, slot mapping, windowed gathers, staged writes and
+ * the fused step). Their checks write a *coded* error word: (position << CPUGPU_CODE_BITS) |
+ * code, so atomicMin keeps the first position and, at one position, the smallest code. Each
+ * family has its own capture kernel, which writes the word and up to three values into the
+ * 4-word read-out slot `report` and re-arms the word. Element types of indices, counts and
+ * block numbers are given at run time (`*_i64` flags: 1 for int64, 0 for int32). */
+#define CPUGPU_CODE_BITS 4
+
+/* One KV-cache group's block table: `table` is [rows, cols] block numbers and `num_blocks`
+ * [rows] valid blocks per row, both of the kernel's block-number type. */
+typedef struct CpugpuKvGroup {
+    const void* table;
+    const void* num_blocks;
+    uint64_t rows;
+    int64_t cols;
+    int64_t block_size;
+} CpugpuKvGroup;
+
+/* expand_scan (one block: validates the n counts, or n + 1 offsets when is_offsets, and writes
+ * the n + 1 offsets into the int64 scratch `offs`), expand_write (seg_ids[i] and positions[i] =
+ * starts[s] + i - offs[s] for the `total` elements; nothing when *error is set) and
+ * expand_capture. `starts` may be NULL (0); pos_limit is the position type's maximum. */
+typedef struct CpugpuExpandParams {
+    const void* bounds;
+    const void* starts;
+    void* seg_ids;
+    void* positions;
+    int64_t* offs;
+    uint64_t* error;
+    uint64_t* report;
+    int64_t n;
+    int64_t total;
+    int64_t is_offsets;
+    int64_t bounds_i64;
+    int64_t seg_i64;
+    int64_t pos_i64;
+    int64_t pos_limit;
+} CpugpuExpandParams;
+
+/* slot_mapping_validate, slot_mapping_write and slot_mapping_capture: for token t and group g,
+ * slots[g * stride + t] = table_g[rows[t], positions[t] / bs_g] * bs_g + positions[t] % bs_g, and
+ * slots[g * stride + t] = pad for n <= t < stride. slot_limit is the slot type's maximum. */
+typedef struct CpugpuSlotMappingParams {
+    const void* rows;
+    const void* positions;
+    const CpugpuKvGroup* groups;
+    void* slots;
+    uint64_t* error;
+    uint64_t* report;
+    int64_t n;
+    int64_t n_groups;
+    int64_t stride;
+    int64_t pad;
+    int64_t rows_i64;
+    int64_t pos_i64;
+    int64_t table_i64;
+    int64_t slots_i64;
+    int64_t slot_limit;
+} CpugpuSlotMappingParams;
+
+/* gather_windows_validate, gather_windows_w<V> and gather_windows_capture: entry r copies
+ * table[rows[r], starts[r] .. starts[r] + len] (starts NULL: 0) to out[offsets[r] ..] (ragged:
+ * extents holds n + 1 offsets, len = offsets[r + 1] - offsets[r]) or to out[r * width ..] (extents
+ * holds n lengths). Sizes in elements; each element is units_per_elem units of V bytes. */
+typedef struct CpugpuWindowsParams {
+    const void* table;
+    void* out;
+    const void* rows;
+    const void* starts;
+    const void* extents;
+    uint64_t* error;
+    uint64_t* report;
+    int64_t n;
+    uint64_t table_rows;
+    int64_t cols;
+    int64_t out_len;
+    int64_t width;
+    int64_t ragged;
+    int64_t idx_i64;
+    int64_t units_per_elem;
+} CpugpuWindowsParams;
+
+/* staged_write_w<V>: one packed upload of n disjoint writes: write s puts values[cu[s] ..
+ * cu[s + 1]] at dst[dst_offsets[s] ..]. Offsets in units of V bytes; total = cu[n]. */
+typedef struct CpugpuStagedWriteParams {
+    void* dst;
+    const void* values;
+    const int64_t* dst_offsets;
+    const int64_t* cu;
+    int64_t n;
+    int64_t total;
+} CpugpuStagedWriteParams;
+
+/* step_validate, step_write and step_capture: the fused input preparation of one step.
+ * `inputs` holds query_start_loc (n + 1), num_computed (n) and state_index (n), int32, checked
+ * by the host; block tables are int32 and checked here. step_write writes query_start_loc
+ * [max_reqs + 1] (tail: num_tokens), seq_lens [max_reqs] (tail 0), positions and input_ids
+ * [padded_tokens] (tail 0), slot_mapping [n_groups, max_tokens] (tail pad_slot) and
+ * logits_indices [n]; nothing when *error is set. */
+typedef struct CpugpuStepParams {
+    const int32_t* inputs;
+    const CpugpuKvGroup* groups;
+    const int32_t* token_ids;
+    int32_t* query_start_loc;
+    int32_t* seq_lens;
+    int64_t* positions;
+    int32_t* input_ids;
+    int64_t* slot_mapping;
+    int64_t* logits_indices;
+    uint64_t* error;
+    uint64_t* report;
+    int64_t n;
+    int64_t n_groups;
+    int64_t num_tokens;
+    int64_t padded_tokens;
+    int64_t max_reqs;
+    int64_t max_tokens;
+    int64_t token_cols;
+    int64_t pad_slot;
+} CpugpuStepParams;
+
 #endif /* CPUGPU_ABI_H */

@@ -82,6 +82,37 @@ CPUGPU_KERNEL(split_copy_w16, CpugpuBatchedCopyParams, 1024)
 /* error_capture.cu */
 CPUGPU_KERNEL(capture_error, CpugpuErrorCaptureParams, 1024)
 
+/* expand.cu (segment expansion; integer widths chosen at run time) */
+CPUGPU_KERNEL(expand_scan, CpugpuExpandParams, 1024)
+CPUGPU_KERNEL(expand_write, CpugpuExpandParams, 1024)
+CPUGPU_KERNEL(expand_capture, CpugpuExpandParams, 1024)
+
+/* slot_mapping.cu */
+CPUGPU_KERNEL(slot_mapping_validate, CpugpuSlotMappingParams, 1024)
+CPUGPU_KERNEL(slot_mapping_write, CpugpuSlotMappingParams, 1024)
+CPUGPU_KERNEL(slot_mapping_capture, CpugpuSlotMappingParams, 1024)
+
+/* windows.cu (windowed row gather) */
+CPUGPU_KERNEL(gather_windows_validate, CpugpuWindowsParams, 1024)
+CPUGPU_KERNEL(gather_windows_w1, CpugpuWindowsParams, 1024)
+CPUGPU_KERNEL(gather_windows_w2, CpugpuWindowsParams, 1024)
+CPUGPU_KERNEL(gather_windows_w4, CpugpuWindowsParams, 1024)
+CPUGPU_KERNEL(gather_windows_w8, CpugpuWindowsParams, 1024)
+CPUGPU_KERNEL(gather_windows_w16, CpugpuWindowsParams, 1024)
+CPUGPU_KERNEL(gather_windows_capture, CpugpuWindowsParams, 1024)
+
+/* staged_write.cu */
+CPUGPU_KERNEL(staged_write_w1, CpugpuStagedWriteParams, 1024)
+CPUGPU_KERNEL(staged_write_w2, CpugpuStagedWriteParams, 1024)
+CPUGPU_KERNEL(staged_write_w4, CpugpuStagedWriteParams, 1024)
+CPUGPU_KERNEL(staged_write_w8, CpugpuStagedWriteParams, 1024)
+CPUGPU_KERNEL(staged_write_w16, CpugpuStagedWriteParams, 1024)
+
+/* step.cu (the fused step) */
+CPUGPU_KERNEL(step_validate, CpugpuStepParams, 1024)
+CPUGPU_KERNEL(step_write, CpugpuStepParams, 1024)
+CPUGPU_KERNEL(step_capture, CpugpuStepParams, 1024)
+
 /* test_only/canary.cu: deliberately broken, emulator builds only */
 CPUGPU_TEST_KERNEL(canary_read_past_end, CpugpuCanaryParams, 1024)
 CPUGPU_TEST_KERNEL(canary_shared_race, CpugpuCanaryParams, 1024)

@@ -56,6 +56,20 @@ pub enum Op {
     CopyDeviceToDevice,
     /// A fill of device memory.
     Fill,
+    /// Segment expansion: counts or offsets to a segment id and a position per element.
+    ExpandSegments,
+    /// Slot mapping through the block tables of one or several KV-cache groups.
+    SlotMapping,
+    /// A windowed row gather: `table[row[r], start[r]..start[r] + len[r]]` for every entry.
+    GatherWindows,
+    /// Queued writes of (row, start column, values) applied to a device table.
+    StagedWrite,
+    /// Pad along one axis to an exact length.
+    PadToLength,
+    /// Pad along one axis to the smallest of a list of bucket sizes.
+    PadToBucket,
+    /// The fused input preparation of one step.
+    PrepareStep,
 }
 
 impl Op {
@@ -81,6 +95,13 @@ impl Op {
             Op::Stream => "stream",
             Op::CopyDeviceToDevice => "copy_device_to_device",
             Op::Fill => "fill",
+            Op::ExpandSegments => "expand_segments",
+            Op::SlotMapping => "slot_mapping",
+            Op::GatherWindows => "gather_windows",
+            Op::StagedWrite => "staged_write",
+            Op::PadToLength => "pad_to_length",
+            Op::PadToBucket => "pad_to_bucket",
+            Op::PrepareStep => "prepare_step",
         }
     }
 }
@@ -211,6 +232,41 @@ pub enum Error {
         what: &'static str,
         expected: &'static str,
         actual: &'static str,
+    },
+    /// Token `position` needs block `block` (its position divided by the block size) of its
+    /// block-table row in KV-cache group `group`, which has only `valid` valid blocks (a
+    /// negative position needs a negative block).
+    BlockOutOfRange {
+        op: Op,
+        position: usize,
+        group: usize,
+        block: i64,
+        valid: i64,
+    },
+    /// The block-table entry token `position` needs in KV-cache group `group` is a negative
+    /// block number, `value`.
+    NegativeBlock {
+        op: Op,
+        position: usize,
+        group: usize,
+        value: i64,
+    },
+    /// The window `start..start + len` of entry `position` does not fit in `cols` columns (a
+    /// negative start or length included).
+    WindowOutOfRange {
+        op: Op,
+        position: usize,
+        start: i64,
+        len: i64,
+        cols: usize,
+    },
+    /// A value computed for entry `position` exceeds `limit`, the output type's maximum.
+    ValueOverflow { op: Op, position: usize, limit: i64 },
+    /// `value` is above `largest`, the largest bucket size.
+    AboveLargestBucket {
+        op: Op,
+        value: usize,
+        largest: usize,
     },
 }
 
@@ -350,6 +406,51 @@ impl fmt::Display for Error {
                 expected,
                 actual,
             } => write!(f, "{op}: {what} is {actual} memory, this operation needs {expected} memory"),
+            Error::BlockOutOfRange {
+                op,
+                position,
+                group,
+                block,
+                valid,
+            } => write!(
+                f,
+                "{op}: tokens[{position}] needs block {block} of its block-table row in KV-cache \
+                 group {group}, which has {valid} valid blocks"
+            ),
+            Error::NegativeBlock {
+                op,
+                position,
+                group,
+                value,
+            } => write!(
+                f,
+                "{op}: tokens[{position}] maps to the negative block number {value} in KV-cache \
+                 group {group}"
+            ),
+            Error::WindowOutOfRange {
+                op,
+                position,
+                start,
+                len,
+                cols,
+            } => write!(
+                f,
+                "{op}: the window of entry [{position}], start {start} and length {len}, does not \
+                 fit in {cols} columns"
+            ),
+            Error::ValueOverflow {
+                op,
+                position,
+                limit,
+            } => write!(
+                f,
+                "{op}: the value computed for [{position}] exceeds {limit}, the output type's maximum"
+            ),
+            Error::AboveLargestBucket { op, value, largest } => write!(
+                f,
+                "{op}: {value} is above the largest bucket size, {largest} (run it unpadded, or add \
+                 a larger bucket)"
+            ),
         }
     }
 }
@@ -379,7 +480,12 @@ impl Error {
             | Error::OutOfMemory { op, .. }
             | Error::AllocationTooLarge { op, .. }
             | Error::Driver { op, .. }
-            | Error::WrongDevice { op, .. } => *op,
+            | Error::WrongDevice { op, .. }
+            | Error::BlockOutOfRange { op, .. }
+            | Error::NegativeBlock { op, .. }
+            | Error::WindowOutOfRange { op, .. }
+            | Error::ValueOverflow { op, .. }
+            | Error::AboveLargestBucket { op, .. } => *op,
         }
     }
 
@@ -409,7 +515,12 @@ impl Error {
             | Error::OutOfMemory { op, .. }
             | Error::AllocationTooLarge { op, .. }
             | Error::Driver { op, .. }
-            | Error::WrongDevice { op, .. } => *op = new,
+            | Error::WrongDevice { op, .. }
+            | Error::BlockOutOfRange { op, .. }
+            | Error::NegativeBlock { op, .. }
+            | Error::WindowOutOfRange { op, .. }
+            | Error::ValueOverflow { op, .. }
+            | Error::AboveLargestBucket { op, .. } => *op = new,
         }
         self
     }

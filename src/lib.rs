@@ -49,7 +49,14 @@
 //! * [`CpuGpuBuffer`]: a host side and a device side with dirty tracking.
 //! * [`UvaBufferPool`]: named buffers with round-robin slots owned by [`PoolBuffer`] guards.
 //! * [`PinnedMemoryManager`]: pinned host memory under a byte budget.
-//! * [`host`]: the six operations on plain slices, the reference implementation.
+//! * Input preparation, also on [`Device`]: [`Device::expand_segments_into`] (each token's
+//!   request and position), [`Device::slot_mapping_into`] (through [`KvCacheGroup`] block
+//!   tables), [`Device::gather_windows_into`] ([`WindowLayout`]), [`StagedWrites`] (block-table
+//!   updates applied in one upload and one launch), [`Device::pad_to_length`] /
+//!   [`Device::pad_to_bucket`] ([`bucket_for`], [`cuda_graph_sizes`]), and
+//!   [`Device::prepare_step`], the whole step fused ([`StepRequests`], [`StepState`],
+//!   [`StepOutputs`], [`StepPlan`]).
+//! * [`host`]: every operation on plain slices, the reference implementation.
 //! * [`Error`]: one error type; every variant names the [`Op`] and the offending value.
 //! * `cuda` (with `--features cuda`, or `--features emulator` for the emulated GPU):
 //!   `Device::cuda(n)`, streams and events (`cpugpu::cuda::{Stream, Event}`), and the kernels of
@@ -85,7 +92,13 @@ pub use device::{BackendKind, Device};
 pub use element::{Element, Index, Offset};
 pub use error::{Error, Op, Result};
 pub use memory::{DeviceBuffer, DeviceView, DeviceViewMut, HostBuffer};
+pub use ops::expand::SegmentBounds;
 pub use ops::pad::DevicePadded;
+pub use ops::pad_to::{bucket_for, cuda_graph_sizes};
+pub use ops::slots::{KvCacheGroup, PAD_SLOT_ID};
+pub use ops::staged::{StagedWrites, STAGING_DEPTH};
+pub use ops::step::{StepOutputs, StepPadding, StepPlan, StepRequests, StepState};
+pub use ops::windows::WindowLayout;
 pub use ops::{GatherPolicy, ScatterPolicy};
 pub use pinned::{
     PinnedBuffer, PinnedMemoryManager, PinnedStats, PINNED_ALIGN, REUSE_SLACK_DIVISOR,
@@ -99,14 +112,21 @@ pub use shape::Shape;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-/// The host implementations of the six operations, on plain slices.
+/// The host implementations of the operations, on plain slices.
 ///
 /// These are the reference every backend is tested against and the fallback backend itself.
 pub mod host {
+    pub use crate::ops::expand::host::{expand_segments, expand_segments_into};
     pub use crate::ops::flatten::host::{flatten, flatten_into};
     pub use crate::ops::gather::host::{gather_rows, gather_rows_into};
     pub use crate::ops::offsets::host::{prefix_sum_offsets, prefix_sum_offsets_into};
     pub use crate::ops::pad::host::{pad_to_multiple, pad_to_multiple_into, Padded};
+    pub use crate::ops::pad_to::host::{
+        pad_to_bucket, pad_to_bucket_into, pad_to_length, pad_to_length_into,
+    };
     pub use crate::ops::scatter::host::scatter_rows_into;
+    pub use crate::ops::slots::host::{slot_mapping_into, KvCacheGroup};
     pub use crate::ops::split::host::{split, split_into, Segments, SegmentsIter};
+    pub use crate::ops::step::host::{prepare_step_into, StepOutputs, StepTables};
+    pub use crate::ops::windows::host::gather_windows_into;
 }

@@ -66,7 +66,11 @@ fn position_of(e: &Error) -> Option<usize> {
         | Error::NegativeLength { position, .. }
         | Error::OffsetOverflow { position, .. }
         | Error::OffsetsNotMonotonic { position, .. }
-        | Error::OffsetOutOfRange { position, .. } => Some(*position),
+        | Error::OffsetOutOfRange { position, .. }
+        | Error::BlockOutOfRange { position, .. }
+        | Error::NegativeBlock { position, .. }
+        | Error::WindowOutOfRange { position, .. }
+        | Error::ValueOverflow { position, .. } => Some(*position),
         _ => None,
     }
 }
@@ -1115,6 +1119,303 @@ fn pad_matrix<T: Element, I: Index>(seed: u64) {
 fn pad_bad_arguments_every_width() {
     for_widths_and_index_types!(pad_matrix, 700);
     report("pad_bad_arguments_every_width", 744);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input preparation: segment expansion, slot mapping, windowed gathers, the fused step
+// ---------------------------------------------------------------------------------------------
+
+/// Segment expansion: negative counts planted at random positions (the first is named), and
+/// decreasing offsets; both index types of counts, ids and positions.
+fn expand_matrix<L: Index, P: Index>(seed: u64) {
+    let mut rng = rng(seed);
+    for &n in &[1usize, 2, 3, 17, 300] {
+        for w in WHERE {
+            let mut counts: Vec<i64> = (0..n).map(|_| rng.gen_range(0..4)).collect();
+            let total: usize = counts.iter().map(|&c| c as usize).sum();
+            let at = positions(&mut rng, n, w);
+            for &p in &at {
+                counts[p] = -rng.gen_range(1..=min_of::<L>().unsigned_abs().min(1 << 40) as i64);
+            }
+            let counts: Vec<L> = to_idx(&counts);
+            let want = Error::NegativeLength {
+                op: Op::ExpandSegments,
+                position: at[0],
+                value: counts[at[0]].to_i64(),
+            };
+            for dev in backends() {
+                let case = format!(
+                    "expand {}/{} n={n} {w:?} on {}",
+                    L::NAME,
+                    P::NAME,
+                    dev.kind()
+                );
+                let c = up(&dev, &counts, &[n]);
+                let mut seg = up(&dev, &poisoned::<i32>(total), &[total]);
+                let mut pos = up(&dev, &poisoned::<P>(total), &[total]);
+                let got = settled(
+                    &dev,
+                    dev.expand_segments_into::<L, i32, P>(
+                        cpugpu::SegmentBounds::Counts(c.view()),
+                        None,
+                        seg.view_mut(),
+                        pos.view_mut(),
+                    ),
+                );
+                assert_error(&case, got, &want);
+                assert_untouched(&case, "seg_ids", &read(seg.view()), &poisoned::<i32>(total));
+                assert_untouched(&case, "positions", &read(pos.view()), &poisoned::<P>(total));
+            }
+            // Decreasing offsets at the same positions (offsets index p + 1).
+            let mut offs: Vec<i64> = vec![0];
+            for _ in 0..n {
+                offs.push(offs[offs.len() - 1] + rng.gen_range(0..4));
+            }
+            let q = at[0] + 1;
+            offs[q] = offs[q - 1] - 1;
+            let want = Error::OffsetsNotMonotonic {
+                op: Op::ExpandSegments,
+                position: q,
+                previous: offs[q - 1],
+                value: offs[q],
+            };
+            let total = (offs[n] - offs[0]).max(0) as usize;
+            let offs: Vec<L> = to_idx(&offs);
+            for dev in backends() {
+                let case = format!("expand offsets {} n={n} q={q} on {}", L::NAME, dev.kind());
+                let o = up(&dev, &offs, &[n + 1]);
+                let mut seg = up(&dev, &poisoned::<i32>(total), &[total]);
+                let mut pos = up(&dev, &poisoned::<P>(total), &[total]);
+                let got = settled(
+                    &dev,
+                    dev.expand_segments_into::<L, i32, P>(
+                        cpugpu::SegmentBounds::Offsets(o.view()),
+                        None,
+                        seg.view_mut(),
+                        pos.view_mut(),
+                    ),
+                );
+                assert_error(&case, got, &want);
+                assert_untouched(&case, "positions", &read(pos.view()), &poisoned::<P>(total));
+            }
+        }
+    }
+}
+
+#[test]
+fn expand_bad_counts_and_offsets_every_index_type() {
+    expand_matrix::<i32, i32>(801);
+    expand_matrix::<i32, i64>(802);
+    expand_matrix::<i64, i32>(803);
+    expand_matrix::<i64, i64>(804);
+    report(
+        "expand_bad_counts_and_offsets_every_index_type",
+        4 * 5 * 4 * 2 * 2,
+    );
+}
+
+/// Slot mapping and windowed gathers: rows outside the table, positions past the valid blocks,
+/// negative block numbers and windows past their rows, planted at random tokens.
+fn slots_windows_matrix<I: Index>(seed: u64) {
+    let mut rng = rng(seed);
+    let (rows_n, cols, bs) = (6usize, 4usize, 4usize);
+    let table: Vec<I> = to_idx(&(0..(rows_n * cols) as i64).collect::<Vec<_>>());
+    let num_blocks: Vec<I> = to_idx(&vec![cols as i64; rows_n]);
+    for &n in &[1usize, 2, 9, 64] {
+        for w in WHERE {
+            let mut rows: Vec<i64> = (0..n).map(|_| rng.gen_range(0..rows_n as i64)).collect();
+            let mut pos: Vec<i64> = (0..n)
+                .map(|_| rng.gen_range(0..(cols * bs) as i64))
+                .collect();
+            let at = positions(&mut rng, n, w);
+            let kind = rng.gen_range(0..3);
+            for &p in &at {
+                match kind {
+                    0 => rows[p] = [rows_n as i64, -1, I::MAX][rng.gen_range(0..3)],
+                    1 => pos[p] = (cols * bs) as i64 + rng.gen_range(0..50),
+                    _ => pos[p] = -1 - rng.gen_range(0..50),
+                }
+            }
+            let p = at[0];
+            let want = match kind {
+                0 => Error::IndexOutOfBounds {
+                    op: Op::SlotMapping,
+                    position: p,
+                    index: rows[p],
+                    bound: rows_n,
+                },
+                _ => Error::BlockOutOfRange {
+                    op: Op::SlotMapping,
+                    position: p,
+                    group: 0,
+                    block: pos[p].div_euclid(bs as i64),
+                    valid: cols as i64,
+                },
+            };
+            let (ri, pi): (Vec<I>, Vec<i64>) = (to_idx(&rows), pos.clone());
+            for dev in backends() {
+                let case = format!(
+                    "slots {} n={n} {w:?} kind {kind} on {}",
+                    I::NAME,
+                    dev.kind()
+                );
+                let t = up(&dev, &table, &[rows_n, cols]);
+                let nb = up(&dev, &num_blocks, &[rows_n]);
+                let g = cpugpu::KvCacheGroup {
+                    block_table: t.view(),
+                    num_blocks: nb.view(),
+                    block_size: bs,
+                };
+                let r = up(&dev, &ri, &[n]);
+                let ps = up(&dev, &pi, &[n]);
+                let mut out = up(&dev, &poisoned::<i64>(n + 3), &[1, n + 3]);
+                let got = settled(
+                    &dev,
+                    dev.slot_mapping_into(r.view(), ps.view(), &[g], -1i64, out.view_mut()),
+                );
+                assert_error(&case, got, &want);
+                assert_untouched(&case, "slots", &read(out.view()), &poisoned::<i64>(n + 3));
+                // The same rows as a windowed gather of one element at the position's column
+                // (a window past the row where the block is out of range).
+                if kind == 0 {
+                    let starts: Vec<I> = to_idx(&vec![0; n]);
+                    let lens: Vec<I> = to_idx(&vec![1; n]);
+                    let s = up(&dev, &starts, &[n]);
+                    let l = up(&dev, &lens, &[n]);
+                    let mut o = up(&dev, &poisoned::<I>(n), &[n, 1]);
+                    let got = settled(
+                        &dev,
+                        dev.gather_windows_into(
+                            t.view(),
+                            r.view(),
+                            Some(s.view()),
+                            cpugpu::WindowLayout::Rows { lens: l.view() },
+                            o.view_mut(),
+                        ),
+                    );
+                    let want = Error::IndexOutOfBounds {
+                        op: Op::GatherWindows,
+                        position: p,
+                        index: rows[p],
+                        bound: rows_n,
+                    };
+                    assert_error(&case, got, &want);
+                    assert_untouched(&case, "windows", &read(o.view()), &poisoned::<I>(n));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn slot_mapping_and_windows_bad_rows_and_positions() {
+    slots_windows_matrix::<i32>(811);
+    slots_windows_matrix::<i64>(812);
+    report("slot_mapping_and_windows_bad_rows_and_positions", 2 * 4 * 4);
+}
+
+/// The fused step: one request state loses its blocks (num_blocks 0) or gets a negative block
+/// number; the error names the first token that needs it, and nothing is written.
+#[test]
+fn prepare_step_bad_block_tables() {
+    let mut rng = rng(821);
+    let (rows, l, bs) = (16usize, 64usize, 8usize);
+    let m = l / bs;
+    let tokens: Vec<i32> = (0..(rows * l) as i32).collect();
+    for trial in 0..12 {
+        let n = rng.gen_range(1..=8);
+        let mut states: Vec<i32> = (0..rows as i32).collect();
+        states.shuffle(&mut rng);
+        let state_index: Vec<i32> = states[..n].to_vec();
+        let sched: Vec<i32> = (0..n).map(|_| rng.gen_range(1..=12)).collect();
+        let comp: Vec<i32> = sched
+            .iter()
+            .map(|&k| rng.gen_range(0..=(l as i32 - k)))
+            .collect();
+        let mut table: Vec<i32> = (0..(rows * m) as i32).collect();
+        let mut nb = vec![m as i32; rows];
+        let victim = rng.gen_range(0..n);
+        let s = state_index[victim] as usize;
+        let t0: usize = sched[..victim].iter().map(|&k| k as usize).sum();
+        let b0 = comp[victim] as usize / bs;
+        let want = if trial % 2 == 0 {
+            nb[s] = b0 as i32; // every block the request touches is past the valid ones
+            Error::BlockOutOfRange {
+                op: Op::PrepareStep,
+                position: t0,
+                group: 0,
+                block: b0 as i64,
+                valid: b0 as i64,
+            }
+        } else {
+            table[s * m + b0] = -9;
+            Error::NegativeBlock {
+                op: Op::PrepareStep,
+                position: t0,
+                group: 0,
+                value: -9,
+            }
+        };
+        // An earlier request must not fail first: the victim's state is used by it alone.
+        for dev in backends() {
+            let case = format!("prepare_step trial {trial} on {}", dev.kind());
+            let pool = cpugpu::UvaBufferPool::new(&dev, 2);
+            let tok = up(&dev, &tokens, &[rows, l]);
+            let t = up(&dev, &table, &[rows, m]);
+            let nbb = up(&dev, &nb, &[rows]);
+            let groups = [cpugpu::KvCacheGroup {
+                block_table: t.view(),
+                num_blocks: nbb.view(),
+                block_size: bs,
+            }];
+            let (mut q, mut sl, mut lg) = (
+                up(&dev, &poisoned::<i32>(n + 1), &[n + 1]),
+                up(&dev, &poisoned::<i32>(n), &[n]),
+                up(&dev, &poisoned::<i64>(n), &[n]),
+            );
+            let (mut p, mut i, mut sm) = (
+                up(&dev, &poisoned::<i64>(128), &[128]),
+                up(&dev, &poisoned::<i32>(128), &[128]),
+                up(&dev, &poisoned::<i64>(128), &[1, 128]),
+            );
+            let req = cpugpu::StepRequests {
+                state_index: &state_index,
+                num_computed: &comp,
+                num_scheduled: &sched,
+            };
+            let state = cpugpu::StepState {
+                token_ids: tok.view(),
+                kv_groups: &groups,
+            };
+            let out = cpugpu::StepOutputs {
+                query_start_loc: q.view_mut(),
+                seq_lens: sl.view_mut(),
+                positions: p.view_mut(),
+                input_ids: i.view_mut(),
+                slot_mapping: sm.view_mut(),
+                logits_indices: lg.view_mut(),
+            };
+            let got = settled(
+                &dev,
+                dev.prepare_step(&pool, &req, &state, cpugpu::StepPadding::None, out),
+            );
+            assert_error(&case, got, &want);
+            assert_untouched(
+                &case,
+                "query_start_loc",
+                &read(q.view()),
+                &poisoned::<i32>(n + 1),
+            );
+            assert_untouched(
+                &case,
+                "slot_mapping",
+                &read(sm.view()),
+                &poisoned::<i64>(128),
+            );
+            assert_untouched(&case, "input_ids", &read(i.view()), &poisoned::<i32>(128));
+        }
+    }
+    report("prepare_step_bad_block_tables", 12);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,6 +17,26 @@ use crate::error::{Error, Op};
 /// entries read) before the next capture.
 pub(crate) const ERROR_SLOTS: usize = 256;
 
+/// Words per read-out slot: the error word, then the values the capture kernel read (one for
+/// `capture_error`, up to three for the coded captures of the input-preparation kernels).
+pub(crate) const SLOT_WORDS: usize = 4;
+
+/// Bits of a coded error word that hold the error's code: the word is `(position << 4) | code`,
+/// so `atomicMin` keeps the first position and, at one position, the smallest code
+/// (`CPUGPU_CODE_BITS` of `kernels/cpugpu_abi.h`).
+pub(crate) const CODE_BITS: u32 = 4;
+
+/// What a coded capture found: the position and code of the error word, the values its capture
+/// kernel read, and the context the operation noted when it issued the capture.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CodedReport {
+    pub(crate) op: Op,
+    pub(crate) position: u64,
+    pub(crate) code: u32,
+    pub(crate) values: [u64; 3],
+    pub(crate) ctx: [i64; 3],
+}
+
 /// What a pending checked operation reports if its error word was set.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum CheckKind {
@@ -24,6 +44,12 @@ pub(crate) enum CheckKind {
     Index { bound: usize, signed32: bool },
     /// A negative length, or an offset past `limit`.
     Offsets { limit: i64, signed32: bool },
+    /// A coded error word (`(position << CODE_BITS) | code`) with up to three values, turned
+    /// into an [`Error`] by the operation's own `decode`.
+    Coded {
+        decode: fn(&CodedReport) -> Error,
+        ctx: [i64; 3],
+    },
 }
 
 /// A pending report, in issue order.
@@ -42,7 +68,8 @@ pub(crate) enum Pending {
 pub(crate) struct ErrorRing {
     /// The device error word of this queue (one u64, re-armed by `capture_error`).
     pub(crate) word: DevAlloc,
-    /// Mapped pinned memory: 2 u64 per slot (position, value), written by `capture_error`.
+    /// Mapped pinned memory: [`SLOT_WORDS`] u64 per slot (the error word, then values), written
+    /// by `capture_error` and the coded captures.
     pub(crate) out: HostAlloc,
     pub(crate) out_dev: cu::CUdeviceptr,
     /// Reports not yet returned, in issue order.
@@ -60,7 +87,12 @@ impl ErrorRing {
     /// read-out slot starting as "no error" too, so a slot read too early cannot invent one.
     pub(crate) fn new(stream: &super::stream::Stream) -> crate::Result<ErrorRing> {
         let word = DevAlloc::filled(Op::Device, stream, 8, 0xFF)?;
-        let out = HostAlloc::new(Op::Device, stream.context(), ERROR_SLOTS * 16, 0xFF)?;
+        let out = HostAlloc::new(
+            Op::Device,
+            stream.context(),
+            ERROR_SLOTS * SLOT_WORDS * 8,
+            0xFF,
+        )?;
         let out_dev = out.device_ptr(Op::Device)?;
         Ok(ErrorRing {
             word,
@@ -93,22 +125,37 @@ impl ErrorRing {
                 Pending::Ready(e) => return Some(e),
                 Pending::Slot { op, slot, kind } => (op, slot, kind),
             };
-            // SAFETY: slot < ERROR_SLOTS, so both words lie inside the ring's allocation; the
-            // capture kernel that writes them has completed (the caller synchronised the stream
-            // after it was issued), and no kernel writes the slot again before it is reissued.
-            let (pos, value) = unsafe {
-                (
-                    ptr::read_volatile(base.add(2 * slot)),
-                    ptr::read_volatile(base.add(2 * slot + 1)),
-                )
-            };
-            // SAFETY: as above; the slot is re-armed so a later lap cannot reread these words.
-            unsafe {
-                ptr::write_volatile(base.add(2 * slot), crate::kernels::abi::NO_ERROR);
-                ptr::write_volatile(base.add(2 * slot + 1), 0);
+            let mut words = [0u64; SLOT_WORDS];
+            for (k, w) in words.iter_mut().enumerate() {
+                // SAFETY: slot < ERROR_SLOTS and k < SLOT_WORDS, so the word lies inside the
+                // ring's allocation; the capture kernel that writes the slot has completed (the
+                // caller synchronised the stream after it was issued), and no kernel writes the
+                // slot again before it is reissued.
+                *w = unsafe { ptr::read_volatile(base.add(SLOT_WORDS * slot + k)) };
+                // SAFETY: as above; the slot is re-armed so a later lap cannot reread the words.
+                unsafe {
+                    ptr::write_volatile(
+                        base.add(SLOT_WORDS * slot + k),
+                        if k == 0 {
+                            crate::kernels::abi::NO_ERROR
+                        } else {
+                            0
+                        },
+                    )
+                };
             }
+            let (pos, value) = (words[0], words[1]);
             if pos == crate::kernels::abi::NO_ERROR {
                 continue;
+            }
+            if let CheckKind::Coded { decode, ctx } = kind {
+                return Some(decode(&CodedReport {
+                    op,
+                    position: pos >> CODE_BITS,
+                    code: (pos & ((1 << CODE_BITS) - 1)) as u32,
+                    values: [words[1], words[2], words[3]],
+                    ctx,
+                }));
             }
             let position = usize::try_from(pos).unwrap_or(usize::MAX);
             let widen = |signed32: bool| {
@@ -125,6 +172,7 @@ impl ErrorRing {
                     index: widen(signed32),
                     bound,
                 },
+                CheckKind::Coded { .. } => unreachable!("decoded above"),
                 CheckKind::Offsets { limit, signed32 } => {
                     let v = widen(signed32);
                     if v < 0 {

@@ -38,6 +38,6 @@ pub(crate) use alloc::{
     copy_dtod_async, copy_dtoh_async, copy_htod_async, copy_htod_sync, DevAlloc, HostAlloc,
 };
 pub(crate) use context::Context;
-pub(crate) use error_ring::CheckKind;
+pub(crate) use error_ring::{CheckKind, CodedReport, CODE_BITS};
 pub(crate) use queue::{Joined, Queue};
 pub(crate) use result::probe;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::alloc::{memset_u8, DevAlloc, HostAlloc};
 use super::context::Context;
 use super::driver as cu;
-use super::error_ring::{CheckKind, ErrorRing, Pending, ERROR_SLOTS};
+use super::error_ring::{CheckKind, ErrorRing, Pending, ERROR_SLOTS, SLOT_WORDS};
 use super::result::check;
 use super::stream::{Event, Stream};
 use crate::error::{Error, Op, Result};
@@ -205,7 +205,7 @@ impl Queue {
         let p = crate::kernels::abi::CpugpuErrorCaptureParams {
             error: ring.word.ptr as *mut u64,
             data: data as *const c_void,
-            out: (ring.out_dev + (slot as u64) * 16) as *mut u64,
+            out: (ring.out_dev + (slot * SLOT_WORDS * 8) as u64) as *mut u64,
             n: crate::kernels::launch::i64_of(n),
             elem_bytes: crate::kernels::launch::i64_of(elem_bytes),
         };
@@ -222,6 +222,49 @@ impl Queue {
         if let Err(e) = unsafe { self.launch(op, list::capture_error, cfg, &p) } {
             drop(ring);
             self.rearm(); // the capture would have re-armed the word
+            return Err(e);
+        }
+        ring.pending.push(Pending::Slot { op, slot, kind });
+        ring.slots_pending += 1;
+        Ok(())
+    }
+
+    /// Like [`Queue::capture`], with the operation's own capture kernel: `make(error, out)`
+    /// builds its parameters from the error word and the read-out slot (four words: the kernel
+    /// writes the error word, up to three values, and re-arms the word). `kind` is a
+    /// [`CheckKind::Coded`] whose `decode` turns the slot into the error.
+    ///
+    /// # Safety
+    /// The parameters `make` builds must be valid for `kernel` (one thread that reads the error
+    /// word and the operation's inputs, which stay alive in stream order, and writes at most the
+    /// four words of `out`).
+    pub(crate) unsafe fn capture_coded<P: Copy>(
+        &self,
+        op: Op,
+        kind: CheckKind,
+        kernel: Kernel<P>,
+        make: impl FnOnce(*mut u64, *mut u64) -> P,
+    ) -> Result<()> {
+        if lock(&self.errors).slots_pending >= ERROR_SLOTS {
+            drop(self.settle());
+        }
+        let mut ring = lock(&self.errors);
+        let slot = ring.next;
+        ring.next = (ring.next + 1) % ERROR_SLOTS;
+        let p = make(
+            ring.word.ptr as *mut u64,
+            (ring.out_dev + (slot * SLOT_WORDS * 8) as u64) as *mut u64,
+        );
+        let cfg = LaunchConfig {
+            grid: 1,
+            block: 32,
+            shared_bytes: 0,
+        };
+        // SAFETY: the caller vouches for the parameters; the slot is ours (at most ERROR_SLOTS
+        // are pending) and the host reads it only after a stream synchronisation.
+        if let Err(e) = unsafe { self.launch(op, kernel, cfg, &p) } {
+            drop(ring);
+            self.rearm();
             return Err(e);
         }
         ring.pending.push(Pending::Slot { op, slot, kind });

@@ -5,6 +5,7 @@
 
 pub const CPUGPU_SCAN_ITEMS_PER_THREAD: u32 = 16;
 pub const CPUGPU_SCAN_BLOCK: u32 = 256;
+pub const CPUGPU_CODE_BITS: u32 = 4;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct CpugpuValidateParams {
@@ -98,4 +99,102 @@ pub struct CpugpuCanaryParams {
     pub src: *const u64,
     pub dst: *mut u64,
     pub n: i64,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct CpugpuKvGroup {
+    pub table: *const ::core::ffi::c_void,
+    pub num_blocks: *const ::core::ffi::c_void,
+    pub rows: u64,
+    pub cols: i64,
+    pub block_size: i64,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct CpugpuExpandParams {
+    pub bounds: *const ::core::ffi::c_void,
+    pub starts: *const ::core::ffi::c_void,
+    pub seg_ids: *mut ::core::ffi::c_void,
+    pub positions: *mut ::core::ffi::c_void,
+    pub offs: *mut i64,
+    pub error: *mut u64,
+    pub report: *mut u64,
+    pub n: i64,
+    pub total: i64,
+    pub is_offsets: i64,
+    pub bounds_i64: i64,
+    pub seg_i64: i64,
+    pub pos_i64: i64,
+    pub pos_limit: i64,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct CpugpuSlotMappingParams {
+    pub rows: *const ::core::ffi::c_void,
+    pub positions: *const ::core::ffi::c_void,
+    pub groups: *const CpugpuKvGroup,
+    pub slots: *mut ::core::ffi::c_void,
+    pub error: *mut u64,
+    pub report: *mut u64,
+    pub n: i64,
+    pub n_groups: i64,
+    pub stride: i64,
+    pub pad: i64,
+    pub rows_i64: i64,
+    pub pos_i64: i64,
+    pub table_i64: i64,
+    pub slots_i64: i64,
+    pub slot_limit: i64,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct CpugpuWindowsParams {
+    pub table: *const ::core::ffi::c_void,
+    pub out: *mut ::core::ffi::c_void,
+    pub rows: *const ::core::ffi::c_void,
+    pub starts: *const ::core::ffi::c_void,
+    pub extents: *const ::core::ffi::c_void,
+    pub error: *mut u64,
+    pub report: *mut u64,
+    pub n: i64,
+    pub table_rows: u64,
+    pub cols: i64,
+    pub out_len: i64,
+    pub width: i64,
+    pub ragged: i64,
+    pub idx_i64: i64,
+    pub units_per_elem: i64,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct CpugpuStagedWriteParams {
+    pub dst: *mut ::core::ffi::c_void,
+    pub values: *const ::core::ffi::c_void,
+    pub dst_offsets: *const i64,
+    pub cu: *const i64,
+    pub n: i64,
+    pub total: i64,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct CpugpuStepParams {
+    pub inputs: *const i32,
+    pub groups: *const CpugpuKvGroup,
+    pub token_ids: *const i32,
+    pub query_start_loc: *mut i32,
+    pub seq_lens: *mut i32,
+    pub positions: *mut i64,
+    pub input_ids: *mut i32,
+    pub slot_mapping: *mut i64,
+    pub logits_indices: *mut i64,
+    pub error: *mut u64,
+    pub report: *mut u64,
+    pub n: i64,
+    pub n_groups: i64,
+    pub num_tokens: i64,
+    pub padded_tokens: i64,
+    pub max_reqs: i64,
+    pub max_tokens: i64,
+    pub token_cols: i64,
+    pub pad_slot: i64,
 }

@@ -368,6 +368,37 @@ pub(crate) fn split_copy_kernel(v: usize) -> Kernel<CpugpuBatchedCopyParams> {
     }
 }
 
+/// `gather_windows_w<V>`.
+pub(crate) fn windows_kernel(v: usize) -> Kernel<CpugpuWindowsParams> {
+    match v {
+        16 => k::gather_windows_w16,
+        8 => k::gather_windows_w8,
+        4 => k::gather_windows_w4,
+        2 => k::gather_windows_w2,
+        _ => k::gather_windows_w1,
+    }
+}
+
+/// `staged_write_w<V>`.
+pub(crate) fn staged_write_kernel(v: usize) -> Kernel<CpugpuStagedWriteParams> {
+    match v {
+        16 => k::staged_write_w16,
+        8 => k::staged_write_w8,
+        4 => k::staged_write_w4,
+        2 => k::staged_write_w2,
+        _ => k::staged_write_w1,
+    }
+}
+
+/// The one-block launch of a kernel that walks a short list (the segments of an expansion).
+pub(crate) fn one_block() -> LaunchConfig {
+    LaunchConfig {
+        grid: 1,
+        block: BLOCK_THREADS,
+        shared_bytes: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,11 +1,12 @@
 //! What the operations' CUDA launch sequences (`src/ops/<op>/launch.rs`) share: pointer casts,
 //! the end of a checked operation, index validation and metadata packing.
 
-use crate::cuda::{CheckKind, Joined, Queue};
+use crate::cuda::{CheckKind, CodedReport, Joined, Queue};
 use crate::element::Index;
 use crate::error::{Op, Result};
 use crate::kernels::abi::CpugpuValidateParams;
 use crate::kernels::launch::{self, i64_of};
+use crate::kernels::Kernel;
 
 /// True for 64-bit indices or offsets.
 pub(crate) fn is_i64<I: Index>() -> bool {
@@ -86,4 +87,50 @@ pub(crate) fn words(parts: &[&[u64]]) -> Vec<u8> {
         }
     }
     v
+}
+
+/// The end of a checked input-preparation operation: its own capture kernel (`capture`, with the
+/// operation's parameters `params` and the error word and read-out slot filled in by `set`), or,
+/// when its kernels could not all be issued, a re-arm of the error word and that failure; then the
+/// other streams are ordered after its work, on every path.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish_coded<P: Copy>(
+    q: &Queue,
+    joined: Joined<'_>,
+    issued: Result<()>,
+    op: Op,
+    decode: fn(&CodedReport) -> crate::Error,
+    ctx: [i64; 3],
+    capture: Kernel<P>,
+    params: P,
+    set: fn(&mut P, *mut u64, *mut u64),
+) -> Result<()> {
+    let captured = match issued {
+        Err(e) => {
+            q.rearm();
+            Err(e)
+        }
+        // SAFETY: `capture` is the operation's capture kernel, given the parameters its other
+        // kernels ran with (inputs alive in stream order until it completes), the queue's error
+        // word and one four-word read-out slot; it reads the word and inputs, writes the slot.
+        Ok(()) => unsafe {
+            q.capture_coded(
+                op,
+                CheckKind::Coded { decode, ctx },
+                capture,
+                |error, out| {
+                    let mut p = params;
+                    set(&mut p, error, out);
+                    p
+                },
+            )
+        },
+    };
+    let finished = joined.finish(q);
+    captured.and(finished)
+}
+
+/// `value` as the `u64` bits of an `i64` read back from a capture slot.
+pub(crate) fn signed(value: u64) -> i64 {
+    value as i64
 }

@@ -5,14 +5,20 @@
 //! small batches do not pay for the thread pool. The host path is both the fallback backend and
 //! the reference every other backend is tested against.
 
+pub(crate) mod expand;
 pub(crate) mod flatten;
 pub(crate) mod gather;
 #[cfg(cpugpu_cuda)]
 pub(crate) mod launch;
 pub(crate) mod offsets;
 pub(crate) mod pad;
+pub(crate) mod pad_to;
 pub(crate) mod scatter;
+pub(crate) mod slots;
 pub(crate) mod split;
+pub(crate) mod staged;
+pub(crate) mod step;
+pub(crate) mod windows;
 
 use rayon::prelude::*;
 

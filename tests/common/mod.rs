@@ -4,6 +4,7 @@
 
 #[cfg(feature = "emulator")]
 pub mod gpu;
+pub mod prep;
 
 use bytemuck::Pod;
 use rand::rngs::SmallRng;

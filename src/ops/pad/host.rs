@@ -26,7 +26,7 @@ pub struct Padded<'a, T: Clone> {
 }
 
 /// The copy and fill, after validation; `dst.len() == padded.numel()`.
-fn pad_validated<T: Element>(
+pub(crate) fn pad_validated<T: Element>(
     src: &[T],
     shape: &Shape,
     padded: &Shape,
