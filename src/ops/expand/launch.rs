@@ -79,12 +79,15 @@ pub(crate) fn expand_segments_into<L: Index, S: Index, P: Index>(
     let segp = seg_ids.cuda_or(OP, "seg_ids", ord)?;
     let posp = positions.cuda_or(OP, "positions", ord)?;
     let _bound = q.ctx.bind()?;
-    let joined = q.join(&[
-        b.cuda_queue(),
-        starts.and_then(|s| s.cuda_queue()),
-        seg_ids.cuda_queue(),
-        positions.cuda_queue(),
-    ])?;
+    let joined = q.join(
+        OP,
+        &[
+            b.cuda_queue(),
+            starts.and_then(|s| s.cuda_queue()),
+            seg_ids.cuda_queue(),
+            positions.cuda_queue(),
+        ],
+    )?;
     let _issue = q.issue();
     let scratch = DevAlloc::new(OP, &q.stream, (n + 1) * 8)?;
     let p = CpugpuExpandParams {
@@ -93,7 +96,7 @@ pub(crate) fn expand_segments_into<L: Index, S: Index, P: Index>(
         seg_ids: ptr_mut(segp),
         positions: ptr_mut(posp),
         offs: ptr_mut(scratch.ptr),
-        error: ptr_mut(q.error_word()),
+        error: ptr_mut(q.error_word(OP)?),
         report: std::ptr::null_mut(),
         n: i64_of(n),
         total: i64_of(total),

@@ -68,7 +68,7 @@ pub(crate) fn pad_into<T: Element>(
     };
     let cfg = launch::flat_launch(dst.len() * w / v, policy.items_per_thread);
     let _bound = q.ctx.bind()?;
-    let joined = q.join(&[src.cuda_queue(), dst.cuda_queue()])?;
+    let joined = q.join(op, &[src.cuda_queue(), dst.cuda_queue()])?;
     // SAFETY: v divides both row sizes and both base addresses; the kernel writes
     // outer * dst_row_units units (all of dst, whose shape is `padded`) and reads
     // outer * src_row_units (all of src).

@@ -100,7 +100,7 @@ pub(crate) fn slot_mapping_into<I: Index, P: Index, B: Index, O: Index>(
         operands.push(g.block_table.cuda_queue());
         operands.push(g.num_blocks.cuda_queue());
     }
-    let joined = q.join(&operands)?;
+    let joined = q.join(OP, &operands)?;
     let _issue = q.issue();
     let gd = q.upload_bytes(OP, &meta)?;
     let p = CpugpuSlotMappingParams {
@@ -108,7 +108,7 @@ pub(crate) fn slot_mapping_into<I: Index, P: Index, B: Index, O: Index>(
         positions: ptr(pp),
         groups: ptr(gd.ptr),
         slots: ptr_mut(sp),
-        error: ptr_mut(q.error_word()),
+        error: ptr_mut(q.error_word(OP)?),
         report: std::ptr::null_mut(),
         n: i64_of(n),
         n_groups: i64_of(groups.len()),

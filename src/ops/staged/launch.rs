@@ -122,13 +122,13 @@ pub(crate) fn apply<T: Element>(
         }
     }
     let _bound = q.ctx.bind()?;
-    let joined = q.join(&[dst.cuda_queue()])?;
+    let joined = q.join(OP, &[dst.cuda_queue()])?;
     let e = Event::new(&q.ctx, false)?;
     // SAFETY: the device buffer holds at least `need` bytes and only this slot's uploads and
     // kernels use it, in stream order; the page-locked source is not written again before the
     // event recorded right after the copy has completed (checked at the top of the next apply
     // of this slot, and on drop).
-    unsafe { crate::cuda::copy_htod_async(OP, q, base, host.as_ptr(), need)? };
+    unsafe { crate::cuda::copy_htod_async(OP, &q.stream, base, host.as_ptr(), need)? };
     let recorded = e.record(&q.stream);
     if recorded.is_err() {
         // No event covers the copy: finish it before the block can be reused.

@@ -107,7 +107,7 @@ pub(crate) fn prepare_step(
         operands.push(k.block_table.cuda_queue());
         operands.push(k.num_blocks.cuda_queue());
     }
-    let joined = q.join(&operands)?;
+    let joined = q.join(OP, &operands)?;
     let _issue = q.issue();
     let p = CpugpuStepParams {
         inputs: ptr(base + (GROUP_WORDS * g * 4) as u64),
@@ -119,7 +119,7 @@ pub(crate) fn prepare_step(
         input_ids: ptr_mut(outs[3]),
         slot_mapping: ptr_mut(outs[4]),
         logits_indices: ptr_mut(outs[5]),
-        error: ptr_mut(q.error_word()),
+        error: ptr_mut(q.error_word(OP)?),
         report: std::ptr::null_mut(),
         n: i64_of(n),
         n_groups: i64_of(g),

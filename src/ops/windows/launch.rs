@@ -72,13 +72,16 @@ pub(crate) fn gather_windows_into<T: Element, I: Index>(
     // Windows start at any element: the access width divides the element and both bases.
     let v = launch::access_width(w, &[tp as usize, op_ as usize]);
     let _bound = q.ctx.bind()?;
-    let joined = q.join(&[
-        table.cuda_queue(),
-        rows.cuda_queue(),
-        starts.and_then(|s| s.cuda_queue()),
-        ext.cuda_queue(),
-        out.cuda_queue(),
-    ])?;
+    let joined = q.join(
+        OP,
+        &[
+            table.cuda_queue(),
+            rows.cuda_queue(),
+            starts.and_then(|s| s.cuda_queue()),
+            ext.cuda_queue(),
+            out.cuda_queue(),
+        ],
+    )?;
     let _issue = q.issue();
     let p = CpugpuWindowsParams {
         table: ptr(tp),
@@ -86,7 +89,7 @@ pub(crate) fn gather_windows_into<T: Element, I: Index>(
         rows: ptr(rp),
         starts: ptr(sp),
         extents: ptr(ep),
-        error: ptr_mut(q.error_word()),
+        error: ptr_mut(q.error_word(OP)?),
         report: std::ptr::null_mut(),
         n: i64_of(args.n),
         table_rows: args.table_rows as u64,
