@@ -47,11 +47,12 @@ pub(crate) fn pad_to_multiple_into<T: Element>(
     let inner: usize = dims[axis + 1..].iter().product();
     let src_row_bytes = dims[axis] * inner * w;
     let dst_row_bytes = padded.dims()[axis] * inner * w;
+    let info = q.device_info();
     let policy = launch::copy_policy(
         w,
         gcd(src_row_bytes, dst_row_bytes),
         &[sp as usize, dp as usize],
-        Some(q.ctx.cc),
+        info,
     );
     let v = policy.access_width;
     let p = CpugpuPadParams {
@@ -60,13 +61,15 @@ pub(crate) fn pad_to_multiple_into<T: Element>(
         outer: i64_of(outer),
         src_row_units: i64_of(src_row_bytes / v),
         dst_row_units: i64_of(dst_row_bytes / v),
+        items: i64::from(policy.items_per_thread),
         fill: launch::fill_pattern(fill),
     };
-    let cfg = launch::flat_launch(dst.len() * w / v, policy.items_per_thread);
+    let cfg = launch::pad_launch(dst.len() * w / v, policy.items_per_thread, info);
     let _bound = q.ctx.bind()?;
     let joined = q.join(&[src.cuda_queue(), dst.cuda_queue()])?;
     // SAFETY: v divides both row sizes and both base addresses; the kernel writes
-    // outer * dst_row_units units (all of dst) and reads outer * src_row_units (all of src).
+    // outer * dst_row_units units (all of dst) and reads outer * src_row_units (all of src);
+    // items <= the kernel's register arrays (copy_policy).
     let launched = unsafe { q.launch(op, launch::pad_kernel(v), cfg, &p) };
     let finished = joined.finish(q);
     launched.and(finished)
