@@ -16,7 +16,8 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{assert_bits_eq, gpu, poisoned, random_indices, random_vec, rng};
 use cpugpu::{emu, host, Device, Error, GatherPolicy, Index, Op, ScatterPolicy};
@@ -276,7 +277,12 @@ fn lookback_scan_in_every_block_order() {
     let exe = std::env::current_exe().unwrap();
     for order in ["forward", "reverse", "shuffle"] {
         for blocks in ["1", "4"] {
-            let out = Command::new(&exe)
+            let log_path = std::env::temp_dir().join(format!(
+                "cpugpu-lookback-{}-{order}-{blocks}.log",
+                std::process::id()
+            ));
+            let log = std::fs::File::create(&log_path).unwrap();
+            let mut child = Command::new(&exe)
                 .args([
                     "--exact",
                     "lookback_child",
@@ -287,12 +293,25 @@ fn lookback_scan_in_every_block_order() {
                 .env("CPUGPU_EMU_ORDER", order)
                 .env("CPUGPU_EMU_BLOCKS", blocks)
                 .env("CPUGPU_EMU_SEED", "7")
-                .output()
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log.try_clone().unwrap()))
+                .spawn()
                 .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr);
+            // A block waiting for a tile whose block has not started never returns: a hang is
+            // a failure here, not a stuck CI job.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("order {order}, {blocks} blocks in flight: the scan hung (killed after 120 s)");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let status = child.wait().unwrap();
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let _ = std::fs::remove_file(&log_path);
             assert!(
-                out.status.success() && text.contains("1 passed"),
+                status.success() && text.contains("1 passed"),
                 "order {order}, {blocks} blocks in flight:\n{text}"
             );
         }
