@@ -318,7 +318,8 @@ mod kernel_list {
         .expect("write cuda_build_info.rs");
     }
 
-    /// Lines `CPUGPU_KERNEL(name, Params, max_threads)` and the same for `CPUGPU_TEST_KERNEL`.
+    /// Lines `CPUGPU_KERNEL(name, Params, max_threads, min_blocks)` and the same for
+    /// `CPUGPU_TEST_KERNEL`.
     fn parse_kernel_list(text: &str) -> Vec<Kernel> {
         let mut kernels = Vec::new();
         for line in text.lines().map(str::trim) {
@@ -333,10 +334,14 @@ mod kernel_list {
                 .strip_suffix(')')
                 .expect("kernel_list.h: one entry per line");
             let mut parts = inner.split(',').map(str::trim);
-            let (Some(name), Some(params), Some(max_threads), None) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                panic!("kernel_list.h: bad entry {line:?} (name, params, max_threads)");
+            let (Some(name), Some(params), Some(max_threads), Some(min_blocks), None) = (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+            ) else {
+                panic!("kernel_list.h: bad entry {line:?} (name, params, max_threads, min_blocks)");
             };
             if name == "name" {
                 continue; // the #define lines in the header's comments
@@ -347,6 +352,13 @@ mod kernel_list {
             assert!(
                 (1..=1024).contains(&max),
                 "kernel_list.h: {line:?}: max_threads must be 1..=1024"
+            );
+            let min: u32 = min_blocks
+                .parse()
+                .unwrap_or_else(|_| panic!("kernel_list.h: {line:?}: min_blocks is not a number"));
+            assert!(
+                min <= 32 && u64::from(min) * u64::from(max) <= 2048,
+                "kernel_list.h: {line:?}: min_blocks x max_threads must fit an SM (2,048 threads)"
             );
             kernels.push(Kernel {
                 name: name.to_string(),
@@ -483,7 +495,7 @@ mod cuda {
         // Every listed kernel must be defined by some source: a missing one fails here, at
         // build time, not at module load.
         unit.push_str(
-            "#define CPUGPU_KERNEL(name, params, max_threads) \\\n    static_assert(sizeof(&name) != 0, \"kernel \" #name \" is in kernel_list.h but no kernels/*.cu defines it\");\n\
+            "#define CPUGPU_KERNEL(name, params, max_threads, min_blocks) \\\n    static_assert(sizeof(&name) != 0, \"kernel \" #name \" is in kernel_list.h but no kernels/*.cu defines it\");\n\
              #include \"kernel_list.h\"\n",
         );
         let unit_path = out.join("cpugpu_kernels.cu");

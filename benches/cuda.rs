@@ -6,9 +6,12 @@
 //! stream; the median is reported. Bandwidth cases use inputs well above the H100's 50 MiB L2
 //! and are reported as GB/s of bytes read + written, next to a device-to-device memcpy moving
 //! the same bytes, measured in the same run. Also: 64 MiB uploads from pinned and pageable
-//! memory, and per-call latency (200 back-to-back calls between one event pair) at batch sizes
-//! up to 4,096, and of the input-preparation operations and the fused step (`prep/cuda_prep.rs`,
-//! 1 to 4,096 requests). Output: one JSON object per line (stdout, and `--json PATH`), joined with
+//! memory, per-call latency (200 back-to-back calls between one event pair) of checked
+//! gathers, scatters (into a 16,384-row table and a 1,048,576-slot KV cache) and prefix sums at
+//! batch sizes up to 16,384 (one launch up to 4,096, two beyond: the `launches` field), of a pad
+//! that moves 8 bytes (the floor of one launch), and of the input-preparation operations and the
+//! fused step (`prep/cuda_prep.rs`, 1 to 4,096 requests). Output: one JSON object per line
+//! (stdout, and `--json PATH`), joined with
 //! `benches/torch_baseline.py`'s lines by `benches/gpu_summary.py` on (op, case).
 //!
 //! Without a CUDA device it prints why and exits 0 (exit 2 with `CPUGPU_REQUIRE_GPU=1`).
@@ -87,7 +90,24 @@ impl Bench {
         self.time(|| a.view().copy_to(&mut b.view_mut()))
     }
 
+    /// A per-call latency line, with the kernel launches the call makes.
+    fn emit_latency(&mut self, case: &str, us: f64, launches: u32) {
+        self.emit_with("launch_latency", case, 0, us, None, Some(launches));
+    }
+
     fn emit(&mut self, op: &str, case: &str, bytes: usize, us: f64, memcpy_us: Option<f64>) {
+        self.emit_with(op, case, bytes, us, memcpy_us, None);
+    }
+
+    fn emit_with(
+        &mut self,
+        op: &str,
+        case: &str,
+        bytes: usize,
+        us: f64,
+        memcpy_us: Option<f64>,
+        launches: Option<u32>,
+    ) {
         let gbps = if us > 0.0 {
             bytes as f64 / us / 1e3
         } else {
@@ -104,6 +124,9 @@ impl Bench {
                 ",\"memcpy_gbps\":{mg:.2},\"pct_memcpy\":{:.1}",
                 100.0 * gbps / mg
             );
+        }
+        if let Some(k) = launches {
+            let _ = write!(line, ",\"launches\":{k}");
         }
         line.push('}');
         println!("{line}");
@@ -252,12 +275,34 @@ fn uploads(b: &mut Bench) -> R<()> {
     Ok(())
 }
 
+/// Batch sizes of the latency cases: up to the one-launch limit (4,096), just past it (a
+/// checking pass first: one more launch) and beyond.
+const LATENCY_N: [usize; 7] = [1, 16, 256, 1024, 4096, 4097, 16384];
+
+/// Kernel launches a checked gather, scatter or prefix sum of `n` makes (src/kernels/launch.rs:
+/// SMALL_BATCH and SCAN_TILE are both 4,096), for the latency lines' `launches` field.
+fn checked_launches(n: usize) -> u32 {
+    if n <= 4096 {
+        1
+    } else {
+        2
+    }
+}
+
 fn latency(b: &mut Bench) -> R<()> {
     let dev = b.dev.clone();
-    let table = dev.alloc::<f32>(&[4096, 16])?;
-    for n in [1usize, 16, 256, 1024, 4096] {
-        let idx: Vec<i64> = (0..n as i64).collect(); // int64, as torch's index_select
+    let rows = 16384;
+    let table = dev.alloc::<f32>(&[rows, 16])?;
+    let mut cache = dev.alloc::<f32>(&[rows, 16])?;
+    // A KV-cache-sized destination: 1,048,576 slots of 16 f32 (64 MiB). Scatter's scratch is the
+    // queue's winners array, made once, so a call costs what its rows cost, not the cache's size.
+    let kv_rows = 1 << 20;
+    let mut kv = dev.alloc::<f32>(&[kv_rows, 16])?;
+    for n in LATENCY_N {
+        let launches = checked_launches(n);
+        let idx: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % rows as i64).collect();
         let idx = up(&dev, &idx, &[n])?;
+        let src = dev.alloc::<f32>(&[n, 16])?;
         let mut out = dev.alloc::<f32>(&[n, 16])?;
         let us = b.time_per_call(200, || {
             dev.gather_rows_into(
@@ -267,20 +312,43 @@ fn latency(b: &mut Bench) -> R<()> {
                 GatherPolicy::Checked,
             )
         })?;
-        b.emit(
-            "launch_latency",
-            &format!("gather_f32x16_n{n}"),
-            0,
-            us,
-            None,
-        );
+        b.emit_latency(&format!("gather_f32x16_n{n}"), us, launches);
+        let us = b.time_per_call(200, || {
+            dev.scatter_rows_into(
+                src.view(),
+                idx.view(),
+                cache.view_mut(),
+                ScatterPolicy::Checked,
+            )
+        })?;
+        b.emit_latency(&format!("scatter_f32x16_n{n}"), us, launches);
+        let kv_idx: Vec<i64> = (0..n as i64)
+            .map(|i| (i * 104_729) % kv_rows as i64)
+            .collect();
+        let kv_idx = up(&dev, &kv_idx, &[n])?;
+        let us = b.time_per_call(200, || {
+            dev.scatter_rows_into(
+                src.view(),
+                kv_idx.view(),
+                kv.view_mut(),
+                ScatterPolicy::NegativeSkip,
+            )
+        })?;
+        b.emit_latency(&format!("scatter_kv1M_f32x16_n{n}"), us, launches);
         let lens = up(&dev, &vec![3i32; n], &[n])?;
         let mut offs = dev.alloc::<i64>(&[n + 1])?;
         let us = b.time_per_call(200, || {
             dev.prefix_sum_offsets_into(lens.view(), offs.view_mut())
         })?;
-        b.emit("launch_latency", &format!("offsets_i32_n{n}"), 0, us, None);
+        b.emit_latency(&format!("offsets_i32_n{n}"), us, launches);
     }
+    // The floor: one launch that moves (almost) nothing, a pad of 5 bytes to 8.
+    let tiny = dev.alloc::<u8>(&[5])?;
+    let mut tiny_out = dev.alloc::<u8>(&[8])?;
+    let us = b.time_per_call(200, || {
+        dev.pad_to_multiple_into(tiny.view(), 0, 8, 0, tiny_out.view_mut())
+    })?;
+    b.emit_latency("pad_u8_n8", us, 1);
     Ok(())
 }
 

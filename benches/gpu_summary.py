@@ -30,7 +30,8 @@ EXPECTED = {
     "flatten": ["i32_1024segs_small", "f32_256segs_skewed_256MiB"],
     "split_copy": ["f32_256segs_skewed_256MiB"],
 }
-LATENCY_N = [1, 16, 256, 1024, 4096]
+LATENCY_N = [1, 16, 256, 1024, 4096, 4097, 16384]
+LATENCY_NAMES = ("gather_f32x16", "scatter_f32x16", "scatter_kv1M_f32x16", "offsets_i32")
 UPLOAD_CASES = ["pinned_64MiB", "pageable_64MiB"]
 
 
@@ -247,8 +248,8 @@ def main(argv):
     # --- latency table ----------------------------------------------------------------------
     w("## Per-call latency (200 back-to-back calls between one event pair, per call)")
     w("")
-    w("| op | n | cpugpu us | torch us | cpugpu/torch | met (>= 1.0x) |")
-    w("|---|---:|---:|---:|---:|---|")
+    w("| op | n | launches | cpugpu us | torch us | cpugpu/torch | met (>= 1.0x) |")
+    w("|---|---:|---:|---:|---:|---:|---|")
     lat = {}
     for src, table in (("cpugpu", cp), ("torch", tp)):
         for (op, case), r in table.items():
@@ -259,7 +260,7 @@ def main(argv):
                 problems.append(f"{src}: launch_latency case {case!r} does not end in _n<N>")
                 continue
             lat.setdefault((m.group(1), int(m.group(2))), {})[src] = r
-    lat_keys = set(lat) | {(name, n) for name in ("gather_f32x16", "offsets_i32") for n in LATENCY_N}
+    lat_keys = set(lat) | {(name, n) for name in LATENCY_NAMES for n in LATENCY_N}
     for name, n in sorted(lat_keys, key=lambda k: (k[0] != "gather_f32x16", k[0], k[1])):
         d = lat.get((name, n), {})
         c, t = d.get("cpugpu"), d.get("torch")
@@ -270,8 +271,23 @@ def main(argv):
             met, key = verdict([(None if sp is None else sp >= 1.0, f"{fmt(sp, 2)}x", "torch")])
         tally[key] += 1
         label = name + (" (torch: cumsum)" if name.startswith("offsets") else "")
-        w(f"| {label} | {n} | {fmt(num(c, 'median_us'), 2)} | {fmt(num(t, 'median_us'), 2)} | "
+        launches = num(c, "launches")
+        w(f"| {label} | {n} | {'-' if launches is None else int(launches)} | "
+          f"{fmt(num(c, 'median_us'), 2)} | {fmt(num(t, 'median_us'), 2)} | "
           f"{fmt(sp, 2, 'x')} | {met} |")
+    w("")
+
+    # What a launch costs: the floor (a pad of 8 bytes, one launch), and what the second launch
+    # of a checked operation past 4,096 indices adds (n = 4,097 against n = 4,096).
+    floor = num(lat.get(("pad_u8", 8), {}).get("cpugpu"), "median_us")
+    if floor is not None:
+        w(f"One launch moving 8 bytes (pad_u8, n = 8): {fmt(floor, 2)} us per call.")
+    for name in LATENCY_NAMES:
+        one = num(lat.get((name, 4096), {}).get("cpugpu"), "median_us")
+        two = num(lat.get((name, 4097), {}).get("cpugpu"), "median_us")
+        if one is not None and two is not None:
+            w(f"- {name}: n = 4,097 (two launches) costs {fmt(two - one, 2)} us more per call than "
+              f"n = 4,096 (one launch).")
     w("")
 
     # --- uploads ------------------------------------------------------------------------------

@@ -286,20 +286,38 @@ def upload(b, _scale):
     b.free()
 
 
+# The batch sizes of benches/cuda.rs's latency cases (its one-launch limit is 4,096).
+LATENCY_N = (1, 16, 256, 1024, 4096, 4097, 16384)
+
+
 def launch_latency(b, _scale):
     torch = b.torch
-    table = torch.rand(4096, 16, dtype=torch.float32, device=b.device)
-    for n in (1, 16, 256, 1024, 4096):
-        idx = torch.arange(n, dtype=torch.int64, device=b.device)
+    rows = 16384
+    table = torch.rand(rows, 16, dtype=torch.float32, device=b.device)
+    cache = torch.empty(rows, 16, dtype=torch.float32, device=b.device)
+    kv_rows = 1 << 20
+    kv = torch.empty(kv_rows, 16, dtype=torch.float32, device=b.device)
+    for n in LATENCY_N:
+        idx = (torch.arange(n, dtype=torch.int64, device=b.device) * 7919) % rows
         out = torch.empty(n, 16, dtype=torch.float32, device=b.device)
         us = b.time_per_call(lambda: torch.index_select(table, 0, idx, out=out))
         b.emit("launch_latency", f"gather_f32x16_n{n}", 0, us)
+        src = torch.rand(n, 16, dtype=torch.float32, device=b.device)
+        us = b.time_per_call(lambda: cache.index_copy_(0, idx, src))
+        b.emit("launch_latency", f"scatter_f32x16_n{n}", 0, us)
+        kv_idx = (torch.arange(n, dtype=torch.int64, device=b.device) * 104729) % kv_rows
+        us = b.time_per_call(lambda: kv.index_copy_(0, kv_idx, src))
+        b.emit("launch_latency", f"scatter_kv1M_f32x16_n{n}", 0, us)
         lengths = torch.full((n,), 3, dtype=torch.int32, device=b.device)
         offs = torch.empty(n + 1, dtype=torch.int64, device=b.device)
         fn, variant = cumsum_into(torch, lengths, offs)
         us = b.time_per_call(fn)
         b.emit("launch_latency", f"cumsum_i32_n{n}", 0, us, variant=variant)
-    del table
+    tiny = torch.zeros(5, dtype=torch.uint8, device=b.device)
+    fpad = torch.nn.functional.pad
+    us = b.time_per_call(lambda: fpad(tiny, (0, 3)))
+    b.emit("launch_latency", "pad_u8_n8", 0, us)
+    del table, cache, kv
     b.free()
 
 

@@ -119,9 +119,19 @@ bench_list=$(pick_executables bench "$bench_json" cuda) || die "could not read $
 log "assembling $bundle"
 rm -rf "$bundle" "$tarball"
 mkdir -p "$bundle/tests" "$bundle/bin"
+kept=0
 while IFS=$'\t' read -r name exe; do
   [ -x "$exe" ] || die "$exe (test $name) is missing or not executable"
+  # Test files for the emulated GPU only (#![cfg(feature = "emulator")]) hold no test in a cuda
+  # build. Listing runs no test and needs no GPU, only a libcuda to load: the link-time stub,
+  # for this command alone. An executable that cannot be listed is kept.
+  if listing=$(LD_LIBRARY_PATH="${CPUGPU_STUB_LIBCUDA:-}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+      "$exe" --list 2>/dev/null) && ! grep ': test$' <<<"$listing" >/dev/null; then
+    log "leaving out tests/$name: no test in a cuda build"
+    continue
+  fi
   cp "$exe" "$bundle/tests/$name"
+  kept=$((kept + 1))
 done <<<"$tests_list"
 bench_exe=$(cut -f2 <<<"$bench_list")
 [ -x "$bench_exe" ] || die "$bench_exe (bench cuda) is missing or not executable"
@@ -152,14 +162,19 @@ log "bundle: $bundle ($((unpacked / 1024 / 1024)) MiB unpacked), $tarball: $size
 if [ "$size" -gt "$MAX_BYTES" ]; then
   die "$tarball is $size bytes, over the 60 MiB limit ($MAX_BYTES bytes)"
 fi
+# The folder may travel unpacked too (a device machine takes at most 64 MiB of working tree).
+if [ "$unpacked" -gt "$MAX_BYTES" ]; then
+  die "$bundle is $unpacked bytes unpacked, over the 60 MiB limit ($MAX_BYTES bytes): carry the tarball"
+fi
 
 cat <<EOF
 
-GPU suite built: $repo/$bundle ($(grep -c . <<<"$tests_list") test executables + bin/cuda-bench)
+GPU suite built: $repo/$bundle ($kept test executables + bin/cuda-bench)
                  $repo/$tarball ($size bytes)
 On the GPU machine (driver 580 / CUDA 13.0, compute-sanitizer, python3 + PyTorch; no Rust needed):
   copy the folder gpu-suite/ there (or the tarball, then: tar -xzf gpu-suite.tar.gz), then
   bash gpu-suite/run.sh [OUT_DIR]      # OUT_DIR defaults to \$OUT if set, else ./gpu-suite-out
-It writes per-step logs, cpugpu.jsonl, torch.jsonl, SUMMARY.md and steps.txt into OUT_DIR,
-and exits non-zero if any step failed.
+  bash gpu-suite/run.sh --plan         # the timing plan (8-minute deadline by default)
+It writes per-step logs, cpugpu.jsonl, torch.jsonl, SUMMARY.md and steps.txt into OUT_DIR as
+each step ends, and exits non-zero if any step failed.
 EOF

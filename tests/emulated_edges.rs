@@ -1,5 +1,5 @@
-//! Edge paths of the kernels found by review, on the emulated GPU through `Device`: the scan's
-//! tile-sums loop taking more than one chunk (> 256 tiles), overflow exactly at a tile edge,
+//! Edge paths of the kernels found by review, on the emulated GPU through `Device`: a scan of
+//! more than 256 tiles (many look-back windows), overflow exactly at a tile edge,
 //! flatten/split and pad with a capped grid (grid-stride loops taken many times), fill patterns
 //! when the access width is smaller or larger than the element, and scatter through every
 //! access width.
@@ -23,7 +23,7 @@ fn cap_lock() -> MutexGuard<'static, ()> {
 #[test]
 fn big_scan_multi_chunk() {
     let _g = cap_lock();
-    // > 256 tiles: scan_tiles takes its chunk loop more than once.
+    // > 256 tiles: look-back windows of 32 tiles taken many times, by a grid of 3 blocks too.
     let n = 256 * 4096 + 3 * 4096 + 17;
     let mut r = SmallRng::seed_from_u64(1);
     let l: Vec<i32> = (0..n).map(|_| r.gen_range(0..100)).collect();
@@ -36,7 +36,7 @@ fn big_scan_multi_chunk() {
         assert_eq!(e, h);
         assert!(a == b, "cap {cap}");
     }
-    // Overflow in the 2nd scan_tiles chunk, i32 offsets.
+    // Overflow in tile 258 of 260, i32 offsets: nothing written, the position reported.
     let mut l2 = vec![1000i32; n];
     let pos = 258 * 4096 + 5;
     l2[pos] = i32::MAX - 100;

@@ -380,28 +380,85 @@ fn a_driver_failure_in_the_middle_of_an_operation_is_typed_leaks_nothing_and_the
     dev.synchronize().unwrap();
     drop(cache);
 
-    // Gather's copy kernel fails to launch after the validation launched: the error word is
-    // re-armed, so the next operation is not blamed for a stale error.
+    // Gather's copy kernel fails to launch after the validation launched (the large-n path,
+    // forced): the error word and the scratch are re-armed, so the next operation is not blamed
+    // for a stale error. Then the one-launch path's only launch fails.
     let mut out = dev.alloc::<f32>(&[500, 4]).unwrap();
     dev.synchronize().unwrap();
     let before_out = emu::stats(tag);
+    for (limit, nth) in [(Some(0), 2), (None, 1)] {
+        emu::set_small_batch(limit);
+        emu::fail_nth(Fault::Launch, nth, 719);
+        let e = dev
+            .gather_rows_into(s.view(), idx.view(), out.view_mut(), GatherPolicy::Checked)
+            .unwrap_err();
+        emu::set_small_batch(None);
+        assert!(
+            matches!(
+                e,
+                Error::Driver {
+                    op: Op::GatherRows,
+                    call: "cuLaunchKernel",
+                    code: 719,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        dev.synchronize().unwrap();
+    }
+    // Scatter's copy fails to launch after its winners pass set entries: they are returned to -1,
+    // so the next scatter's last-wins is not spoiled by a stale winner.
+    let mut cache = dev.upload(&init, &[300, 4]).unwrap();
+    emu::set_small_batch(Some(0));
     emu::fail_nth(Fault::Launch, 2, 719);
     let e = dev
-        .gather_rows_into(s.view(), idx.view(), out.view_mut(), GatherPolicy::Checked)
+        .scatter_rows_into(
+            s500.view(),
+            idx.view(),
+            cache.view_mut(),
+            ScatterPolicy::Checked,
+        )
         .unwrap_err();
     assert!(
         matches!(
             e,
             Error::Driver {
-                op: Op::GatherRows,
-                call: "cuLaunchKernel",
-                code: 719,
+                op: Op::ScatterRows,
                 ..
             }
         ),
         "{e:?}"
     );
     dev.synchronize().unwrap();
+    assert_bits_eq(&cache.to_vec().unwrap(), &init, "a failed scatter wrote");
+    // The first 250 rows only: an entry left at a later position by the failed scatter would
+    // make its row lose.
+    dev.scatter_rows_into(
+        s500.view().rows(0..250).unwrap(),
+        idx.view().rows(0..250).unwrap(),
+        cache.view_mut(),
+        ScatterPolicy::Checked,
+    )
+    .unwrap();
+    emu::set_small_batch(None);
+    dev.synchronize().unwrap();
+    let mut want = init.clone();
+    cpugpu::host::scatter_rows_into(
+        &src500[..250 * 4],
+        &idx_host[..250],
+        &mut want,
+        &[300, 4],
+        ScatterPolicy::Checked,
+    )
+    .unwrap();
+    assert_bits_eq(
+        &cache.to_vec().unwrap(),
+        &want,
+        "the scatter after a failed one",
+    );
+    drop(cache);
+    dev.synchronize().unwrap(); // the stream-ordered free has executed
     assert_no_leak(tag, before_out, "failed gather");
     let g = dev
         .gather_rows(s.view(), idx.view(), GatherPolicy::Checked)
@@ -610,7 +667,7 @@ fn the_emulated_driver_answers_misuse_with_real_result_codes() {
             cpugpu_emu_cuModuleLoadData(&mut m, c"not an image".as_ptr().cast()),
             INVALID_IMAGE
         );
-        let image = b"CPUGPU-EMULATED-IMAGE-1\0offsets_downsweep_i64_i64\0capture_error\0\0";
+        let image = b"CPUGPU-EMULATED-IMAGE-1\0offsets_lookback_i64_i64\0pad_w1\0\0";
         assert_eq!(
             cpugpu_emu_cuModuleLoadData(&mut m, image.as_ptr().cast()),
             0
@@ -621,7 +678,7 @@ fn the_emulated_driver_answers_misuse_with_real_result_codes() {
             NOT_FOUND
         );
         assert_eq!(
-            cpugpu_emu_cuModuleGetFunction(&mut f, m, c"offsets_downsweep_i64_i64".as_ptr().cast()),
+            cpugpu_emu_cuModuleGetFunction(&mut f, m, c"offsets_lookback_i64_i64".as_ptr().cast()),
             0
         );
         // Launches CUDA refuses: over 1,024 threads, over the kernel's launch bounds (256),

@@ -218,5 +218,9 @@ inline T __ldg(const T* p) { return *p; }
 inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll(static_cast<unsigned long long>(x)); }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __ffs(unsigned x) { return __builtin_ffs(static_cast<int>(x)); }
+// hi:lo shifted right by (shift & 31) bits, the low 32 bits: CUDA's funnel shift.
+inline unsigned __funnelshift_r(unsigned lo, unsigned hi, unsigned shift) {
+    return static_cast<unsigned>(((static_cast<unsigned long long>(hi) << 32) | lo) >> (shift & 31));
+}
 
 #endif  // CPUGPU_CUDA_EMU_H

@@ -50,8 +50,8 @@
 #include "sanitizers.h"
 
 // ---- the kernel table, from the one kernel list ----
-#define CPUGPU_KERNEL(name, params, max_threads) extern "C" void name(const params);
-#define CPUGPU_TEST_KERNEL(name, params, max_threads) CPUGPU_KERNEL(name, params, max_threads)
+#define CPUGPU_KERNEL(name, params, max_threads, min_blocks) extern "C" void name(const params);
+#define CPUGPU_TEST_KERNEL(name, params, max_threads, min_blocks) CPUGPU_KERNEL(name, params, max_threads, min_blocks)
 #include "../kernel_list.h"
 #undef CPUGPU_KERNEL
 #undef CPUGPU_TEST_KERNEL
@@ -65,9 +65,9 @@ struct KernelEntry {
     unsigned max_threads;  // the kernel's launch bounds (1,024 when it has none)
 };
 
-#define CPUGPU_KERNEL(name, params, max_threads) \
+#define CPUGPU_KERNEL(name, params, max_threads, min_blocks) \
     {#name, [](const void* p) { name(*static_cast<const params*>(p)); }, sizeof(params), max_threads},
-#define CPUGPU_TEST_KERNEL(name, params, max_threads) CPUGPU_KERNEL(name, params, max_threads)
+#define CPUGPU_TEST_KERNEL(name, params, max_threads, min_blocks) CPUGPU_KERNEL(name, params, max_threads, min_blocks)
 const KernelEntry kKernels[] = {
 #include "../kernel_list.h"
 };

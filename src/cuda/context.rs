@@ -51,6 +51,8 @@ pub(crate) struct Context {
     functions: Vec<Function>,
     pub(crate) name: String,
     pub(crate) cc: (u32, u32),
+    /// Streaming multiprocessors: the launch policy sizes grids by them.
+    pub(crate) sm_count: u32,
     /// The crate's own stream-ordered memory pool (`None` where the device has none: plain
     /// `cuMemAlloc`). Not the device's default pool, whose settings other libraries in the
     /// process (PyTorch among them) rely on.
@@ -158,7 +160,7 @@ impl Context {
         let major = device_attribute(dev, cu::ATTR_COMPUTE_CAPABILITY_MAJOR)?;
         let minor = device_attribute(dev, cu::ATTR_COMPUTE_CAPABILITY_MINOR)?;
         let pools = device_attribute(dev, cu::ATTR_MEMORY_POOLS_SUPPORTED)? != 0;
-        let _ = device_attribute(dev, cu::ATTR_MULTIPROCESSOR_COUNT)?;
+        let sms = device_attribute(dev, cu::ATTR_MULTIPROCESSOR_COUNT)?;
         let optin = device_attribute(dev, cu::ATTR_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
         let mut c = Context {
             ordinal,
@@ -169,6 +171,7 @@ impl Context {
                 u32::try_from(major).unwrap_or(0),
                 u32::try_from(minor).unwrap_or(0),
             ),
+            sm_count: u32::try_from(sms).unwrap_or(1).max(1),
             pool: None,
             max_dynamic_shared: u32::try_from(optin)
                 .unwrap_or(0)

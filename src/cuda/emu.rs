@@ -26,7 +26,7 @@
 //! emu::take_launch_log();
 //! let rows = dev.gather_rows(data.view(), idx.view(), Default::default())?;
 //! assert_eq!(rows.to_vec()?, [3, 1]);
-//! assert_eq!(emu::take_launch_log(), ["validate_indices_i64", "gather_rows_w4_i64", "capture_error"]);
+//! assert_eq!(emu::take_launch_log(), ["gather_rows_w4_i64"]); // one launch at batch sizes
 //! # Ok::<(), cpugpu::Error>(())
 //! ```
 
@@ -201,6 +201,15 @@ pub fn describe() -> String {
 /// Results must not depend on it.
 pub fn set_grid_cap(cap: u32) {
     launch::set_grid_cap(cap);
+}
+
+/// Test hook: checked gathers and scatters of at most `limit` indices take the one-launch batch
+/// path on this thread (`None` restores the default, 4,096), so a test can run the same inputs
+/// through both paths: `Some(0)` sends everything through the large-n path (validation pass
+/// first), `Some(usize::MAX)` everything through the one-launch path. Results must not depend on
+/// it.
+pub fn set_small_batch(limit: Option<usize>) {
+    launch::set_small_batch(limit);
 }
 
 /// Checks the ABI header against the Rust side: every struct size and field offset of

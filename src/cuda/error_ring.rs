@@ -1,11 +1,13 @@
 //! Errors the kernels find in the data (an index out of bounds, a negative length, an offset
 //! overflow), read out without a host synchronisation per operation.
 //!
-//! Each queue has one device error word, re-armed by `capture_error` after every checked
-//! operation, and a ring of read-out slots in mapped page-locked memory: `capture_error` copies
-//! the word and the offending element into the operation's slot, and the host reads the slots
-//! in issue order at the next synchronisation. A full ring is settled (the stream synchronised
-//! and its slots read) before the next capture, keeping the first error.
+//! Each queue has one device error word and a ring of read-out slots in mapped page-locked
+//! memory. Every checked operation's last kernel (or, for the input-preparation operations, its
+//! capture kernel) copies the first bad position and the offending element into the operation's
+//! slot (from the error word, which it then re-arms, or from its own checks at batch sizes), and
+//! the host reads the slots in issue order at the next synchronisation. A full ring is settled
+//! (the stream synchronised and its slots read) before the next slot is handed out, keeping the
+//! first error.
 
 use std::ptr;
 
@@ -17,8 +19,9 @@ use crate::error::{Error, Op};
 /// entries read) before the next capture.
 pub(crate) const ERROR_SLOTS: usize = 256;
 
-/// Words per read-out slot: the error word, then the values the capture kernel read (one for
-/// `capture_error`, up to three for the coded captures of the input-preparation kernels).
+/// Words per read-out slot: the error word, then the values the capture read (one for the six
+/// operations' last kernels, up to three for the coded captures of the input-preparation
+/// kernels).
 pub(crate) const SLOT_WORDS: usize = 4;
 
 /// Bits of a coded error word that hold the error's code: the word is `(position << 4) | code`,
@@ -55,7 +58,7 @@ pub(crate) enum CheckKind {
 /// A pending report, in issue order.
 #[derive(Debug)]
 pub(crate) enum Pending {
-    /// A `capture_error` kernel writes this slot of the read-out ring.
+    /// A checked operation's last kernel writes this slot of the read-out ring.
     Slot {
         op: Op,
         slot: usize,
@@ -66,10 +69,11 @@ pub(crate) enum Pending {
 }
 
 pub(crate) struct ErrorRing {
-    /// The device error word of this queue (one u64, re-armed by `capture_error`).
+    /// The device error word of this queue (one u64, re-armed by each checked operation's last
+    /// kernel).
     pub(crate) word: DevAlloc,
     /// Mapped pinned memory: [`SLOT_WORDS`] u64 per slot (the error word, then values), written
-    /// by `capture_error` and the coded captures.
+    /// by the operations' last kernels and the coded captures.
     pub(crate) out: HostAlloc,
     pub(crate) out_dev: cu::CUdeviceptr,
     /// Reports not yet returned, in issue order.

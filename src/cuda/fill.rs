@@ -43,7 +43,8 @@ pub(crate) fn fill<T: Element>(q: &Queue, dst: u64, n: usize, value: T) -> Resul
         }),
         _ => {
             let total = n * w; // the view exists, so this fits
-            let policy = launch::copy_policy(w, total, &[dst as usize], Some(q.ctx.cc));
+            let info = q.device_info();
+            let policy = launch::copy_policy(w, total, &[dst as usize], info);
             let v = policy.access_width;
             let p = CpugpuPadParams {
                 src: std::ptr::null(),
@@ -51,15 +52,16 @@ pub(crate) fn fill<T: Element>(q: &Queue, dst: u64, n: usize, value: T) -> Resul
                 outer: 1,
                 src_row_units: 0,
                 dst_row_units: i64_of(total / v),
+                items: i64::from(policy.items_per_thread),
                 fill: launch::fill_pattern(value),
             };
             // SAFETY: one row of total / v units at dst, all written with the fill pattern; the
-            // empty source row is never read.
+            // empty source row is never read; items <= the kernel's register arrays.
             unsafe {
                 q.launch(
                     op,
                     launch::pad_kernel(v),
-                    launch::flat_launch(total / v, policy.items_per_thread),
+                    launch::pad_launch(total / v, policy.items_per_thread, info),
                     &p,
                 )
             }

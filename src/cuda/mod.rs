@@ -39,5 +39,5 @@ pub(crate) use alloc::{
 };
 pub(crate) use context::Context;
 pub(crate) use error_ring::{CheckKind, CodedReport, CODE_BITS};
-pub(crate) use queue::{Joined, Queue};
+pub(crate) use queue::{CaptureSlot, Joined, Queue};
 pub(crate) use result::probe;

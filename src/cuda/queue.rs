@@ -1,8 +1,9 @@
 //! A [`crate::Device`] on CUDA is a [`Queue`]: a context, the stream its work goes to, its
-//! device-error read-out ([`super::error_ring`]) and page-locked staging for small uploads of
-//! launch metadata. Operations use it to order themselves after other streams' work
-//! ([`Queue::join`]), launch kernels ([`Queue::launch`]), capture the errors their kernels find
-//! ([`Queue::capture`]) and upload metadata ([`Queue::upload_bytes`]).
+//! device-error read-out ([`super::error_ring`]), the scratch its kernels keep between
+//! operations ([`Scratch`]) and page-locked staging for small uploads of launch metadata.
+//! Operations use it to order themselves after other streams' work ([`Queue::join`]), launch
+//! kernels ([`Queue::launch`]), hand their last kernel a read-out slot for the errors it finds
+//! ([`Queue::capture_slot`], [`Queue::captured`]) and upload metadata ([`Queue::upload_bytes`]).
 
 use std::any::Any;
 use std::ffi::c_void;
@@ -16,8 +17,9 @@ use super::error_ring::{CheckKind, ErrorRing, Pending, ERROR_SLOTS, SLOT_WORDS};
 use super::result::check;
 use super::stream::{Event, Stream};
 use crate::error::{Error, Op, Result};
-use crate::kernels::launch::LaunchConfig;
-use crate::kernels::{list, Kernel};
+use crate::kernels::abi::CTL_WORDS;
+use crate::kernels::launch::{DeviceInfo, LaunchConfig};
+use crate::kernels::Kernel;
 
 /// A [`crate::Device`] on CUDA: a context, the stream its work goes to, the error read-out and a
 /// staging area for small host-to-device uploads of launch metadata.
@@ -25,6 +27,7 @@ pub(crate) struct Queue {
     pub(crate) ctx: Arc<Context>,
     pub(crate) stream: Stream,
     errors: Mutex<ErrorRing>,
+    scratch: Mutex<Scratch>,
     staging: Mutex<Vec<Staging>>,
     issue: Mutex<()>,
     settling: Mutex<()>,
@@ -35,12 +38,54 @@ struct Staging {
     done: Option<Event>,
 }
 
+/// Device memory a queue keeps for its checked operations' kernels, so that no operation
+/// allocates or clears scratch proportional to its data (kernels/cpugpu_abi.h):
+/// - `ctl`: the control words (`CPUGPU_CTL_*`), all 0 between kernels;
+/// - `winners`: scatter's last-wins array, one `i64` per destination row, all -1 between
+///   operations; grown (a new array set to -1, the old one freed, both in stream order) when a
+///   scatter into more rows than it holds comes. **8 bytes per destination row, per queue**: a
+///   scatter into a KV cache of 10 million slots keeps 80 MB on each queue that ran one;
+/// - `tiles`: the look-back scan's tile states, 3 words per tile of 4,096 lengths (24 bytes per
+///   4,096 lengths, 0.15% of i32 lengths), valid per operation by epoch, never cleared.
+///
+/// Freed with the queue (after its last work, see [`Reclaim`]). Only this queue's stream uses
+/// them, so its kernels never race on them: operations on one stream run in order.
+pub(crate) struct Scratch {
+    ctl: Option<DevAlloc>,
+    winners: Option<DevAlloc>,
+    winners_rows: usize,
+    tiles: Option<DevAlloc>,
+    tile_count: usize,
+    epoch: u64,
+}
+
+impl Scratch {
+    fn new(stream: &Stream) -> Result<Scratch> {
+        Ok(Scratch {
+            ctl: Some(DevAlloc::filled(Op::Device, stream, CTL_WORDS * 8, 0)?),
+            winners: None,
+            winners_rows: 0,
+            tiles: None,
+            tile_count: 0,
+            epoch: 0,
+        })
+    }
+}
+
 /// Page-locked staging blocks kept per queue for launch metadata; beyond this many in flight,
 /// an upload waits for the oldest.
 const MAX_STAGING_BLOCKS: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A read-out slot handed to a checked operation's last kernel ([`Queue::capture_slot`]).
+#[derive(Debug)]
+pub(crate) struct CaptureSlot {
+    slot: usize,
+    /// The slot's device address: two `u64` (position, value) of mapped page-locked memory.
+    pub(crate) ptr: cu::CUdeviceptr,
 }
 
 /// Cross-stream ordering of one operation, from [`Queue::join`].
@@ -69,18 +114,21 @@ impl Queue {
         ctx.sweep();
         let _bound = ctx.bind()?;
         let ring = ErrorRing::new(&stream)?;
+        let scratch = Scratch::new(&stream)?;
         Ok(Queue {
             ctx,
             stream,
             errors: Mutex::new(ring),
+            scratch: Mutex::new(scratch),
             staging: Mutex::new(Vec::new()),
             issue: Mutex::new(()),
             settling: Mutex::new(()),
         })
     }
 
-    /// Held while a checked operation enqueues its kernels and their `capture_error`, so two
-    /// host threads sharing this queue cannot interleave on its one error word.
+    /// Held while a checked operation takes its read-out slot and enqueues its kernels, so two
+    /// host threads sharing this queue cannot interleave on its one error word, its scratch or
+    /// the order of its read-out slots.
     pub(crate) fn issue(&self) -> MutexGuard<'_, ()> {
         lock(&self.issue)
     }
@@ -160,6 +208,54 @@ impl Queue {
         })
     }
 
+    /// What the launch policy needs of this queue's device.
+    pub(crate) fn device_info(&self) -> DeviceInfo {
+        DeviceInfo {
+            cc: self.ctx.cc,
+            sms: self.ctx.sm_count,
+        }
+    }
+
+    /// The control words to pass to a kernel that counts its blocks or hands out tiles.
+    pub(crate) fn ctl(&self) -> cu::CUdeviceptr {
+        lock(&self.scratch).ctl.as_ref().map_or(0, |c| c.ptr)
+    }
+
+    /// Scatter's winners array for `rows` destination rows (all -1 in stream order), grown when
+    /// it holds fewer. Call while holding [`Queue::issue`], before the kernels that use it.
+    pub(crate) fn winners(&self, op: Op, rows: usize) -> Result<cu::CUdeviceptr> {
+        let mut s = lock(&self.scratch);
+        if s.winners.is_none() || s.winners_rows < rows {
+            let bytes = rows.checked_mul(8).ok_or(Error::SizeOverflow {
+                op,
+                what: "scatter's winners array (8 bytes per destination row)",
+            })?;
+            let grown = DevAlloc::filled(op, &self.stream, bytes.max(8), 0xFF)?;
+            // The old array is freed in stream order, after the kernels that used it.
+            s.winners = Some(grown);
+            s.winners_rows = rows;
+        }
+        Ok(s.winners.as_ref().map_or(0, |w| w.ptr))
+    }
+
+    /// The look-back scan's tile states for `tiles` tiles and the epoch that marks this
+    /// operation's entries (a new one per call). Grown (zeroed: epoch 0 is never used) when it
+    /// holds fewer. Call while holding [`Queue::issue`].
+    pub(crate) fn tile_states(&self, op: Op, tiles: usize) -> Result<(cu::CUdeviceptr, u64)> {
+        let mut s = lock(&self.scratch);
+        if s.tiles.is_none() || s.tile_count < tiles {
+            let count = tiles.next_power_of_two();
+            let bytes = count.checked_mul(24).ok_or(Error::SizeOverflow {
+                op,
+                what: "the scan's tile states (24 bytes per tile)",
+            })?;
+            s.tiles = Some(DevAlloc::filled(op, &self.stream, bytes, 0)?);
+            s.tile_count = count;
+        }
+        s.epoch += 1;
+        Ok((s.tiles.as_ref().map_or(0, |t| t.ptr), s.epoch))
+    }
+
     /// The error word to pass to checked operation `op`'s kernels, re-armed first if an
     /// earlier re-arm failed (a stale word would make this operation skip its work and report
     /// the earlier one's position); an error when it still cannot be re-armed.
@@ -172,64 +268,69 @@ impl Queue {
         Ok(ring.word.ptr)
     }
 
-    /// Re-arms the error word after a checked operation failed to issue all its kernels (its
-    /// capture will not run), so the next operation does not see a stale error. If even that
-    /// fails, the word is marked stale and the next checked operation re-arms it first.
+    /// Re-arms the error word and the scratch after a checked operation failed to issue all its
+    /// kernels (its last kernel, which would have done so, will not run), so the next operation
+    /// does not see a stale error, a count in progress or a winner left behind. If the error
+    /// word cannot be re-armed, it is marked stale and the next checked operation re-arms it
+    /// first ([`Queue::error_word`]).
     pub(crate) fn rearm(&self) {
         let mut ring = lock(&self.errors);
-        if let Err(e) = memset_u8(Op::Device, &self.stream, ring.word.ptr, 0xFF, 8) {
+        let mut fail = memset_u8(Op::Device, &self.stream, ring.word.ptr, 0xFF, 8).err();
+        if fail.is_some() {
             ring.stale = true;
-            drop(ring);
+        }
+        drop(ring);
+        {
+            let s = lock(&self.scratch);
+            if let Some(c) = &s.ctl {
+                let r = memset_u8(Op::Device, &self.stream, c.ptr, 0, CTL_WORDS * 8);
+                fail = fail.or(r.err());
+            }
+            if let Some(w) = &s.winners {
+                let r = memset_u8(Op::Device, &self.stream, w.ptr, 0xFF, s.winners_rows * 8);
+                fail = fail.or(r.err());
+            }
+        }
+        if let Some(e) = fail {
             self.defer_error(e);
         }
     }
 
-    /// After a checked operation's kernels: captures its error word (position and the element
-    /// of `data` there, `data` holding `n` elements of `elem_bytes`) into a read-out slot, read
-    /// at the next [`Queue::synchronize`]. Always issues the capture (which re-arms the word);
-    /// a full ring is settled first, its first error kept for the next synchronisation.
-    pub(crate) fn capture(
-        &self,
-        op: Op,
-        kind: CheckKind,
-        data: cu::CUdeviceptr,
-        n: usize,
-        elem_bytes: usize,
-    ) -> Result<()> {
+    /// The read-out slot for a checked operation's last kernel to write (position, value: two
+    /// `u64`), settling a full ring first. Call while holding [`Queue::issue`]; after the kernel
+    /// is issued, [`Queue::captured`] makes the slot pending. A slot never made pending (the
+    /// launch failed) is skipped: no kernel writes it and nobody reads it.
+    pub(crate) fn capture_slot(&self) -> CaptureSlot {
         if lock(&self.errors).slots_pending >= ERROR_SLOTS {
             drop(self.settle());
         }
         let mut ring = lock(&self.errors);
         let slot = ring.next;
         ring.next = (ring.next + 1) % ERROR_SLOTS;
-        let p = crate::kernels::abi::CpugpuErrorCaptureParams {
-            error: ring.word.ptr as *mut u64,
-            data: data as *const c_void,
-            out: (ring.out_dev + (slot * SLOT_WORDS * 8) as u64) as *mut u64,
-            n: crate::kernels::launch::i64_of(n),
-            elem_bytes: crate::kernels::launch::i64_of(elem_bytes),
-        };
-        let cfg = LaunchConfig {
-            grid: 1,
-            block: 32,
-            shared_bytes: 0,
-        };
-        // SAFETY: one thread reads the error word (8 bytes, ours), data[pos] only for pos < n
-        // (the caller's input of n elements, alive in stream order), and writes 16 bytes of
-        // slot `slot` of the mapped read-out ring (ours; no other pending entry uses the slot,
-        // since at most ERROR_SLOTS are pending, and the host reads it only after a stream
-        // synchronisation that follows this launch).
-        if let Err(e) = unsafe { self.launch(op, list::capture_error, cfg, &p) } {
-            drop(ring);
-            self.rearm(); // the capture would have re-armed the word
-            return Err(e);
+        CaptureSlot {
+            slot,
+            ptr: ring.out_dev + (slot * SLOT_WORDS * 8) as u64,
         }
-        ring.pending.push(Pending::Slot { op, slot, kind });
-        ring.slots_pending += 1;
-        Ok(())
     }
 
-    /// Like [`Queue::capture`], with the operation's own capture kernel: `make(error, out)`
+    /// After the kernel that writes `slot` was issued: the slot is read, in issue order, at the
+    /// next [`Queue::synchronize`]. Pushed only once the kernel is on the stream, so a settle that
+    /// counts it synchronises after it.
+    ///
+    /// At most `ERROR_SLOTS` slots are pending and [`Queue::capture_slot`] settles a full ring
+    /// before it hands one out, so a slot is written again only after its last reader.
+    pub(crate) fn captured(&self, op: Op, kind: CheckKind, slot: CaptureSlot) {
+        let mut ring = lock(&self.errors);
+        ring.pending.push(Pending::Slot {
+            op,
+            slot: slot.slot,
+            kind,
+        });
+        ring.slots_pending += 1;
+    }
+
+    /// Like [`Queue::capture_slot`] and [`Queue::captured`] in one, with the operation's own
+    /// capture kernel: `make(error, out)`
     /// builds its parameters from the error word and the read-out slot (four words: the kernel
     /// writes the error word, up to three values, and re-arms the word). `kind` is a
     /// [`CheckKind::Coded`] whose `decode` turns the slot into the error.
@@ -417,7 +518,7 @@ impl Joined<'_> {
 impl Drop for Queue {
     fn drop(&mut self) {
         // The staging blocks and the error read-out ring are page-locked memory that in-flight
-        // copies and capture kernels may still use. Their release waits for an event recorded
+        // copies and kernels may still use. Their release waits for an event recorded
         // now, on the context's reclaim list, rather than for the stream: the default stream is
         // shared by every handle of the GPU, and one handle's drop must not wait for the
         // others' work.
@@ -432,7 +533,13 @@ impl Drop for Queue {
                 .into_iter()
                 .map(|s| s.host)
                 .collect();
-        let keep: Box<dyn Any + Send> = Box::new((out, staging));
+        // The scratch (control words, winners, tile states) too: freed in stream order once the
+        // event below has completed, without making this drop wait for a shared stream.
+        let scratch = {
+            let s = self.scratch.get_mut().unwrap_or_else(|e| e.into_inner());
+            (s.ctl.take(), s.winners.take(), s.tiles.take())
+        };
+        let keep: Box<dyn Any + Send> = Box::new((out, staging, scratch));
         let recorded = Event::new(&self.ctx, false).and_then(|e| {
             e.record(&self.stream)?;
             Ok(e)

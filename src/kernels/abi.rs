@@ -14,6 +14,12 @@ pub(crate) const NO_ERROR: u64 = u64::MAX;
 pub(crate) const SCAN_ITEMS_PER_THREAD: u32 = CPUGPU_SCAN_ITEMS_PER_THREAD;
 /// `CPUGPU_SCAN_BLOCK`.
 pub(crate) const SCAN_BLOCK: u32 = CPUGPU_SCAN_BLOCK;
+/// `CPUGPU_MAX_ITEMS_W16`: the most 16-byte units a row or pad kernel's thread has in flight.
+pub(crate) const MAX_ITEMS_W16: u32 = CPUGPU_MAX_ITEMS_W16;
+/// `CPUGPU_MAX_ITEMS`: the same for narrower units.
+pub(crate) const MAX_ITEMS: u32 = CPUGPU_MAX_ITEMS;
+/// `CPUGPU_CTL_WORDS`: a queue's control words.
+pub(crate) const CTL_WORDS: usize = CPUGPU_CTL_WORDS as usize;
 
 #[allow(dead_code, non_camel_case_types, clippy::all)]
 mod generated {
@@ -23,13 +29,12 @@ pub(crate) use generated::*;
 
 // Sizes on a 64-bit target: all fields are 8 bytes, so there is no padding to disagree about.
 const _: () = assert!(std::mem::size_of::<CpugpuValidateParams>() == 40);
-const _: () = assert!(std::mem::size_of::<CpugpuGatherRowsParams>() == 80);
+const _: () = assert!(std::mem::size_of::<CpugpuGatherRowsParams>() == 120);
 const _: () = assert!(std::mem::size_of::<CpugpuScatterWinnersParams>() == 48);
-const _: () = assert!(std::mem::size_of::<CpugpuScatterRowsParams>() == 72);
-const _: () = assert!(std::mem::size_of::<CpugpuPadParams>() == 56);
-const _: () = assert!(std::mem::size_of::<CpugpuOffsetsParams>() == 56);
-const _: () = assert!(std::mem::size_of::<CpugpuBatchedCopyParams>() == 64);
-const _: () = assert!(std::mem::size_of::<CpugpuErrorCaptureParams>() == 40);
+const _: () = assert!(std::mem::size_of::<CpugpuScatterRowsParams>() == 112);
+const _: () = assert!(std::mem::size_of::<CpugpuPadParams>() == 64);
+const _: () = assert!(std::mem::size_of::<CpugpuOffsetsParams>() == 80);
+const _: () = assert!(std::mem::size_of::<CpugpuBatchedCopyParams>() == 120);
 const _: () = assert!(std::mem::size_of::<CpugpuCanaryParams>() == 24);
 const _: () = assert!(std::mem::size_of::<CpugpuKvGroup>() == 40);
 const _: () = assert!(std::mem::size_of::<CpugpuExpandParams>() == 112);

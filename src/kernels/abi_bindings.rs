@@ -5,6 +5,12 @@
 
 pub const CPUGPU_SCAN_ITEMS_PER_THREAD: u32 = 16;
 pub const CPUGPU_SCAN_BLOCK: u32 = 256;
+pub const CPUGPU_MAX_ITEMS_W16: u32 = 4;
+pub const CPUGPU_MAX_ITEMS: u32 = 8;
+pub const CPUGPU_CTL_DONE: u32 = 0;
+pub const CPUGPU_CTL_TILE: u32 = 1;
+pub const CPUGPU_CTL_SUM: u32 = 2;
+pub const CPUGPU_CTL_WORDS: u32 = 4;
 pub const CPUGPU_CODE_BITS: u32 = 4;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -21,11 +27,16 @@ pub struct CpugpuGatherRowsParams {
     pub src: *const ::core::ffi::c_void,
     pub dst: *mut ::core::ffi::c_void,
     pub indices: *const ::core::ffi::c_void,
-    pub error: *const u64,
+    pub error: *mut u64,
+    pub ctl: *mut u64,
+    pub capture: *mut u64,
     pub n_indices: i64,
     pub src_rows: u64,
     pub row_units: i64,
     pub lanes_per_row: i64,
+    pub items: i64,
+    pub allow_negative: i64,
+    pub self_check: i64,
     pub fill: [u64; 2usize],
 }
 #[repr(C)]
@@ -44,12 +55,17 @@ pub struct CpugpuScatterRowsParams {
     pub src: *const ::core::ffi::c_void,
     pub dst: *mut ::core::ffi::c_void,
     pub indices: *const ::core::ffi::c_void,
-    pub winners: *const i64,
-    pub error: *const u64,
+    pub winners: *mut i64,
+    pub error: *mut u64,
+    pub ctl: *mut u64,
+    pub capture: *mut u64,
     pub n_indices: i64,
     pub dst_rows: u64,
     pub row_units: i64,
     pub lanes_per_row: i64,
+    pub items: i64,
+    pub allow_negative: i64,
+    pub self_check: i64,
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -59,6 +75,7 @@ pub struct CpugpuPadParams {
     pub outer: i64,
     pub src_row_units: i64,
     pub dst_row_units: i64,
+    pub items: i64,
     pub fill: [u64; 2usize],
 }
 #[repr(C)]
@@ -66,11 +83,14 @@ pub struct CpugpuPadParams {
 pub struct CpugpuOffsetsParams {
     pub lengths: *const ::core::ffi::c_void,
     pub offsets: *mut ::core::ffi::c_void,
-    pub tile_sums: *mut u64,
+    pub tile_state: *mut u64,
     pub error: *mut u64,
+    pub ctl: *mut u64,
+    pub capture: *mut u64,
     pub n: i64,
     pub limit: i64,
     pub tiles: i64,
+    pub epoch: u64,
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -79,19 +99,17 @@ pub struct CpugpuBatchedCopyParams {
     pub dst_ptrs: *const *mut ::core::ffi::c_void,
     pub flat: *mut ::core::ffi::c_void,
     pub seg_offsets: *const i64,
+    pub small: *const i64,
+    pub medium: *const i64,
+    pub large: *const i64,
+    pub large_chunks: *const i64,
     pub offsets_out: *mut ::core::ffi::c_void,
     pub n_segments: i64,
-    pub units_per_elem: i64,
-    pub tile_units: i64,
-}
-#[repr(C)]
-#[derive(Debug, Copy, Clone)]
-pub struct CpugpuErrorCaptureParams {
-    pub error: *mut u64,
-    pub data: *const ::core::ffi::c_void,
-    pub out: *mut u64,
-    pub n: i64,
     pub elem_bytes: i64,
+    pub n_small: i64,
+    pub n_medium: i64,
+    pub n_large: i64,
+    pub chunk_bytes: i64,
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]

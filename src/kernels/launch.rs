@@ -3,17 +3,31 @@
 //! Pure functions, shared by the CUDA backend and the emulator, so the emulated tests run the
 //! very configuration a GPU launch uses.
 //!
-//! Policy (no GPU measurements yet, to be tuned on the H100 with the issue's workloads):
+//! The launch policy of every data-movement kernel is chosen here, in [`copy_policy`], from the
+//! device's compute capability and the element size (through the access width). **No GPU figure
+//! exists yet** (no session has had a GPU): every number below is a design choice, derived in its
+//! comment, to be replaced by the measured figure that justifies it (as CUB's tuning files do,
+//! "P100: 591 GB/s @ 64M 4B items") once the GPU suite has run (`BENCHMARKS.md`).
 //! - 256 threads per block everywhere: a multiple of the warp size that keeps several blocks
 //!   resident per SM on every architecture we target (sm_80, sm_90), and CUB's default for
-//!   memory-bound kernels of this kind.
-//! - Grids are capped at [`MAX_GRID`] blocks and every kernel loops grid-stride over 64-bit
-//!   counts, so no size wraps a 32-bit grid dimension.
-//! - Data movement accesses memory in units of the widest of 16, 8, 4, 2, 1 bytes that divides
-//!   the row size and every base address ([`copy_policy`]): 16-byte (`uint4`) accesses whenever
-//!   rows and pointers allow, whatever the element type.
+//!   memory-bound kernels of this kind. The move kernels are built for 4 resident blocks
+//!   (`CPUGPU_MOVE_BOUNDS`, at most 64 registers).
+//! - Each thread loads `items` units before it stores any: 4 units of 16 bytes, 8 of 8 or fewer
+//!   bytes (64 bytes in flight for 16- and 8-byte units): with 1,024 resident threads an SM keeps
+//!   64 KiB in flight, above the 18 to 26 KiB an H100/H200 needs per SM by Little's law
+//!   (3.35 to 4.8 TB/s x ~0.7 us / 132 SMs). The same on sm_80 (2 TB/s / 108 SMs: 13 KiB).
+//! - Grids: the grid-stride kernels that count their blocks at the end (the checked operations'
+//!   read-out) are capped at 4 waves of resident blocks ([`stride_grid_cap`]), so that the count
+//!   costs a few thousand atomics at most; others at [`MAX_GRID`]. Every kernel loops
+//!   grid-stride over 64-bit counts, so no size wraps a 32-bit grid dimension.
+//! - Access width: the widest of 16, 8, 4, 2, 1 bytes dividing the row size and every base
+//!   address ([`access_width`]): 16-byte (`uint4`) accesses whenever rows and pointers allow,
+//!   whatever the element type. The batched copy (flatten, split) always moves 16-byte units,
+//!   shifting where source and destination alignments differ.
 //! - Row kernels (gather, scatter) give each row a group of `lanes_per_row` threads, the next
 //!   power of two of the row's unit count, at most a warp ([`rows_launch`]).
+//! - Batch sizes (at most [`SMALL_BATCH`] indices) take the one-launch path: every block checks
+//!   every index, so the grid is capped at one block per SM ([`rows_launch`]).
 
 use std::cell::Cell;
 
@@ -24,8 +38,19 @@ pub(crate) const BLOCK_THREADS: u32 = 256;
 // Whole warps: the index checks vote across every lane of a warp (kernels/common.cuh).
 const _: () = assert!(BLOCK_THREADS.is_multiple_of(32));
 
+/// Blocks of [`BLOCK_THREADS`] the move kernels are built to keep resident per SM
+/// (`CPUGPU_MOVE_BOUNDS` in kernels/common.cuh; kernels/kernel_list.h says the same).
+pub(crate) const MOVE_BLOCKS_PER_SM: u32 = 4;
+
+/// Blocks per SM of the look-back scan (`CPUGPU_SCAN_BOUNDS`): its grid is one wave of them.
+pub(crate) const SCAN_BLOCKS_PER_SM: u32 = 3;
+
 /// The largest grid a launch uses; kernels are grid-stride, so larger work just loops.
 pub(crate) const MAX_GRID: u32 = 65_535;
+
+/// Checked gathers and scatters of at most this many indices run as one launch, every block
+/// checking every index (cached loads of at most 32 KiB per block) before it moves anything.
+pub(crate) const SMALL_BATCH: usize = 4096;
 
 thread_local! {
     /// Test hook: a lower grid cap for launches planned on this thread (0 = none), so that small
@@ -34,10 +59,35 @@ thread_local! {
     static GRID_CAP: Cell<u32> = const { Cell::new(0) };
 }
 
+thread_local! {
+    /// Test hook: this thread's batch-path limit instead of [`SMALL_BATCH`] (None: the default).
+    static SMALL_BATCH_LIMIT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Sets this thread's batch-path limit for the emulator tests (None restores [`SMALL_BATCH`]).
+#[cfg_attr(not(feature = "emulator"), allow(dead_code))]
+pub(crate) fn set_small_batch(limit: Option<usize>) {
+    SMALL_BATCH_LIMIT.with(|c| c.set(limit));
+}
+
+/// Whether a checked gather or scatter of `n` indices takes the one-launch batch path.
+pub(crate) fn is_small_batch(n: usize) -> bool {
+    n <= SMALL_BATCH_LIMIT.with(Cell::get).unwrap_or(SMALL_BATCH)
+}
+
 /// Sets this thread's grid cap for the emulator tests (0 restores [`MAX_GRID`]).
 #[cfg_attr(not(feature = "emulator"), allow(dead_code))]
 pub(crate) fn set_grid_cap(cap: u32) {
     GRID_CAP.with(|c| c.set(cap));
+}
+
+/// What the launch policy knows of the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DeviceInfo {
+    /// Compute capability (major, minor).
+    pub cc: (u32, u32),
+    /// Streaming multiprocessors.
+    pub sms: u32,
 }
 
 /// A kernel launch's shape: a 1-D grid of 1-D blocks.
@@ -51,14 +101,38 @@ pub(crate) struct LaunchConfig {
     pub shared_bytes: u32,
 }
 
-/// Blocks for `work` items at `per_block` items per block: at least 1, at most the cap.
-pub(crate) fn grid_for(work: u64, per_block: u64) -> u32 {
+impl LaunchConfig {
+    fn blocks(grid: u32) -> LaunchConfig {
+        LaunchConfig {
+            grid,
+            block: BLOCK_THREADS,
+            shared_bytes: 0,
+        }
+    }
+}
+
+/// Blocks for `work` items at `per_block` items per block: at least 1, at most `cap` (and the
+/// test hook's cap).
+pub(crate) fn grid_within(work: u64, per_block: u64, cap: u32) -> u32 {
     let cap = match GRID_CAP.with(Cell::get) {
-        0 => MAX_GRID,
-        c => c.min(MAX_GRID),
-    };
+        0 => cap,
+        c => c.min(cap),
+    }
+    .clamp(1, MAX_GRID);
     let blocks = work.div_ceil(per_block.max(1)).clamp(1, u64::from(cap));
     u32::try_from(blocks).unwrap_or(cap)
+}
+
+/// Blocks for `work` items at `per_block` items per block: at least 1, at most [`MAX_GRID`].
+pub(crate) fn grid_for(work: u64, per_block: u64) -> u32 {
+    grid_within(work, per_block, MAX_GRID)
+}
+
+/// The grid cap of a grid-stride move kernel that counts its blocks: 4 waves of resident blocks.
+pub(crate) fn stride_grid_cap(dev: DeviceInfo) -> u32 {
+    dev.sms
+        .saturating_mul(MOVE_BLOCKS_PER_SM * 4)
+        .clamp(1, MAX_GRID)
 }
 
 /// `usize` to the kernels' `int64_t`. Slice lengths and byte counts are at most `isize::MAX`,
@@ -79,11 +153,7 @@ pub(crate) fn access_width(bytes: usize, addrs: &[usize]) -> usize {
 /// A flat grid-stride launch over `n` items with `items_per_thread` items each.
 pub(crate) fn flat_launch(n: usize, items_per_thread: u32) -> LaunchConfig {
     let per_block = u64::from(BLOCK_THREADS) * u64::from(items_per_thread.max(1));
-    LaunchConfig {
-        grid: grid_for(n as u64, per_block),
-        block: BLOCK_THREADS,
-        shared_bytes: 0,
-    }
+    LaunchConfig::blocks(grid_for(n as u64, per_block))
 }
 
 /// The launch policy of a data-movement kernel: threads per block, items (access units) per
@@ -96,29 +166,30 @@ pub(crate) struct CopyPolicy {
 }
 
 /// The policy for moving elements of `elem_width` bytes in chunks of `chunk_bytes` (a row; a
-/// multiple of the element width, 0 for "any") between the addresses `addrs`, on a device of
-/// compute capability `cc` (None: unknown, as in the emulator).
+/// multiple of the element width, 0 for "any") between the addresses `addrs`, on `dev`.
 ///
 /// The access width is the widest of 16, 8, 4, 2, 1 bytes dividing the chunk and every address
-/// (it may exceed the element width: rows of 16 `u8` move as one `uint4`); items per thread
-/// keep about 64 bytes in flight per thread. Not yet measured on a GPU: the same for sm_80 and
-/// sm_90 until the H100 benchmarks of issue 3 say otherwise.
+/// (it may exceed the element width: rows of 16 `u8` move as one `uint4`). Items per thread: 4
+/// units of 16 bytes, 8 of anything narrower, the most the kernels' register arrays hold
+/// (`CPUGPU_MAX_ITEMS*`): 64 bytes in flight per thread for 16- and 8-byte units. Measured
+/// figure: none yet (no GPU has run the suite); the same for sm_80 and sm_90 until one says
+/// otherwise (the module comment derives the numbers).
 pub(crate) fn copy_policy(
     elem_width: usize,
     chunk_bytes: usize,
     addrs: &[usize],
-    cc: Option<(u32, u32)>,
+    dev: DeviceInfo,
 ) -> CopyPolicy {
-    let _ = cc;
     debug_assert!(chunk_bytes.is_multiple_of(elem_width.max(1)));
     let access_width = access_width(chunk_bytes, addrs);
+    let items_per_thread = match (dev.cc.0, access_width) {
+        // sm_80 and sm_90 alike until a GPU figure says otherwise.
+        (_, 16) => abi::MAX_ITEMS_W16,
+        (_, _) => abi::MAX_ITEMS,
+    };
     CopyPolicy {
         block_threads: BLOCK_THREADS,
-        items_per_thread: match access_width {
-            16 => 4,
-            8 => 8,
-            _ => 16,
-        },
+        items_per_thread,
         access_width,
     }
 }
@@ -130,41 +201,64 @@ pub(crate) struct RowLaunch {
     pub lanes_per_row: i64,
 }
 
-/// Gather/scatter launch over `rows` rows of `row_units` access units: one thread per row for
-/// rows of one unit (a plain grid-stride loop), a sub-warp for rows up to 32 units, a warp
-/// looping over the row beyond.
-pub(crate) fn rows_launch(rows: usize, row_units: usize) -> RowLaunch {
+/// Gather/scatter launch over `rows` rows of `row_units` access units, `items` per thread: one
+/// thread per row for rows of one unit, a sub-warp for rows up to 32 units, a warp looping over
+/// the row beyond. Narrow rows move `items` rows per thread per iteration, wide ones `items`
+/// units per lane. `small`: the one-launch batch path, at most one block per SM (each block
+/// checks every index first); otherwise at most [`stride_grid_cap`] blocks.
+pub(crate) fn rows_launch(
+    rows: usize,
+    row_units: usize,
+    items: u32,
+    small: bool,
+    dev: DeviceInfo,
+) -> RowLaunch {
     let lanes = row_units.clamp(1, 32).next_power_of_two();
-    let rows_per_block = u64::from(BLOCK_THREADS) / lanes as u64;
+    let groups_per_block = u64::from(BLOCK_THREADS) / lanes as u64;
+    let rows_per_block = if row_units <= lanes {
+        groups_per_block * u64::from(items.max(1))
+    } else {
+        groups_per_block
+    };
+    let cap = if small {
+        dev.sms.max(1)
+    } else {
+        stride_grid_cap(dev)
+    };
     RowLaunch {
-        config: LaunchConfig {
-            grid: grid_for(rows as u64, rows_per_block),
-            block: BLOCK_THREADS,
-            shared_bytes: 0,
-        },
+        config: LaunchConfig::blocks(grid_within(rows as u64, rows_per_block, cap)),
         lanes_per_row: lanes as i64,
     }
 }
 
+/// A pad launch over `units` destination units, `items` per thread.
+pub(crate) fn pad_launch(units: usize, items: u32, dev: DeviceInfo) -> LaunchConfig {
+    let per_block = u64::from(BLOCK_THREADS) * u64::from(items.max(1));
+    // Pad does not count its blocks; the cap only keeps the grid a few waves deep.
+    LaunchConfig::blocks(grid_within(units as u64, per_block, stride_grid_cap(dev)))
+}
+
 /// Lengths per prefix-sum tile.
 pub(crate) const SCAN_TILE: usize = (abi::SCAN_BLOCK * abi::SCAN_ITEMS_PER_THREAD) as usize;
+
+/// Lengths per thread per iteration of `offsets_check` (its `K`).
+const CHECK_ITEMS: u64 = 8;
 
 /// How a prefix sum of `n` lengths runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ScanPlan {
     /// One launch of one block: n fits one tile.
     Single(LaunchConfig),
-    /// Reduce, scan the tile sums, downsweep; `tiles` tiles, scratch of `tiles + 2` words.
-    Multi {
+    /// `offsets_check` then `offsets_lookback` over `tiles` tiles (3 words of tile state each).
+    LookBack {
         tiles: usize,
-        reduce: LaunchConfig,
-        scan_tiles: LaunchConfig,
-        downsweep: LaunchConfig,
+        check: LaunchConfig,
+        lookback: LaunchConfig,
     },
 }
 
 /// The prefix-sum plan for `n` lengths.
-pub(crate) fn scan_plan(n: usize) -> ScanPlan {
+pub(crate) fn scan_plan(n: usize, dev: DeviceInfo) -> ScanPlan {
     // One u64 per length plus one padding word per 16 (offsets.cu's scan_slot, which keeps the
     // per-thread accesses free of bank conflicts): 34,816 bytes, under the 48 KiB default.
     let tile_bytes = ((SCAN_TILE + SCAN_TILE / 16) * 8) as u32;
@@ -176,40 +270,79 @@ pub(crate) fn scan_plan(n: usize) -> ScanPlan {
         });
     }
     let tiles = n.div_ceil(SCAN_TILE);
-    let grid = grid_for(tiles as u64, 1);
-    ScanPlan::Multi {
+    // The look-back grid is one wave: each block takes tiles from the queue's counter until
+    // none is left, so no block waits for a tile whose block is not running.
+    let wave = dev.sms.saturating_mul(SCAN_BLOCKS_PER_SM).max(1);
+    ScanPlan::LookBack {
         tiles,
-        reduce: LaunchConfig {
-            grid,
-            block: abi::SCAN_BLOCK,
-            shared_bytes: 0,
-        },
-        scan_tiles: LaunchConfig {
-            grid: 1,
-            block: abi::SCAN_BLOCK,
-            shared_bytes: 0,
-        },
-        downsweep: LaunchConfig {
-            grid,
+        check: LaunchConfig::blocks(grid_within(
+            n as u64,
+            u64::from(BLOCK_THREADS) * CHECK_ITEMS,
+            stride_grid_cap(dev),
+        )),
+        lookback: LaunchConfig {
+            grid: grid_within(tiles as u64, 1, wave),
             block: abi::SCAN_BLOCK,
             shared_bytes: tile_bytes,
         },
     }
 }
 
-/// Units per block-tile of the batched copy (flatten, split): 4 units per thread.
-pub(crate) const COPY_TILE_UNITS: i64 = BLOCK_THREADS as i64 * 4;
+/// The batched copy's size tiers (bytes): segments under [`SMALL_SEGMENT`] get a thread, under
+/// [`LARGE_SEGMENT`] a warp, the rest chunks of [`COPY_CHUNK`] bytes, one block each.
+pub(crate) const SMALL_SEGMENT: usize = 256;
+/// See [`SMALL_SEGMENT`].
+pub(crate) const LARGE_SEGMENT: usize = 16 * 1024;
+/// One block iteration of the batched copy: 256 threads x 4 units of 16 bytes.
+pub(crate) const COPY_CHUNK: usize = 16 * 1024;
 
-/// The batched copy's launch over `total_units` flat units and `segments` segments (the
-/// offsets output of flatten is written grid-stride by the same launch).
-pub(crate) fn batched_copy_launch(total_units: usize, segments: usize) -> LaunchConfig {
-    let tiles = (total_units as u64).div_ceil(COPY_TILE_UNITS as u64);
-    let offsets_blocks = (segments as u64 + 1).div_ceil(u64::from(BLOCK_THREADS));
-    LaunchConfig {
-        grid: grid_for(tiles.max(offsets_blocks), 1),
-        block: BLOCK_THREADS,
-        shared_bytes: 0,
+/// A batched copy's work, sorted by size tier on the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CopyTiers {
+    /// Segments under [`SMALL_SEGMENT`] bytes (empty ones are left out).
+    pub small: Vec<u64>,
+    /// Segments under [`LARGE_SEGMENT`] bytes.
+    pub medium: Vec<u64>,
+    /// The rest.
+    pub large: Vec<u64>,
+    /// The first chunk of each large segment, then the chunk count (`large.len() + 1` entries).
+    pub large_chunks: Vec<u64>,
+}
+
+/// Sorts segments of `bytes` into the batched copy's tiers.
+pub(crate) fn copy_tiers(bytes: impl Iterator<Item = usize>) -> CopyTiers {
+    let mut t = CopyTiers {
+        large_chunks: vec![0],
+        ..CopyTiers::default()
+    };
+    let mut chunks = 0u64;
+    for (s, b) in bytes.enumerate() {
+        let s = s as u64;
+        match b {
+            0 => {}
+            b if b < SMALL_SEGMENT => t.small.push(s),
+            b if b < LARGE_SEGMENT => t.medium.push(s),
+            b => {
+                t.large.push(s);
+                chunks += b.div_ceil(COPY_CHUNK) as u64;
+                t.large_chunks.push(chunks);
+            }
+        }
     }
+    t
+}
+
+/// The batched copy's launch for `t` over `segments` segments (flatten's offsets output, n + 1
+/// words, is written grid-stride by the same launch): enough blocks for every chunk, a warp per
+/// medium segment and a thread per small one, at most [`stride_grid_cap`].
+pub(crate) fn batched_copy_launch(t: &CopyTiers, segments: usize, dev: DeviceInfo) -> LaunchConfig {
+    let threads = u64::from(BLOCK_THREADS);
+    let chunks = t.large_chunks.last().copied().unwrap_or(0);
+    let work = chunks
+        .max((t.medium.len() as u64).div_ceil(threads / 32))
+        .max((t.small.len() as u64).div_ceil(threads))
+        .max((segments as u64 + 1).div_ceil(threads));
+    LaunchConfig::blocks(grid_within(work, 1, stride_grid_cap(dev)))
 }
 
 /// The flat-side offsets of `lens` in units of `units_per_elem`, or the first position whose
@@ -313,59 +446,44 @@ pub(crate) fn pad_kernel(v: usize) -> Kernel<CpugpuPadParams> {
     }
 }
 
-/// The three or four prefix-sum kernels for lengths `l64` and offsets `o64`.
+/// The prefix-sum kernels for lengths `l64` and offsets `o64`.
 pub(crate) struct OffsetsKernels {
     pub single: Kernel<CpugpuOffsetsParams>,
-    pub reduce: Kernel<CpugpuOffsetsParams>,
-    pub scan_tiles: Kernel<CpugpuOffsetsParams>,
-    pub downsweep: Kernel<CpugpuOffsetsParams>,
+    pub check: Kernel<CpugpuOffsetsParams>,
+    pub lookback: Kernel<CpugpuOffsetsParams>,
 }
 
 /// `offsets_*_<L>_<O>`.
 pub(crate) fn offsets_kernels(l64: bool, o64: bool) -> OffsetsKernels {
-    let (single, downsweep) = match (l64, o64) {
-        (false, false) => (k::offsets_single_i32_i32, k::offsets_downsweep_i32_i32),
-        (false, true) => (k::offsets_single_i32_i64, k::offsets_downsweep_i32_i64),
-        (true, false) => (k::offsets_single_i64_i32, k::offsets_downsweep_i64_i32),
-        (true, true) => (k::offsets_single_i64_i64, k::offsets_downsweep_i64_i64),
+    let (single, lookback) = match (l64, o64) {
+        (false, false) => (k::offsets_single_i32_i32, k::offsets_lookback_i32_i32),
+        (false, true) => (k::offsets_single_i32_i64, k::offsets_lookback_i32_i64),
+        (true, false) => (k::offsets_single_i64_i32, k::offsets_lookback_i64_i32),
+        (true, true) => (k::offsets_single_i64_i64, k::offsets_lookback_i64_i64),
     };
     OffsetsKernels {
         single,
-        reduce: if l64 {
-            k::offsets_reduce_i64
+        check: if l64 {
+            k::offsets_check_i64
         } else {
-            k::offsets_reduce_i32
+            k::offsets_check_i32
         },
-        scan_tiles: k::offsets_scan_tiles,
-        downsweep,
+        lookback,
     }
 }
 
-/// `flatten_w<V>_<O>`.
-pub(crate) fn flatten_kernel(v: usize, o64: bool) -> Kernel<CpugpuBatchedCopyParams> {
-    match (v, o64) {
-        (16, false) => k::flatten_w16_i32,
-        (8, false) => k::flatten_w8_i32,
-        (4, false) => k::flatten_w4_i32,
-        (2, false) => k::flatten_w2_i32,
-        (_, false) => k::flatten_w1_i32,
-        (16, true) => k::flatten_w16_i64,
-        (8, true) => k::flatten_w8_i64,
-        (4, true) => k::flatten_w4_i64,
-        (2, true) => k::flatten_w2_i64,
-        (_, true) => k::flatten_w1_i64,
+/// `flatten_w16_<O>`.
+pub(crate) fn flatten_kernel(o64: bool) -> Kernel<CpugpuBatchedCopyParams> {
+    if o64 {
+        k::flatten_w16_i64
+    } else {
+        k::flatten_w16_i32
     }
 }
 
-/// `split_copy_w<V>`.
-pub(crate) fn split_copy_kernel(v: usize) -> Kernel<CpugpuBatchedCopyParams> {
-    match v {
-        16 => k::split_copy_w16,
-        8 => k::split_copy_w8,
-        4 => k::split_copy_w4,
-        2 => k::split_copy_w2,
-        _ => k::split_copy_w1,
-    }
+/// `split_copy_w16`.
+pub(crate) fn split_copy_kernel() -> Kernel<CpugpuBatchedCopyParams> {
+    k::split_copy_w16
 }
 
 /// `gather_windows_w<V>`.
@@ -403,6 +521,11 @@ pub(crate) fn one_block() -> LaunchConfig {
 mod tests {
     use super::*;
 
+    const H100: DeviceInfo = DeviceInfo {
+        cc: (9, 0),
+        sms: 132,
+    };
+
     #[test]
     fn access_width_follows_size_and_alignment() {
         assert_eq!(access_width(64, &[0x1000, 0x2000]), 16);
@@ -412,34 +535,66 @@ mod tests {
     }
 
     #[test]
-    fn copy_policy_keeps_64_bytes_in_flight() {
-        let p = copy_policy(1, 32, &[0x1000, 0x3000], None);
+    fn copy_policy_keeps_64_bytes_in_flight_for_wide_units() {
+        let p = copy_policy(1, 32, &[0x1000, 0x3000], H100);
         assert_eq!(
             (p.access_width, p.items_per_thread, p.block_threads),
             (16, 4, 256)
         );
-        let p = copy_policy(8, 24, &[0x1000, 0x3000], Some((9, 0)));
+        let p = copy_policy(8, 24, &[0x1000, 0x3000], H100);
         assert_eq!((p.access_width, p.items_per_thread), (8, 8));
-        let p = copy_policy(2, 6, &[0x1000], None);
-        assert_eq!((p.access_width, p.items_per_thread), (2, 16));
+        let p = copy_policy(
+            2,
+            6,
+            &[0x1000],
+            DeviceInfo {
+                cc: (8, 0),
+                sms: 108,
+            },
+        );
+        assert_eq!((p.access_width, p.items_per_thread), (2, 8));
     }
 
     #[test]
     fn rows_launch_groups_lanes_by_row_size() {
-        assert_eq!(rows_launch(1000, 1).lanes_per_row, 1);
-        assert_eq!(rows_launch(1000, 1).config.grid, 4);
-        assert_eq!(rows_launch(1000, 5).lanes_per_row, 8);
-        assert_eq!(rows_launch(1000, 500).lanes_per_row, 32);
-        assert_eq!(rows_launch(0, 1).config.grid, 1);
+        assert_eq!(rows_launch(1000, 1, 8, false, H100).lanes_per_row, 1);
+        // 256 rows per block-iteration of one-unit rows, 8 per thread: one block.
+        assert_eq!(rows_launch(1000, 1, 8, false, H100).config.grid, 1);
+        assert_eq!(rows_launch(100_000, 1, 8, false, H100).config.grid, 49);
+        assert_eq!(rows_launch(1000, 5, 8, false, H100).lanes_per_row, 8);
+        assert_eq!(rows_launch(1000, 500, 4, false, H100).lanes_per_row, 32);
+        assert_eq!(rows_launch(1000, 500, 4, false, H100).config.grid, 125);
+        assert_eq!(rows_launch(0, 1, 8, false, H100).config.grid, 1);
+        // The one-launch path: at most one block per SM.
+        assert_eq!(rows_launch(4096, 500, 4, true, H100).config.grid, 132);
+        assert_eq!(
+            rows_launch(1 << 30, 500, 4, false, H100).config.grid,
+            stride_grid_cap(H100)
+        );
     }
 
     #[test]
     fn scan_plan_switches_at_one_tile() {
-        assert!(matches!(scan_plan(SCAN_TILE), ScanPlan::Single(_)));
+        assert!(matches!(scan_plan(SCAN_TILE, H100), ScanPlan::Single(_)));
         assert!(matches!(
-            scan_plan(SCAN_TILE + 1),
-            ScanPlan::Multi { tiles: 2, .. }
+            scan_plan(SCAN_TILE + 1, H100),
+            ScanPlan::LookBack { tiles: 2, .. }
         ));
+        let ScanPlan::LookBack { lookback, .. } = scan_plan(1 << 26, H100) else {
+            panic!("a large scan looks back");
+        };
+        assert_eq!(lookback.grid, 132 * SCAN_BLOCKS_PER_SM);
+    }
+
+    #[test]
+    fn copy_tiers_sort_segments_by_size() {
+        let t = copy_tiers([0usize, 10, 255, 256, 16_383, 16_384, 40_000].into_iter());
+        assert_eq!(t.small, [1, 2]);
+        assert_eq!(t.medium, [3, 4]);
+        assert_eq!(t.large, [5, 6]);
+        assert_eq!(t.large_chunks, [0, 1, 4]);
+        let cfg = batched_copy_launch(&t, 7, H100);
+        assert_eq!(cfg.grid, 4);
     }
 
     #[test]

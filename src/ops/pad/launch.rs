@@ -26,9 +26,6 @@ pub(crate) fn pad_to_multiple_into<T: Element>(
     dst: DeviceViewMut<'_, T>,
 ) -> Result<()> {
     let op = Op::PadToMultiple;
-    let w = width_of::<T>();
-    let q = dev.cuda_queue(op)?;
-    let ord = q.ctx.ordinal;
     let (s, padded) = super::check_args(
         src.len(),
         src.shape().dims(),
@@ -36,6 +33,26 @@ pub(crate) fn pad_to_multiple_into<T: Element>(
         multiple,
         Some(dst.len()),
     )?;
+    pad_rows(dev, op, src, &s, &padded, axis, fill, dst)
+}
+
+/// The launch of every pad (to a multiple, a length or a bucket): `src` (shape `s`) padded
+/// along `axis` to `padded`, which `dst` has (checked by the caller, as is `axis`). One
+/// `pad_w<V>` launch copies each row and fills its tail.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pad_rows<T: Element>(
+    dev: &Device,
+    op: Op,
+    src: DeviceView<'_, T>,
+    s: &crate::Shape,
+    padded: &crate::Shape,
+    axis: usize,
+    fill: T,
+    dst: DeviceViewMut<'_, T>,
+) -> Result<()> {
+    let w = width_of::<T>();
+    let q = dev.cuda_queue(op)?;
+    let ord = q.ctx.ordinal;
     let sp = src.cuda_or(op, "src", ord)?;
     let dp = dst.cuda_or(op, "dst", ord)?;
     if dst.is_empty() {
@@ -47,11 +64,12 @@ pub(crate) fn pad_to_multiple_into<T: Element>(
     let inner: usize = dims[axis + 1..].iter().product();
     let src_row_bytes = dims[axis] * inner * w;
     let dst_row_bytes = padded.dims()[axis] * inner * w;
+    let info = q.device_info();
     let policy = launch::copy_policy(
         w,
         gcd(src_row_bytes, dst_row_bytes),
         &[sp as usize, dp as usize],
-        Some(q.ctx.cc),
+        info,
     );
     let v = policy.access_width;
     let p = CpugpuPadParams {
@@ -60,13 +78,15 @@ pub(crate) fn pad_to_multiple_into<T: Element>(
         outer: i64_of(outer),
         src_row_units: i64_of(src_row_bytes / v),
         dst_row_units: i64_of(dst_row_bytes / v),
+        items: i64::from(policy.items_per_thread),
         fill: launch::fill_pattern(fill),
     };
-    let cfg = launch::flat_launch(dst.len() * w / v, policy.items_per_thread);
+    let cfg = launch::pad_launch(dst.len() * w / v, policy.items_per_thread, info);
     let _bound = q.ctx.bind()?;
     let joined = q.join(op, &[src.cuda_queue(), dst.cuda_queue()])?;
     // SAFETY: v divides both row sizes and both base addresses; the kernel writes
-    // outer * dst_row_units units (all of dst) and reads outer * src_row_units (all of src).
+    // outer * dst_row_units units (all of dst) and reads outer * src_row_units (all of src);
+    // items <= the kernel's register arrays (copy_policy).
     let launched = unsafe { q.launch(op, launch::pad_kernel(v), cfg, &p) };
     let finished = joined.finish(q);
     launched.and(finished)
