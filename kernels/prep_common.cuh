@@ -55,6 +55,37 @@ __device__ __forceinline__ long long prep_segment_of(const void* offsets, bool i
 }
 
 // floor(a / b) for b > 0.
+// A grid-stride copy of `units` V-byte units in rounds of CPUGPU_MAX_ITEMS_W16 per thread:
+// `locate(u, s)` returns unit u's destination index (negative: nothing to copy) and sets s to
+// its source index. A round loads every unit it copies before storing any, so each thread keeps
+// that many loads in flight (the launches size the grid for 4 units per thread). Thread t copies
+// the units u = t (mod total threads), each once.
+template <int V, class Locate>
+__device__ __forceinline__ void prep_copy_units(const typename Unit<V>::type* src, typename Unit<V>::type* dst,
+                                                long long units, Locate locate) {
+    using U = typename Unit<V>::type;
+    constexpr int N = CPUGPU_MAX_ITEMS_W16;
+    const long long stride = total_threads();
+    for (long long base = global_thread(); base < units; base += N * stride) {
+        long long d[N];
+        U v[N] = {};
+CPUGPU_UNROLL
+        for (int k = 0; k < N; ++k) {
+            const long long u = base + k * stride;
+            d[k] = -1;
+            if (u < units) {
+                long long s = 0;
+                d[k] = locate(u, s);
+                if (d[k] >= 0) v[k] = src[s];
+            }
+        }
+CPUGPU_UNROLL
+        for (int k = 0; k < N; ++k) {
+            if (d[k] >= 0) dst[d[k]] = v[k];
+        }
+    }
+}
+
 __device__ __forceinline__ long long prep_floor_div(long long a, long long b) {
     const long long q = a / b;
     return (a % b != 0 && a < 0) ? q - 1 : q;

@@ -12,10 +12,11 @@ __device__ __forceinline__ void staged_write_body(const CpugpuStagedWriteParams&
     using U = typename Unit<V>::type;
     const U* values = static_cast<const U*>(p.values);
     U* dst = static_cast<U*>(p.dst);
-    for (long long u = global_thread(); u < p.total; u += total_threads()) {
+    prep_copy_units<V>(values, dst, p.total, [&](long long u, long long& src) {
         const long long s = prep_segment_of(p.cu, true, 0, p.n - 1, u);
-        dst[p.dst_offsets[s] + (u - p.cu[s])] = values[u];
-    }
+        src = u;
+        return p.dst_offsets[s] + (u - p.cu[s]);
+    });
 }
 
 }  // namespace cpugpu

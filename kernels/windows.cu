@@ -89,23 +89,25 @@ __device__ __forceinline__ void windows_write_body(const CpugpuWindowsParams& p)
         const long long first = prep_load(p.extents, 0, i64);
         const long long last = prep_load(p.extents, p.n, i64);
         const long long units = (last - first) * upe;
-        for (long long u = global_thread(); u < units; u += total_threads()) {
+        prep_copy_units<V>(table, out, units, [&](long long u, long long& s) {
             const long long e = first + u / upe;
             const long long r = prep_segment_of(p.extents, i64, 0, p.n - 1, e);
             const long long k = e - prep_load(p.extents, r, i64);
             const long long src = prep_load(p.rows, r, i64) * p.cols + win_start(p, r) + k;
-            out[e * upe + u % upe] = table[src * upe + u % upe];
-        }
+            s = src * upe + u % upe;
+            return e * upe + u % upe;
+        });
     } else {
         const long long units = p.n * p.width * upe;
-        for (long long u = global_thread(); u < units; u += total_threads()) {
+        prep_copy_units<V>(table, out, units, [&](long long u, long long& s) -> long long {
             const long long e = u / upe;
             const long long r = e / p.width;
             const long long k = e - r * p.width;
-            if (k >= prep_load(p.extents, r, i64)) continue;
+            if (k >= prep_load(p.extents, r, i64)) return -1;
             const long long src = prep_load(p.rows, r, i64) * p.cols + win_start(p, r) + k;
-            out[u] = table[src * upe + u % upe];
-        }
+            s = src * upe + u % upe;
+            return u;
+        });
     }
 }
 
