@@ -39,8 +39,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use cpugpu::{
-    cuda_graph_sizes, host, Device, GatherPolicy, ScatterPolicy, SegmentBounds, StagedWrites,
-    StepPadding, StepRequests, WindowLayout,
+    cuda_graph_sizes, host, Device, Element, GatherPolicy, HostVec, ScatterPolicy, SegmentBounds,
+    StagedWrites, StepPadding, StepRequests, WindowLayout,
 };
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -135,15 +135,85 @@ fn time_it<F: FnMut()>(cfg: &Config, mut f: F) -> Stats {
     }
 }
 
-fn report(op: &str, bytes: usize, s: &Stats) {
+/// One result line. `traffic` is the bytes the op must move (read and written), `None` for
+/// the ops without a ratio target; with `memcpy_par` measured first in the run, the line gets
+/// `ratio`: the op's traffic per second over `memcpy_par`'s (which reads and writes its 64 MiB).
+fn report(op: &str, bytes: usize, traffic: Option<usize>, s: &Stats, run: &mut Run) {
+    let mut extra = String::new();
+    if let Some(t) = traffic {
+        extra += &format!(", \"traffic_bytes\": {t}");
+        if let Some(mp) = run.memcpy_par_bw {
+            let ratio = t as f64 / s.median_s / mp;
+            extra += &format!(", \"ratio\": {ratio:.4}");
+            run.ratios.push((op.to_string(), ratio));
+        }
+    }
     println!(
-        "{{\"op\": \"{op}\", \"bytes\": {bytes}, \"median_s\": {:e}, \"runs\": {}, \"min_s\": {:e}, \"threads\": {}}}",
+        "{{\"op\": \"{op}\", \"bytes\": {bytes}, \"median_s\": {:e}, \"runs\": {}, \"min_s\": {:e}, \"threads\": {}, \"buffers\": \"{}\"{extra}}}",
         s.median_s,
         s.runs,
         s.min_s,
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        if run.plain_vecs { "vec" } else { "hostvec" },
     );
 }
+
+/// What one process run carries between workloads.
+struct Run {
+    /// Hold the workloads' large arrays in plain `Vec`s instead of [`HostVec`]s.
+    plain_vecs: bool,
+    /// `memcpy_par`'s traffic in bytes per second, once measured.
+    memcpy_par_bw: Option<f64>,
+    /// Each workload's ratio to `memcpy_par`, for the summary.
+    ratios: Vec<(String, f64)>,
+}
+
+/// A workload's large array: a [`HostVec`] (cache-line-aligned, huge pages from 4 MiB: how
+/// the crate's own buffers hold memory, and what a batching loop's pool gives it) or, with
+/// `--vec`, the plain `Vec` it was generated in.
+enum Buf<T: Element> {
+    Host(HostVec<T>),
+    Plain(Vec<T>),
+}
+
+impl<T: Element> Buf<T> {
+    fn new(run: &Run, v: Vec<T>) -> Self {
+        if run.plain_vecs {
+            return Buf::Plain(v);
+        }
+        let mut h = HostVec::zeroed(v.len()).expect("host buffer");
+        h.copy_from_slice(&v);
+        Buf::Host(h)
+    }
+}
+
+impl<T: Element> std::ops::Deref for Buf<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match self {
+            Buf::Host(h) => h,
+            Buf::Plain(v) => v,
+        }
+    }
+}
+
+impl<T: Element> std::ops::DerefMut for Buf<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        match self {
+            Buf::Host(h) => h,
+            Buf::Plain(v) => v,
+        }
+    }
+}
+
+/// The ratio targets of issue 12, as fractions of `memcpy_par`'s traffic per second.
+const TARGETS: [(&str, f64); 5] = [
+    ("gather_rows", 0.70),
+    ("scatter_rows", 0.60),
+    ("offsets", 0.85),
+    ("pad_to_multiple", 0.90),
+    ("flatten", 0.90),
+];
 
 fn random_f32(rng: &mut SmallRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.gen::<f32>()).collect()
@@ -286,24 +356,24 @@ fn make_step(seed: u64, n_prefill: usize, n_decode: usize, rows: usize) -> StepD
     }
 }
 
-fn run_op(op: &str, cfg: &Config) {
+fn run_op(op: &str, cfg: &Config, run: &mut Run) {
     let f32_bytes = std::mem::size_of::<f32>();
     let i64_bytes = std::mem::size_of::<i64>();
     match op {
         "memcpy" => {
             let mut rng = SmallRng::seed_from_u64(1);
-            let src = random_f32(&mut rng, ROWS * COLS);
-            let mut dst = vec![0f32; src.len()];
+            let src = Buf::new(run, random_f32(&mut rng, ROWS * COLS));
+            let mut dst = Buf::new(run, vec![0f32; src.len()]);
             let s = time_it(cfg, || {
                 dst.copy_from_slice(black_box(&src));
                 black_box(&mut dst);
             });
-            report(op, dst.len() * f32_bytes, &s);
+            report(op, dst.len() * f32_bytes, Some(2 * dst.len() * f32_bytes), &s, run);
         }
         "memcpy_par" => {
             let mut rng = SmallRng::seed_from_u64(1);
-            let src = random_f32(&mut rng, ROWS * COLS);
-            let mut dst = vec![0f32; src.len()];
+            let src = Buf::new(run, random_f32(&mut rng, ROWS * COLS));
+            let mut dst = Buf::new(run, vec![0f32; src.len()]);
             let chunk = 256 * 1024 / f32_bytes;
             let s = time_it(cfg, || {
                 dst.par_chunks_mut(chunk)
@@ -311,13 +381,15 @@ fn run_op(op: &str, cfg: &Config) {
                     .for_each(|(d, s)| d.copy_from_slice(s));
                 black_box(&mut dst);
             });
-            report(op, dst.len() * f32_bytes, &s);
+            let traffic = 2 * dst.len() * f32_bytes;
+            run.memcpy_par_bw = Some(traffic as f64 / s.median_s);
+            report(op, dst.len() * f32_bytes, Some(traffic), &s, run);
         }
         "gather_rows" => {
             let mut rng = SmallRng::seed_from_u64(2);
-            let src = random_f32(&mut rng, ROWS * COLS);
-            let idx = permutation(&mut rng, ROWS);
-            let mut dst = vec![0f32; idx.len() * COLS];
+            let src = Buf::new(run, random_f32(&mut rng, ROWS * COLS));
+            let idx = Buf::new(run, permutation(&mut rng, ROWS));
+            let mut dst = Buf::new(run, vec![0f32; idx.len() * COLS]);
             let s = time_it(cfg, || {
                 host::gather_rows_into(
                     black_box(&src),
@@ -329,13 +401,14 @@ fn run_op(op: &str, cfg: &Config) {
                 .expect("gather_rows_into");
                 black_box(&mut dst);
             });
-            report(op, dst.len() * f32_bytes, &s);
+            let rows = dst.len() * f32_bytes;
+            report(op, rows, Some(2 * rows + idx.len() * i64_bytes), &s, run);
         }
         "gather_rows_alloc" => {
             // The allocating form, as np.take allocates: includes page-faulting the output.
             let mut rng = SmallRng::seed_from_u64(2);
-            let src = random_f32(&mut rng, ROWS * COLS);
-            let idx = permutation(&mut rng, ROWS);
+            let src = Buf::new(run, random_f32(&mut rng, ROWS * COLS));
+            let idx = Buf::new(run, permutation(&mut rng, ROWS));
             let s = time_it(cfg, || {
                 let out = host::gather_rows(
                     black_box(&src),
@@ -346,13 +419,14 @@ fn run_op(op: &str, cfg: &Config) {
                 .expect("gather_rows");
                 black_box(out);
             });
-            report(op, idx.len() * COLS * f32_bytes, &s);
+            let rows = idx.len() * COLS * f32_bytes;
+            report(op, rows, Some(2 * rows + idx.len() * i64_bytes), &s, run);
         }
         "scatter_rows" => {
             let mut rng = SmallRng::seed_from_u64(3);
-            let src = random_f32(&mut rng, ROWS * COLS);
-            let idx = permutation(&mut rng, ROWS);
-            let mut dst = vec![0f32; ROWS * COLS];
+            let src = Buf::new(run, random_f32(&mut rng, ROWS * COLS));
+            let idx = Buf::new(run, permutation(&mut rng, ROWS));
+            let mut dst = Buf::new(run, vec![0f32; ROWS * COLS]);
             let s = time_it(cfg, || {
                 host::scatter_rows_into(
                     black_box(&src),
@@ -364,13 +438,14 @@ fn run_op(op: &str, cfg: &Config) {
                 .expect("scatter_rows_into");
                 black_box(&mut dst);
             });
-            report(op, idx.len() * COLS * f32_bytes, &s);
+            let rows = idx.len() * COLS * f32_bytes;
+            report(op, rows, Some(2 * rows + idx.len() * i64_bytes), &s, run);
         }
         "pad_to_multiple" => {
             let mut rng = SmallRng::seed_from_u64(4);
-            let src = random_f32(&mut rng, PAD_ROWS * COLS);
+            let src = Buf::new(run, random_f32(&mut rng, PAD_ROWS * COLS));
             let padded_rows = PAD_ROWS.div_ceil(PAD_MULTIPLE) * PAD_MULTIPLE;
-            let mut dst = vec![0f32; padded_rows * COLS];
+            let mut dst = Buf::new(run, vec![0f32; padded_rows * COLS]);
             let s = time_it(cfg, || {
                 let shape = host::pad_to_multiple_into(
                     black_box(&src),
@@ -384,12 +459,13 @@ fn run_op(op: &str, cfg: &Config) {
                 black_box(shape);
                 black_box(&mut dst);
             });
-            report(op, dst.len() * f32_bytes, &s);
+            let out = dst.len() * f32_bytes;
+            report(op, out, Some(src.len() * f32_bytes + out), &s, run);
         }
         "pad_to_multiple_alloc" => {
             // The allocating form, as np.pad allocates: includes page-faulting the output.
             let mut rng = SmallRng::seed_from_u64(4);
-            let src = random_f32(&mut rng, PAD_ROWS * COLS);
+            let src = Buf::new(run, random_f32(&mut rng, PAD_ROWS * COLS));
             let padded_rows = PAD_ROWS.div_ceil(PAD_MULTIPLE) * PAD_MULTIPLE;
             let s = time_it(cfg, || {
                 let out = host::pad_to_multiple(
@@ -402,32 +478,37 @@ fn run_op(op: &str, cfg: &Config) {
                 .expect("pad_to_multiple");
                 black_box(out);
             });
-            report(op, padded_rows * COLS * f32_bytes, &s);
+            let out = padded_rows * COLS * f32_bytes;
+            report(op, out, Some(src.len() * f32_bytes + out), &s, run);
         }
         "offsets" => {
             let mut rng = SmallRng::seed_from_u64(5);
-            let lengths: Vec<i64> = (0..OFFSETS_N).map(|_| rng.gen_range(1..=511)).collect();
-            let mut offsets = vec![0i64; OFFSETS_N + 1];
+            let lengths = Buf::new(run, (0..OFFSETS_N).map(|_| rng.gen_range(1..=511)).collect());
+            let mut offsets = Buf::new(run, vec![0i64; OFFSETS_N + 1]);
             let s = time_it(cfg, || {
-                host::prefix_sum_offsets_into(black_box(&lengths), &mut offsets)
+                host::prefix_sum_offsets_into::<i64, i64>(black_box(&lengths), &mut offsets)
                     .expect("prefix_sum_offsets_into");
                 black_box(&mut offsets);
             });
-            report(op, offsets.len() * i64_bytes, &s);
+            let out = offsets.len() * i64_bytes;
+            report(op, out, Some(lengths.len() * i64_bytes + out), &s, run);
         }
         "flatten" => {
+            // The ragged input stays in its 8,192 small `Vec`s (as a caller's per-request
+            // arrays are); the output and offsets are large buffers.
             let mut rng = SmallRng::seed_from_u64(6);
             let arrays = ragged_arrays(&mut rng);
             let total: usize = arrays.iter().map(Vec::len).sum();
-            let mut dst = vec![0f32; total];
-            let mut offsets = vec![0i64; FLATTEN_N + 1];
+            let mut dst = Buf::new(run, vec![0f32; total]);
+            let mut offsets = Buf::new(run, vec![0i64; FLATTEN_N + 1]);
             let s = time_it(cfg, || {
                 host::flatten_into(black_box(&arrays), &mut dst, &mut offsets)
                     .expect("flatten_into");
                 black_box(&mut dst);
                 black_box(&mut offsets);
             });
-            report(op, total * f32_bytes + offsets.len() * i64_bytes, &s);
+            let out = total * f32_bytes + offsets.len() * i64_bytes;
+            report(op, out, Some(total * f32_bytes + out), &s, run);
         }
         "split" => {
             let mut rng = SmallRng::seed_from_u64(6);
@@ -442,14 +523,14 @@ fn run_op(op: &str, cfg: &Config) {
                 }
                 black_box(touched);
             });
-            report(op, data.len() * f32_bytes, &s);
+            report(op, data.len() * f32_bytes, None, &s, run);
         }
         "gather_small" => {
             let mut rng = SmallRng::seed_from_u64(8);
-            let src = random_f32(&mut rng, SMALL_ROWS * COLS);
+            let src = Buf::new(run, random_f32(&mut rng, SMALL_ROWS * COLS));
             let hi = i64::try_from(SMALL_ROWS).expect("fits i64");
-            let idx: Vec<i64> = (0..SMALL_ROWS).map(|_| rng.gen_range(0..hi)).collect();
-            let mut dst = vec![0f32; idx.len() * COLS];
+            let idx = Buf::new(run, (0..SMALL_ROWS).map(|_| rng.gen_range(0..hi)).collect());
+            let mut dst = Buf::new(run, vec![0f32; idx.len() * COLS]);
             let s = time_it(cfg, || {
                 host::gather_rows_into(
                     black_box(&src),
@@ -461,7 +542,8 @@ fn run_op(op: &str, cfg: &Config) {
                 .expect("gather_rows_into");
                 black_box(&mut dst);
             });
-            report(op, dst.len() * f32_bytes, &s);
+            let rows = dst.len() * f32_bytes;
+            report(op, rows, Some(2 * rows + idx.len() * i64_bytes), &s, run);
         }
         "expand_segments" => {
             let d = make_step(31, 32, 224, 4096);
@@ -478,7 +560,7 @@ fn run_op(op: &str, cfg: &Config) {
                 .expect("expand_segments_into");
                 black_box((&mut seg, &mut pos));
             });
-            report(op, n_tok * 12, &s);
+            report(op, n_tok * 12, None, &s, run);
         }
         "slot_mapping" => {
             let d = make_step(31, 32, 224, 4096);
@@ -497,7 +579,7 @@ fn run_op(op: &str, cfg: &Config) {
                 black_box(&mut slots);
             });
             let _ = n_tok;
-            report(op, slots.len() * 8, &s);
+            report(op, slots.len() * 8, None, &s, run);
         }
         "gather_windows" => {
             let d = make_step(31, 32, 224, 4096);
@@ -516,7 +598,7 @@ fn run_op(op: &str, cfg: &Config) {
                 .expect("gather_windows_into");
                 black_box(&mut ids);
             });
-            report(op, n_tok * 4, &s);
+            report(op, n_tok * 4, None, &s, run);
         }
         "staged_write" => {
             // The step's new blocks: every request whose tokens cross into blocks it does not
@@ -544,7 +626,7 @@ fn run_op(op: &str, cfg: &Config) {
                 staged.apply(table.view_mut()).expect("apply");
                 black_box(&mut table);
             });
-            report(op, ids * 4, &s);
+            report(op, ids * 4, None, &s, run);
         }
         "pad_to_bucket" => {
             let x: Vec<i64> = (0..300).collect();
@@ -555,7 +637,7 @@ fn run_op(op: &str, cfg: &Config) {
                     .expect("pad_to_bucket_into");
                 black_box(&mut out);
             });
-            report(op, out.len() * 8, &s);
+            report(op, out.len() * 8, None, &s, run);
         }
         "prepare_step" | "prepare_step_decode" => {
             let d = if op == "prepare_step" {
@@ -608,11 +690,7 @@ fn run_op(op: &str, cfg: &Config) {
             });
             // Bytes written: the request outputs, positions and ids up to the padded count, the
             // whole slot row.
-            report(
-                op,
-                (n + 1) * 4 + n * 4 + n * 8 + padded * 12 + t_cap * 8,
-                &s,
-            );
+            report(op, (n + 1) * 4 + n * 4 + n * 8 + padded * 12 + t_cap * 8, None, &s, run);
         }
         _ => unreachable!("op names are checked in main"),
     }
@@ -620,7 +698,7 @@ fn run_op(op: &str, cfg: &Config) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: host_bench [--quick] [--op NAME]\n  NAME: one of {}",
+        "usage: host_bench [--quick] [--op NAME] [--threads N] [--vec]\n  NAME: one of {}",
         OPS.join(", ")
     );
     std::process::exit(2);
@@ -629,10 +707,13 @@ fn usage() -> ! {
 fn main() {
     let mut quick = false;
     let mut only: Option<String> = None;
+    let mut threads: Option<usize> = None;
+    let mut plain_vecs = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--vec" => plain_vecs = true,
             "--op" => match args.next() {
                 Some(name) if OPS.contains(&name.as_str()) => only = Some(name),
                 Some(name) => {
@@ -640,6 +721,10 @@ fn main() {
                     usage();
                 }
                 None => usage(),
+            },
+            "--threads" => match args.next().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => threads = Some(n),
+                _ => usage(),
             },
             "-h" | "--help" => usage(),
             other => {
@@ -667,9 +752,54 @@ fn main() {
             max_runs: 100_000,
         }
     };
-    for op in OPS {
-        if only.as_deref().is_none_or(|o| o == op) {
-            run_op(op, &cfg);
+    let mut run = Run {
+        plain_vecs,
+        memcpy_par_bw: None,
+        ratios: Vec::new(),
+    };
+    let mut body = || {
+        // The ratios need this run's memcpy_par: measure it first when one op is asked for.
+        let wanted = |op: &str| only.as_deref().is_none_or(|o| o == op);
+        if only.is_some() && !wanted("memcpy_par") {
+            run_op("memcpy_par", &cfg, &mut run);
+        }
+        for op in OPS {
+            if wanted(op) {
+                run_op(op, &cfg, &mut run);
+            }
+        }
+        summary(&run);
+    };
+    match threads {
+        // The explicit choice a caller makes: a pool of its own, every op run inside it.
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .expect("thread pool")
+            .install(body),
+        None => body(),
+    }
+}
+
+/// The ratios to `memcpy_par` against issue 12's targets, on stderr (stdout stays JSON lines).
+fn summary(run: &Run) {
+    if run.ratios.is_empty() {
+        return;
+    }
+    eprintln!(
+        "ratio of traffic per second to memcpy_par ({} threads, {} buffers):",
+        rayon::current_num_threads(),
+        if run.plain_vecs { "Vec" } else { "HostVec" }
+    );
+    for (op, r) in &run.ratios {
+        match TARGETS.iter().find(|t| t.0 == op) {
+            Some((_, t)) => eprintln!(
+                "  {op:<22} {:>5.1}%  target {:>3.0}%: {}",
+                r * 100.0,
+                t * 100.0,
+                if r >= t { "met" } else { "MISSED" }
+            ),
+            None => eprintln!("  {op:<22} {:>5.1}%", r * 100.0),
         }
     }
 }

@@ -286,14 +286,8 @@ impl Device {
         }
         match self.kind() {
             BackendKind::Host => {
-                let mut v = Vec::new();
-                v.try_reserve_exact(data.len())
-                    .map_err(|_| Error::OutOfMemory {
-                        op: Op::CopyToDevice,
-                        bytes: std::mem::size_of_val(data),
-                    })?;
-                v.extend_from_slice(data);
-                Ok(DeviceBuffer::from_host_vec(self, v, shape))
+                let v = crate::host_vec::HostVec::copied_from(Op::CopyToDevice, data)?;
+                Ok(DeviceBuffer::from_host(self, v, shape))
             }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {

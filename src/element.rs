@@ -80,6 +80,9 @@ pub trait Index:
     fn to_i64(self) -> i64;
     /// Narrows from `i64`, or `None` when `v` does not fit.
     fn from_i64(v: i64) -> Option<Self>;
+    /// Narrows from `i64` keeping the low bits (`v as i32`): for values already known to fit.
+    #[doc(hidden)]
+    fn from_i64_unchecked_fit(v: i64) -> Self;
 }
 
 impl Index for i32 {
@@ -93,6 +96,10 @@ impl Index for i32 {
     fn from_i64(v: i64) -> Option<Self> {
         i32::try_from(v).ok()
     }
+    #[inline(always)]
+    fn from_i64_unchecked_fit(v: i64) -> Self {
+        v as i32
+    }
 }
 
 impl Index for i64 {
@@ -105,6 +112,10 @@ impl Index for i64 {
     #[inline(always)]
     fn from_i64(v: i64) -> Option<Self> {
         Some(v)
+    }
+    #[inline(always)]
+    fn from_i64_unchecked_fit(v: i64) -> Self {
+        v
     }
 }
 

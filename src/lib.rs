@@ -75,6 +75,7 @@ pub mod cuda;
 mod device;
 mod element;
 mod error;
+mod host_vec;
 #[cfg(cpugpu_cuda)]
 mod kernels;
 mod memory;
@@ -91,6 +92,7 @@ pub use cuda::emu;
 pub use device::{BackendKind, Device};
 pub use element::{Element, Index, Offset};
 pub use error::{Error, Op, Result};
+pub use host_vec::{HostVec, HOST_ALIGN, HUGE_PAGE_MIN_BYTES};
 pub use memory::{DeviceBuffer, DeviceView, DeviceViewMut, HostBuffer};
 pub use ops::expand::SegmentBounds;
 pub use ops::pad::DevicePadded;

@@ -15,6 +15,7 @@ use std::ops::{Deref, DerefMut, Range};
 use crate::device::{BackendKind, Device, MemoryPlacement};
 use crate::element::{nonzero_size_of, Element};
 use crate::error::{Error, Op, Result};
+use crate::host_vec::{advise_huge_pages, HostVec, HUGE_PAGE_MIN_BYTES};
 use crate::pinned::{PinnedBuffer, PinnedMemoryManager};
 use crate::shape::Shape;
 
@@ -25,9 +26,9 @@ pub struct DeviceBuffer<T: Element> {
     device: Device,
 }
 
-enum Storage<T> {
+enum Storage<T: Element> {
     /// Host backend: a second host allocation.
-    Host(Vec<T>),
+    Host(HostVec<T>),
     /// CUDA: device memory, freed in order on the allocating device's stream.
     #[cfg(cpugpu_cuda)]
     Cuda(crate::cuda::DevAlloc),
@@ -93,46 +94,11 @@ pub(crate) fn zeroed_vec<T: Element>(op: Op, len: usize) -> Result<Vec<T>> {
     Ok(v)
 }
 
-/// Allocations of at least this many bytes are advised onto transparent huge pages.
-pub(crate) const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
-
-/// Asks the kernel to back the 2 MiB-aligned part of `v` with huge pages (a hint; Linux only).
-#[cfg(target_os = "linux")]
-fn advise_huge_pages<T>(v: &mut [T]) {
-    extern "C" {
-        // From the C library std links on Linux: `int madvise(void *, size_t, int)`.
-        fn madvise(
-            addr: *mut std::ffi::c_void,
-            len: usize,
-            advice: std::ffi::c_int,
-        ) -> std::ffi::c_int;
-    }
-    const MADV_HUGEPAGE: std::ffi::c_int = 14;
-    const HUGE: usize = 2 << 20;
-    let start = v.as_mut_ptr() as usize;
-    let end = start + std::mem::size_of_val(v);
-    let (Some(a), b) = (start.checked_next_multiple_of(HUGE), end - end % HUGE) else {
-        return;
-    };
-    // Miri cannot run the system call; the range arithmetic above still runs under it.
-    if b > a && !cfg!(miri) {
-        // SAFETY: `a..b` lies inside `v`'s allocation, which the `&mut` borrow gives us
-        // exclusively, and `a` is page-aligned as madvise requires. MADV_HUGEPAGE only hints
-        // which pages back the range; it never changes the memory's contents or mapping as the
-        // program sees it. The result is ignored on purpose: without transparent huge pages the
-        // call fails (EINVAL) and nothing changes.
-        unsafe { madvise(a as *mut std::ffi::c_void, b - a, MADV_HUGEPAGE) };
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge_pages<T>(_: &mut [T]) {}
-
 impl<T: Element> DeviceBuffer<T> {
     pub(crate) fn zeroed(device: &Device, shape: Shape) -> Result<Self> {
         nonzero_size_of::<T>();
         let storage = match device.kind() {
-            BackendKind::Host => Storage::Host(zeroed_vec(Op::Allocate, shape.numel())?),
+            BackendKind::Host => Storage::Host(HostVec::zeroed_for(Op::Allocate, shape.numel())?),
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {
                 let q = device.cuda_queue(Op::Allocate)?;
@@ -166,6 +132,11 @@ impl<T: Element> DeviceBuffer<T> {
 
     /// A host-backend buffer taking ownership of `data` (`shape.numel()` elements).
     pub(crate) fn from_host_vec(device: &Device, data: Vec<T>, shape: Shape) -> Self {
+        Self::from_host(device, HostVec::from_vec(data), shape)
+    }
+
+    /// A host-backend buffer taking ownership of `data` (`shape.numel()` elements).
+    pub(crate) fn from_host(device: &Device, data: HostVec<T>, shape: Shape) -> Self {
         nonzero_size_of::<T>();
         debug_assert_eq!(data.len(), shape.numel());
         DeviceBuffer {
@@ -854,8 +825,8 @@ impl<T: Element> fmt::Debug for DeviceViewMut<'_, T> {
 
 /// The host side of a paired buffer: pageable or pinned host memory. Dereferences to `[T]`.
 pub enum HostBuffer<T: Element> {
-    /// Pageable memory.
-    Pageable(Vec<T>),
+    /// Pageable memory (cache-line-aligned; huge pages from 4 MiB).
+    Pageable(HostVec<T>),
     /// Pinned memory, budgeted by a manager or not.
     Pinned(PinnedBuffer<T>),
 }
@@ -871,7 +842,7 @@ impl<T: Element> HostBuffer<T> {
         manager: Option<&PinnedMemoryManager>,
     ) -> Result<Self> {
         match (placement, manager) {
-            (MemoryPlacement::Host, _) => Ok(HostBuffer::Pageable(zeroed_vec(Op::Allocate, len)?)),
+            (MemoryPlacement::Host, _) => Ok(HostBuffer::Pageable(HostVec::zeroed_for(Op::Allocate, len)?)),
             (MemoryPlacement::Pinned | MemoryPlacement::Uva, Some(m)) => {
                 Ok(HostBuffer::Pinned(m.allocate(len)?))
             }

@@ -49,12 +49,24 @@ use crate::device::Device;
 use crate::element::{nonzero_size_of, Element};
 use crate::error::{Error, Op, Result};
 
-/// Alignment of every pinned block, as `cudaHostAlloc` gives (and enough for 16-byte vector
-/// loads).
+/// The least alignment of every pinned block, as `cudaHostAlloc` gives (and enough for 16-byte
+/// vector loads). Host-backend blocks of 4 MiB or more start on a 2 MiB huge page.
 pub const PINNED_ALIGN: usize = 256;
 
 /// A cached block of `s` bytes serves a request of `r` bytes when `r <= s <= r + r / 4`.
 pub const REUSE_SLACK_DIVISOR: usize = 4;
+
+/// The alignment of a host-backend block of `bytes` bytes: [`PINNED_ALIGN`], or a 2 MiB huge
+/// page from [`HUGE_PAGE_MIN_BYTES`](crate::HUGE_PAGE_MIN_BYTES) (the block is then advised onto
+/// transparent huge pages, as a [`HostVec`](crate::HostVec) is). Under Miri, always
+/// `PINNED_ALIGN`.
+fn heap_align(bytes: usize) -> usize {
+    if bytes >= crate::host_vec::HUGE_PAGE_MIN_BYTES && !cfg!(miri) {
+        2 << 20
+    } else {
+        PINNED_ALIGN
+    }
+}
 
 /// One page-locked allocation. Freed on drop.
 pub(crate) struct RawBlock {
@@ -93,7 +105,7 @@ impl RawBlock {
         #[cfg(not(cpugpu_cuda))]
         let _ = device;
         // Fails only when `bytes`, rounded up to the alignment, exceeds isize::MAX.
-        let layout = Layout::from_size_align(bytes, PINNED_ALIGN).map_err(|_| {
+        let layout = Layout::from_size_align(bytes, heap_align(bytes)).map_err(|_| {
             Error::AllocationTooLarge {
                 op: Op::PinnedAllocate,
                 bytes,
@@ -106,6 +118,12 @@ impl RawBlock {
             op: Op::PinnedAllocate,
             bytes,
         })?;
+        if bytes >= crate::host_vec::HUGE_PAGE_MIN_BYTES {
+            // SAFETY: the block was just allocated with `bytes` bytes, zeroed (valid `u8`s),
+            // and nothing else refers to it yet.
+            let all = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), bytes) };
+            crate::host_vec::advise_huge_pages(all);
+        }
         Ok(RawBlock {
             ptr,
             bytes,
@@ -138,7 +156,7 @@ impl Drop for RawBlock {
         unsafe {
             std::alloc::dealloc(
                 self.ptr.as_ptr(),
-                Layout::from_size_align_unchecked(self.bytes, PINNED_ALIGN),
+                Layout::from_size_align_unchecked(self.bytes, heap_align(self.bytes)),
             )
         };
     }

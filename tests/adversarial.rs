@@ -1210,7 +1210,7 @@ fn expand_bad_counts_and_offsets_every_index_type() {
     expand_matrix::<i64, i64>(804);
     report(
         "expand_bad_counts_and_offsets_every_index_type",
-        4 * 5 * 4 * 2 * 2,
+        4 * 5 * 4 * 2 * backends().len(),
     );
 }
 

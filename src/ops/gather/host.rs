@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use super::{check_args, GatherArgs};
 use crate::element::width_of;
 use crate::ops::{first_bad_index, use_par, PAR_CHUNK_BYTES};
+use crate::par::{prefetch_span, stream_copy, stream_fence, use_stream, PREFETCH_BYTES};
 use crate::{Element, Error, GatherPolicy, Index, Op, Result};
 
 const OP: Op = Op::GatherRows;
@@ -113,6 +114,65 @@ unsafe fn gather_fixed<const N: usize, T: Element, I: Index>(
     }
 }
 
+/// [`gather_rows_seq`] with streaming stores and software prefetch, for large outputs: each row
+/// is copied with [`stream_copy`], and the source row [`PREFETCH_BYTES`] ahead (at least two
+/// rows) is prefetched, so the random reads overlap. Rows are `row_bytes` bytes, a multiple of
+/// 16, and `dst` is 16-byte aligned; `fill_row` is one row of the fill (read only for negative
+/// indices).
+///
+/// # Safety
+/// Every non-negative index must be below `src.len() / row_bytes`; `dst.len()` is
+/// `indices.len() * row_bytes`.
+unsafe fn gather_rows_stream<I: Index>(
+    src: &[u8],
+    row_bytes: usize,
+    indices: &[I],
+    dst: &mut [u8],
+    fill_row: &[u8],
+) {
+    // The common row sizes get their own copy of the loop, with the row size a constant.
+    // SAFETY (every arm): this function's contract, passed on unchanged.
+    unsafe {
+        match row_bytes {
+            16 => gather_rows_stream_impl(src, 16, indices, dst, fill_row),
+            32 => gather_rows_stream_impl(src, 32, indices, dst, fill_row),
+            64 => gather_rows_stream_impl(src, 64, indices, dst, fill_row),
+            128 => gather_rows_stream_impl(src, 128, indices, dst, fill_row),
+            256 => gather_rows_stream_impl(src, 256, indices, dst, fill_row),
+            _ => gather_rows_stream_impl(src, row_bytes, indices, dst, fill_row),
+        }
+    }
+    stream_fence();
+}
+
+/// The body of [`gather_rows_stream`] (same contract), inlined into each of its arms.
+#[inline(always)]
+unsafe fn gather_rows_stream_impl<I: Index>(
+    src: &[u8],
+    row_bytes: usize,
+    indices: &[I],
+    dst: &mut [u8],
+    fill_row: &[u8],
+) {
+    let ahead = (PREFETCH_BYTES / row_bytes).max(2);
+    for (k, (d, &idx)) in dst.chunks_exact_mut(row_bytes).zip(indices).enumerate() {
+        if let Some(&next) = indices.get(k + ahead) {
+            // A negative index (a fill row) prefetches some address outside `src`: harmless.
+            prefetch_span(src, (next.to_i64() as usize).wrapping_mul(row_bytes), row_bytes);
+        }
+        let from = match usize::try_from(idx.to_i64()) {
+            // The caller guarantees r < src.len() / row_bytes: the row lies inside `src`.
+            Ok(r) => src[r * row_bytes..][..row_bytes].as_ptr(),
+            Err(_) => fill_row.as_ptr(),
+        };
+        // SAFETY: `from` is a whole row (of `src`, or `fill_row` of row_bytes bytes), `d` is a
+        // row of `dst`, which does not overlap `src` (`&` and `&mut` borrows) or `fill_row`
+        // (a separate allocation); `d` starts 16-byte aligned (dst is, and row_bytes is a
+        // multiple of 16) and row_bytes is a multiple of 16.
+        unsafe { stream_copy(d.as_mut_ptr(), from, row_bytes) };
+    }
+}
+
 /// The copy, after validation; `dst.len() == indices.len() * row_len`.
 ///
 /// # Safety
@@ -131,8 +191,32 @@ unsafe fn gather_validated<T: Element, I: Index>(
         GatherPolicy::NegativeFill(v) => v,
         GatherPolicy::Checked => T::zeroed(),
     };
+    let row_bytes = row_len.saturating_mul(std::mem::size_of::<T>());
+    if use_stream(std::mem::size_of_val(dst))
+        && row_bytes % 16 == 0
+        && (dst.as_ptr() as usize) % 16 == 0
+    {
+        let (s, d): (&[u8], &mut [u8]) = (bytemuck::cast_slice(src), bytemuck::cast_slice_mut(dst));
+        let fill_row: Vec<u8> = match policy {
+            GatherPolicy::NegativeFill(v) => bytemuck::bytes_of(&v).repeat(row_len),
+            GatherPolicy::Checked => Vec::new(), // never read: no index is negative
+        };
+        let rows_per_task = (PAR_CHUNK_BYTES / row_bytes).max(1);
+        let task = |(d, idx): (&mut [u8], &[I])| {
+            // SAFETY: this function's own contract, for a sub-slice of the indices and the
+            // matching rows of dst (16-byte aligned: dst is, and row_bytes is a multiple of 16).
+            unsafe { gather_rows_stream(s, row_bytes, idx, d, &fill_row) }
+        };
+        if use_par(d.len()) {
+            d.par_chunks_mut(rows_per_task * row_bytes)
+                .zip(indices.par_chunks(rows_per_task))
+                .for_each(task);
+        } else {
+            task((d, indices));
+        }
+        return;
+    }
     if use_par(std::mem::size_of_val(dst)) {
-        let row_bytes = row_len.saturating_mul(std::mem::size_of::<T>());
         let rows_per_task = (PAR_CHUNK_BYTES / row_bytes).max(1);
         dst.par_chunks_mut(rows_per_task * row_len)
             .zip(indices.par_chunks(rows_per_task))

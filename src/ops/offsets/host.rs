@@ -20,15 +20,23 @@ struct Summary {
     negative: bool,
 }
 
+/// The chunk's summary, branch-free so that it vectorises: the lengths' low and high 32-bit
+/// halves are summed separately in `u64` (exact for up to 2^32 lengths, and chunks are far
+/// shorter), and the sign bits are OR-ed. `sum` is meaningful only when `negative` is false.
 fn summarize<L: Index>(chunk: &[L]) -> Summary {
-    let mut sum = Some(0i64);
-    let mut negative = false;
+    debug_assert!(chunk.len() as u64 <= 1 << 32);
+    let (mut lo, mut hi, mut signs) = (0u64, 0u64, 0u64);
     for &l in chunk {
-        let v = l.to_i64();
-        negative |= v < 0;
-        sum = sum.and_then(|s| s.checked_add(v));
+        let v = l.to_i64() as u64;
+        signs |= v;
+        lo += v & 0xffff_ffff;
+        hi += v >> 32;
     }
-    Summary { sum, negative }
+    let total = (u128::from(hi) << 32) + u128::from(lo);
+    Summary {
+        sum: i64::try_from(total).ok(),
+        negative: signs >> 63 != 0,
+    }
 }
 
 /// The first error in `chunk` (starting at position `base`, offset `start`), walking it as a
@@ -58,11 +66,25 @@ fn first_error<L: Index>(chunk: &[L], base: usize, start: i64, limit: i64) -> Er
     unreachable!("first_error is called only for a chunk that has an error")
 }
 
+/// Writes the chunk's offsets from `start`. Validated: no length is negative and no offset
+/// exceeds `O::MAX`, so nothing overflows and every value fits `O`. Four lengths at a time:
+/// their partial sums do not depend on `acc`, so the loop-carried chain is one add per four
+/// offsets instead of one per offset.
 fn write_chunk<L: Index, O: Offset>(lengths: &[L], out: &mut [O], start: i64) {
     let mut acc = start;
-    for (o, &l) in out.iter_mut().zip(lengths) {
-        acc += l.to_i64(); // validated: no overflow, and acc <= O::MAX
-        *o = O::from_i64(acc).unwrap_or_default();
+    let (l4, l_rest) = lengths.as_chunks::<4>();
+    let (o4, o_rest) = out.as_chunks_mut::<4>();
+    for (o, l) in o4.iter_mut().zip(l4) {
+        let p0 = l[0].to_i64();
+        let p1 = p0 + l[1].to_i64();
+        let p2 = p1 + l[2].to_i64();
+        let p3 = p2 + l[3].to_i64();
+        *o = [p0, p1, p2, p3].map(|p| O::from_i64_unchecked_fit(acc + p));
+        acc += p3;
+    }
+    for (o, &l) in o_rest.iter_mut().zip(l_rest) {
+        acc += l.to_i64();
+        *o = O::from_i64_unchecked_fit(acc);
     }
 }
 
@@ -123,7 +145,8 @@ pub fn prefix_sum_offsets_into<L: Index, O: Offset>(
         });
     }
     let par = use_par(std::mem::size_of_val(lengths));
-    let c = if par { chunk_elems::<L>() } else { n.max(1) };
+    // Chunks also on one thread: `summarize` is exact for chunks of up to 2^32 lengths.
+    let c = chunk_elems::<L>();
     let summaries: Vec<Summary> = if par {
         lengths.par_chunks(c).map(summarize).collect()
     } else {
