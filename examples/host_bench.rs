@@ -368,7 +368,13 @@ fn run_op(op: &str, cfg: &Config, run: &mut Run) {
                 dst.copy_from_slice(black_box(&src));
                 black_box(&mut dst);
             });
-            report(op, dst.len() * f32_bytes, Some(2 * dst.len() * f32_bytes), &s, run);
+            report(
+                op,
+                dst.len() * f32_bytes,
+                Some(2 * dst.len() * f32_bytes),
+                &s,
+                run,
+            );
         }
         "memcpy_par" => {
             let mut rng = SmallRng::seed_from_u64(1);
@@ -483,7 +489,10 @@ fn run_op(op: &str, cfg: &Config, run: &mut Run) {
         }
         "offsets" => {
             let mut rng = SmallRng::seed_from_u64(5);
-            let lengths = Buf::new(run, (0..OFFSETS_N).map(|_| rng.gen_range(1..=511)).collect());
+            let lengths = Buf::new(
+                run,
+                (0..OFFSETS_N).map(|_| rng.gen_range(1..=511)).collect(),
+            );
             let mut offsets = Buf::new(run, vec![0i64; OFFSETS_N + 1]);
             let s = time_it(cfg, || {
                 host::prefix_sum_offsets_into::<i64, i64>(black_box(&lengths), &mut offsets)
@@ -690,7 +699,13 @@ fn run_op(op: &str, cfg: &Config, run: &mut Run) {
             });
             // Bytes written: the request outputs, positions and ids up to the padded count, the
             // whole slot row.
-            report(op, (n + 1) * 4 + n * 4 + n * 8 + padded * 12 + t_cap * 8, None, &s, run);
+            report(
+                op,
+                (n + 1) * 4 + n * 4 + n * 8 + padded * 12 + t_cap * 8,
+                None,
+                &s,
+                run,
+            );
         }
         _ => unreachable!("op names are checked in main"),
     }

@@ -43,6 +43,9 @@ impl fmt::Display for BackendKind {
 struct Inner {
     kind: BackendKind,
     fallback_reason: Option<&'static str>,
+    /// The rayon pool the host backend's parallel work runs on (`None`: the caller's current
+    /// pool, normally the global one).
+    pool: Option<Arc<rayon::ThreadPool>>,
     /// The CUDA context, stream and error read-out (CUDA devices only).
     #[cfg(cpugpu_cuda)]
     cuda: Option<crate::cuda::Queue>,
@@ -82,11 +85,71 @@ impl Device {
         Self::host_because(None)
     }
 
+    /// The host backend, running every operation's parallel work on `pool`, a rayon thread
+    /// pool of the caller's: the explicit thread count for a server where the global pool (one
+    /// thread per core) is wrong, for example 8 threads of a 128-core machine next to the
+    /// inference engine's own threads. Clones share the pool.
+    ///
+    /// An operation called from outside the pool is handed to one of its threads and waited
+    /// for (`ThreadPool::install`); that handoff costs a few microseconds, which a small
+    /// operation notices. Called from inside the pool (a batching loop run under
+    /// `pool.install`) it runs in place. [`Device::host`] uses whatever pool the caller is in,
+    /// normally rayon's global one; so do the [`host`](crate::host) functions, which a caller
+    /// points at a pool with `pool.install(|| ...)`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
+    /// let dev = cpugpu::Device::host_with_pool(pool);
+    /// assert_eq!(dev.host_threads(), Some(2));
+    /// let lens = dev.upload(&[3i64, 1, 4], &[3])?;
+    /// let offs = dev.prefix_sum_offsets::<i64, i64>(lens.view())?;
+    /// assert_eq!(offs.to_vec()?, [0, 3, 4, 8]);
+    /// # Ok::<(), cpugpu::Error>(())
+    /// ```
+    pub fn host_with_pool(pool: Arc<rayon::ThreadPool>) -> Self {
+        Device {
+            inner: Arc::new(Inner {
+                kind: BackendKind::Host,
+                fallback_reason: None,
+                pool: Some(pool),
+                #[cfg(cpugpu_cuda)]
+                cuda: None,
+            }),
+        }
+    }
+
+    /// The threads a host-backend device runs its parallel work on: its pool's
+    /// ([`Device::host_with_pool`]) or the current pool's (normally rayon's global pool, one per
+    /// core, or `RAYON_NUM_THREADS`). `None` on a GPU.
+    pub fn host_threads(&self) -> Option<usize> {
+        match self.kind() {
+            BackendKind::Host => Some(
+                self.inner
+                    .pool
+                    .as_ref()
+                    .map_or_else(rayon::current_num_threads, |p| p.current_num_threads()),
+            ),
+            #[cfg(cpugpu_cuda)]
+            BackendKind::Cuda => None,
+        }
+    }
+
+    /// Runs a host operation's work on this device's pool (in place without one, or when the
+    /// caller is already one of the pool's threads).
+    pub(crate) fn host_run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.inner.pool {
+            Some(p) if p.current_thread_index().is_none() => p.install(f),
+            _ => f(),
+        }
+    }
+
     fn host_because(fallback_reason: Option<&'static str>) -> Self {
         Device {
             inner: Arc::new(Inner {
                 kind: BackendKind::Host,
                 fallback_reason,
+                pool: None,
                 #[cfg(cpugpu_cuda)]
                 cuda: None,
             }),
@@ -163,6 +226,7 @@ impl Device {
             inner: Arc::new(Inner {
                 kind: BackendKind::Cuda,
                 fallback_reason: None,
+                pool: None,
                 cuda: Some(q),
             }),
         })
@@ -302,7 +366,16 @@ impl Device {
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind() {
-            BackendKind::Host => write!(f, "host ({} rayon threads)", rayon::current_num_threads()),
+            BackendKind::Host => write!(
+                f,
+                "host ({} rayon threads{})",
+                self.host_threads().unwrap_or(0),
+                if self.inner.pool.is_some() {
+                    ", own pool"
+                } else {
+                    ""
+                }
+            ),
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => match self.cuda_info() {
                 Some((o, name, (ma, mi))) if self.is_emulated() => {

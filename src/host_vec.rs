@@ -89,11 +89,12 @@ impl<T: Element> HostVec<T> {
             HOST_ALIGN
         }
         .max(std::mem::align_of::<T>());
-        let layout = Layout::from_size_align(bytes, align).map_err(|_| Error::AllocationTooLarge {
-            op,
-            bytes,
-            max: isize::MAX as usize,
-        })?;
+        let layout =
+            Layout::from_size_align(bytes, align).map_err(|_| Error::AllocationTooLarge {
+                op,
+                bytes,
+                max: isize::MAX as usize,
+            })?;
         if bytes < HUGE_PAGE_MIN_BYTES {
             // SAFETY: the layout's size is `bytes` > 0.
             let raw = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
@@ -205,7 +206,10 @@ fn advise_huge_range(start: usize, len: usize) {
     }
     const MADV_HUGEPAGE: std::ffi::c_int = 14;
     let end = start + len;
-    let (Some(a), b) = (start.checked_next_multiple_of(HUGE_PAGE), end - end % HUGE_PAGE) else {
+    let (Some(a), b) = (
+        start.checked_next_multiple_of(HUGE_PAGE),
+        end - end % HUGE_PAGE,
+    ) else {
         return;
     };
     // Miri cannot run the system call; the range arithmetic above still runs under it.

@@ -842,7 +842,10 @@ impl<T: Element> HostBuffer<T> {
         manager: Option<&PinnedMemoryManager>,
     ) -> Result<Self> {
         match (placement, manager) {
-            (MemoryPlacement::Host, _) => Ok(HostBuffer::Pageable(HostVec::zeroed_for(Op::Allocate, len)?)),
+            (MemoryPlacement::Host, _) => Ok(HostBuffer::Pageable(HostVec::zeroed_for(
+                Op::Allocate,
+                len,
+            )?)),
             (MemoryPlacement::Pinned | MemoryPlacement::Uva, Some(m)) => {
                 Ok(HostBuffer::Pinned(m.allocate(len)?))
             }

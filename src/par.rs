@@ -178,7 +178,7 @@ pub(crate) fn prefetch_span(v: &[u8], at: usize, len: usize) {
 /// is 16-byte aligned and `len` is a multiple of 16.
 #[inline(always)]
 pub(crate) unsafe fn stream_copy(dst: *mut u8, src: *const u8, len: usize) {
-    debug_assert!(dst as usize % 16 == 0 && len % 16 == 0);
+    debug_assert!((dst as usize).is_multiple_of(16) && len.is_multiple_of(16));
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
         use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
@@ -225,7 +225,7 @@ pub(crate) unsafe fn stream_copy(dst: *mut u8, src: *const u8, len: usize) {
 /// `dst` is valid for writes of `len` bytes and 16-byte aligned, and `len` is a multiple of 16.
 #[inline(always)]
 pub(crate) unsafe fn stream_fill(dst: *mut u8, pattern: &[u8; 16], len: usize) {
-    debug_assert!(dst as usize % 16 == 0 && len % 16 == 0);
+    debug_assert!((dst as usize).is_multiple_of(16) && len.is_multiple_of(16));
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
         use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};

@@ -216,7 +216,14 @@ fn pad_large_streams_copy_and_fill() {
                 );
                 let (mut d, range) = dest::<T>(padded * cols, shift);
                 pool.install(|| {
-                    pad_to_multiple_into(&src, &[rows, cols], 0, multiple, fill, &mut d[range.clone()])
+                    pad_to_multiple_into(
+                        &src,
+                        &[rows, cols],
+                        0,
+                        multiple,
+                        fill,
+                        &mut d[range.clone()],
+                    )
                 })
                 .expect(&case);
                 assert_bits_eq(&d[range.clone()], &want, &case);
@@ -245,16 +252,30 @@ fn offsets_large_every_type_and_chunk_edge() {
             want[k + 1] = O::from_i64(acc).unwrap();
         }
         for pool in pools() {
-            let case = format!("offsets {}->{} n={n} {} threads", L::NAME, O::NAME, pool.current_num_threads());
+            let case = format!(
+                "offsets {}->{} n={n} {} threads",
+                L::NAME,
+                O::NAME,
+                pool.current_num_threads()
+            );
             let mut out = poisoned::<O>(n + 1);
-            pool.install(|| prefix_sum_offsets_into(&lengths, &mut out)).expect(&case);
+            pool.install(|| prefix_sum_offsets_into(&lengths, &mut out))
+                .expect(&case);
             assert_bits_eq(&out, &want, &case);
         }
     }
     // 65,536 i32 or 32,768 i64 lengths fill one chunk: around it, and far past it.
-    for (k, n) in [32_767usize, 32_768, 32_769, 65_535, 65_536, 65_537, 1_000_003]
-        .into_iter()
-        .enumerate()
+    for (k, n) in [
+        32_767usize,
+        32_768,
+        32_769,
+        65_535,
+        65_536,
+        65_537,
+        1_000_003,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let s = 100 + 4 * k as u64;
         case::<i32, i32>(s, n);
@@ -292,7 +313,12 @@ fn offsets_large_sums_are_exact_near_the_limits() {
 
 #[test]
 fn host_vec_is_aligned_zeroed_and_huge_from_4_mib() {
-    for (len, align) in [(1usize, 64usize), (1000, 64), ((4 << 20) / 8, 2 << 20), (5 << 20, 2 << 20)] {
+    for (len, align) in [
+        (1usize, 64usize),
+        (1000, 64),
+        ((4 << 20) / 8, 2 << 20),
+        (5 << 20, 2 << 20),
+    ] {
         let v = HostVec::<u64>::zeroed(len).unwrap();
         assert_eq!(v.len(), len);
         assert_eq!(v.as_ptr() as usize % align, 0, "len {len}");

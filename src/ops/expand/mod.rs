@@ -143,12 +143,8 @@ impl Device {
                     SegmentBounds::Counts(b)
                 };
                 let starts = starts.map(|s| s.on_host(OP)).transpose()?;
-                host::expand_segments_into(
-                    b,
-                    starts,
-                    seg_ids.into_host(OP)?,
-                    positions.into_host(OP)?,
-                )
+                let (seg, pos) = (seg_ids.into_host(OP)?, positions.into_host(OP)?);
+                self.host_run(|| host::expand_segments_into(b, starts, seg, pos))
             }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {

@@ -97,11 +97,9 @@ impl Device {
         match self.kind() {
             BackendKind::Host => {
                 let parts = host_parts(arrays)?;
-                host::flatten_into(
-                    &parts,
-                    dst.into_host(crate::Op::Flatten)?,
-                    offsets.into_host(crate::Op::Flatten)?,
-                )
+                let d = dst.into_host(crate::Op::Flatten)?;
+                let o = offsets.into_host(crate::Op::Flatten)?;
+                self.host_run(|| host::flatten_into(&parts, d, o))
             }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => launch::flatten_into(self, arrays, dst, offsets),
@@ -118,7 +116,7 @@ impl Device {
             // Validates before it allocates, and writes the output once.
             BackendKind::Host => {
                 let parts = host_parts(arrays)?;
-                let (data, offsets) = host::flatten(&parts)?;
+                let (data, offsets) = self.host_run(|| host::flatten(&parts))?;
                 let (n, m) = (data.len(), offsets.len());
                 Ok((
                     DeviceBuffer::from_host_vec(self, data, Shape::vector(n)),

@@ -158,7 +158,11 @@ unsafe fn gather_rows_stream_impl<I: Index>(
     for (k, (d, &idx)) in dst.chunks_exact_mut(row_bytes).zip(indices).enumerate() {
         if let Some(&next) = indices.get(k + ahead) {
             // A negative index (a fill row) prefetches some address outside `src`: harmless.
-            prefetch_span(src, (next.to_i64() as usize).wrapping_mul(row_bytes), row_bytes);
+            prefetch_span(
+                src,
+                (next.to_i64() as usize).wrapping_mul(row_bytes),
+                row_bytes,
+            );
         }
         let from = match usize::try_from(idx.to_i64()) {
             // The caller guarantees r < src.len() / row_bytes: the row lies inside `src`.
@@ -193,8 +197,8 @@ unsafe fn gather_validated<T: Element, I: Index>(
     };
     let row_bytes = row_len.saturating_mul(std::mem::size_of::<T>());
     if use_stream(std::mem::size_of_val(dst))
-        && row_bytes % 16 == 0
-        && (dst.as_ptr() as usize) % 16 == 0
+        && row_bytes.is_multiple_of(16)
+        && (dst.as_ptr() as usize).is_multiple_of(16)
     {
         let (s, d): (&[u8], &mut [u8]) = (bytemuck::cast_slice(src), bytemuck::cast_slice_mut(dst));
         let fill_row: Vec<u8> = match policy {

@@ -77,13 +77,12 @@ impl Device {
         let expected = src.shape().with_rows(Op::GatherRows, indices.len())?;
         check_shape(Op::GatherRows, "dst's shape", expected, dst.shape())?;
         match self.kind() {
-            BackendKind::Host => host::gather_rows_into(
-                src.on_host(crate::Op::GatherRows)?,
-                src.shape().dims(),
-                indices.on_host(crate::Op::GatherRows)?,
-                dst.into_host(crate::Op::GatherRows)?,
-                policy,
-            ),
+            BackendKind::Host => {
+                let op = crate::Op::GatherRows;
+                let (s, shape) = (src.on_host(op)?, src.shape());
+                let (i, d) = (indices.on_host(op)?, dst.into_host(op)?);
+                self.host_run(|| host::gather_rows_into(s, shape.dims(), i, d, policy))
+            }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => launch::gather_rows_into(self, src, indices, dst, policy),
         }
@@ -117,12 +116,9 @@ impl Device {
         match self.kind() {
             // Validates before it allocates.
             BackendKind::Host => {
-                let data = host::gather_rows(
-                    src.on_host(crate::Op::GatherRows)?,
-                    src.shape().dims(),
-                    indices.on_host(crate::Op::GatherRows)?,
-                    policy,
-                )?;
+                let op = crate::Op::GatherRows;
+                let (s, dims, i) = (src.on_host(op)?, src.shape(), indices.on_host(op)?);
+                let data = self.host_run(|| host::gather_rows(s, dims.dims(), i, policy))?;
                 Ok(DeviceBuffer::from_host_vec(self, data, shape))
             }
             #[cfg(cpugpu_cuda)]

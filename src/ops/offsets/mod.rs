@@ -38,10 +38,11 @@ impl Device {
         offsets: DeviceViewMut<'_, O>,
     ) -> Result<()> {
         match self.kind() {
-            BackendKind::Host => host::prefix_sum_offsets_into(
-                lengths.on_host(crate::Op::PrefixSumOffsets)?,
-                offsets.into_host(crate::Op::PrefixSumOffsets)?,
-            ),
+            BackendKind::Host => {
+                let l = lengths.on_host(crate::Op::PrefixSumOffsets)?;
+                let o = offsets.into_host(crate::Op::PrefixSumOffsets)?;
+                self.host_run(|| host::prefix_sum_offsets_into(l, o))
+            }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => launch::prefix_sum_offsets_into(self, lengths, offsets),
         }
@@ -55,7 +56,8 @@ impl Device {
         match self.kind() {
             // Validates before it allocates.
             BackendKind::Host => {
-                let data = host::prefix_sum_offsets(lengths.on_host(crate::Op::PrefixSumOffsets)?)?;
+                let l = lengths.on_host(crate::Op::PrefixSumOffsets)?;
+                let data = self.host_run(|| host::prefix_sum_offsets(l))?;
                 let shape = Shape::vector(data.len());
                 Ok(DeviceBuffer::from_host_vec(self, data, shape))
             }

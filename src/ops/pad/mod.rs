@@ -128,13 +128,9 @@ impl Device {
         width_of::<T>();
         match self.kind() {
             BackendKind::Host => {
-                let padded = host::pad_to_multiple(
-                    src.on_host(crate::Op::PadToMultiple)?,
-                    src.shape().dims(),
-                    axis,
-                    multiple,
-                    fill,
-                )?;
+                let (s, shape) = (src.on_host(crate::Op::PadToMultiple)?, src.shape());
+                let padded =
+                    self.host_run(|| host::pad_to_multiple(s, shape.dims(), axis, multiple, fill))?;
                 Ok(match padded.data {
                     Cow::Borrowed(_) => DevicePadded::Unchanged(src),
                     Cow::Owned(v) => {
@@ -170,15 +166,14 @@ impl Device {
         let expected = padded_shape(&src.shape(), axis, multiple)?;
         check_shape(Op::PadToMultiple, "dst's shape", expected, dst.shape())?;
         match self.kind() {
-            BackendKind::Host => host::pad_to_multiple_into(
-                src.on_host(crate::Op::PadToMultiple)?,
-                src.shape().dims(),
-                axis,
-                multiple,
-                fill,
-                dst.into_host(crate::Op::PadToMultiple)?,
-            )
-            .map(|_| ()),
+            BackendKind::Host => {
+                let (s, shape) = (src.on_host(crate::Op::PadToMultiple)?, src.shape());
+                let d = dst.into_host(crate::Op::PadToMultiple)?;
+                self.host_run(|| {
+                    host::pad_to_multiple_into(s, shape.dims(), axis, multiple, fill, d)
+                })
+                .map(|_| ())
+            }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => launch::pad_to_multiple_into(self, src, axis, multiple, fill, dst),
         }

@@ -219,15 +219,10 @@ impl Device {
         width_of::<T>();
         check_shape(op, "dst's shape", padded, dst.shape())?;
         match self.kind() {
-            BackendKind::Host => host::pad_shape_into(
-                op,
-                src.on_host(op)?,
-                &src.shape(),
-                axis,
-                &padded,
-                fill,
-                dst.into_host(op)?,
-            ),
+            BackendKind::Host => {
+                let (s, shape, d) = (src.on_host(op)?, src.shape(), dst.into_host(op)?);
+                self.host_run(|| host::pad_shape_into(op, s, &shape, axis, &padded, fill, d))
+            }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => launch::pad_into(self, op, src, axis, padded, fill, dst),
         }

@@ -165,7 +165,9 @@ fn scatter_by_source<T: Element, I: Index>(
         return false;
     }
     let dst_bytes: &mut [u8] = bytemuck::cast_slice_mut(dst);
-    let stream = use_stream(moved) && row_bytes % 64 == 0 && (dst_bytes.as_ptr() as usize) % 64 == 0;
+    let stream = use_stream(moved)
+        && row_bytes.is_multiple_of(64)
+        && (dst_bytes.as_ptr() as usize).is_multiple_of(64);
     let out = DstPtr(dst_bytes.as_mut_ptr());
     let src_bytes: &[u8] = bytemuck::cast_slice(src);
     src_bytes
@@ -292,8 +294,7 @@ pub fn scatter_rows_into<T: Element, I: Index>(
     if row_len == 0 || indices.is_empty() {
         return Ok(());
     }
-    if use_par(std::mem::size_of_val(src)) && scatter_by_source(src, row_len, indices, dst, rows)
-    {
+    if use_par(std::mem::size_of_val(src)) && scatter_by_source(src, row_len, indices, dst, rows) {
         return Ok(());
     }
     // From here `rows * row_len == dst.len() <= isize::MAX`, so row numbers fit `i64`.

@@ -84,13 +84,11 @@ impl Device {
         check_shape(Op::ScatterRows, "src's shape", expected, src.shape())?;
         let dst_shape = dst.shape();
         match self.kind() {
-            BackendKind::Host => host::scatter_rows_into(
-                src.on_host(crate::Op::ScatterRows)?,
-                indices.on_host(crate::Op::ScatterRows)?,
-                dst.into_host(crate::Op::ScatterRows)?,
-                dst_shape.dims(),
-                policy,
-            ),
+            BackendKind::Host => {
+                let op = crate::Op::ScatterRows;
+                let (s, i, d) = (src.on_host(op)?, indices.on_host(op)?, dst.into_host(op)?);
+                self.host_run(|| host::scatter_rows_into(s, i, d, dst_shape.dims(), policy))
+            }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {
                 let _ = dst_shape;

@@ -182,13 +182,9 @@ impl Device {
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
-                host::slot_mapping_into(
-                    rows.on_host(OP)?,
-                    positions.on_host(OP)?,
-                    &hg,
-                    pad,
-                    slots.into_host(OP)?,
-                )
+                let (r, p) = (rows.on_host(OP)?, positions.on_host(OP)?);
+                let s = slots.into_host(OP)?;
+                self.host_run(|| host::slot_mapping_into(r, p, &hg, pad, s))
             }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {

@@ -88,9 +88,11 @@ impl Device {
                     .iter_mut()
                     .map(|o| o.reborrow().into_host(crate::Op::Split))
                     .collect::<Result<Vec<_>>>()?;
-                for (w, d) in offsets.windows(2).zip(dsts) {
-                    crate::ops::par_copy(d, host::segment(flat, w[0], w[1]));
-                }
+                self.host_run(|| {
+                    for (w, d) in offsets.windows(2).zip(dsts) {
+                        crate::ops::par_copy(d, host::segment(flat, w[0], w[1]));
+                    }
+                });
                 Ok(())
             }
             #[cfg(cpugpu_cuda)]

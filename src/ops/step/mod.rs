@@ -386,7 +386,7 @@ impl Device {
                     slot_mapping: out.slot_mapping.into_host(OP)?,
                     logits_indices: out.logits_indices.into_host(OP)?,
                 };
-                host::run(requests, &tables, &plan, outs)?;
+                self.host_run(|| host::run(requests, &tables, &plan, outs))?;
                 Ok(plan)
             }
             #[cfg(cpugpu_cuda)]

@@ -177,14 +177,10 @@ impl Device {
                 } else {
                     WindowLayout::Rows { lens: ext }
                 };
-                host::gather_windows_into(
-                    table.on_host(OP)?,
-                    table.shape().dims(),
-                    rows.on_host(OP)?,
-                    starts.map(|s| s.on_host(OP)).transpose()?,
-                    layout,
-                    out.into_host(OP)?,
-                )
+                let (t, shape, r) = (table.on_host(OP)?, table.shape(), rows.on_host(OP)?);
+                let s = starts.map(|s| s.on_host(OP)).transpose()?;
+                let o = out.into_host(OP)?;
+                self.host_run(|| host::gather_windows_into(t, shape.dims(), r, s, layout, o))
             }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {

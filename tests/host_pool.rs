@@ -1,0 +1,97 @@
+//! `Device::host_with_pool`: the host backend's work runs on the caller's rayon pool, with the
+//! same results as on the global pool.
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use common::{random_vec, rng};
+use cpugpu::{Device, GatherPolicy, ScatterPolicy};
+use rand::seq::SliceRandom;
+
+fn pool(n: usize) -> Arc<rayon::ThreadPool> {
+    Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn operations_run_on_the_devices_pool() {
+    // The pool's only thread is held by a task: an operation issued from outside must wait for
+    // it, so it cannot have run on the calling thread or the global pool.
+    let p = pool(1);
+    let dev = Device::host_with_pool(p.clone());
+    assert_eq!(dev.host_threads(), Some(1));
+    assert!(
+        dev.to_string().contains("1 rayon threads, own pool"),
+        "{dev}"
+    );
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    p.spawn(move || {
+        g.wait();
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    gate.wait(); // the pool's thread is now busy for 200 ms
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let dev2 = dev.clone();
+    let worker = std::thread::spawn(move || {
+        let lens = dev2.upload(&[1i64, 2, 3], &[3]).unwrap();
+        let offs = dev2.prefix_sum_offsets::<i64, i64>(lens.view()).unwrap();
+        d.store(true, Ordering::SeqCst);
+        offs.to_vec().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !done.load(Ordering::SeqCst),
+        "the op ran while its pool was busy"
+    );
+    assert_eq!(worker.join().unwrap(), [0, 1, 3, 6]);
+    // From inside the pool the op runs in place (no handoff to itself, no deadlock).
+    let inside = p.install(|| {
+        let lens = dev.upload(&[5i32, 5], &[2]).unwrap();
+        dev.prefix_sum_offsets::<i32, i32>(lens.view())
+            .unwrap()
+            .to_vec()
+            .unwrap()
+    });
+    assert_eq!(inside, [0, 5, 10]);
+}
+
+#[test]
+fn results_match_the_global_pool_for_every_thread_count() {
+    let mut r = rng(7);
+    let (rows, cols) = (70_000usize, 16usize); // 4.5 MB of rows: the parallel paths
+    let src: Vec<u32> = random_vec(&mut r, rows * cols);
+    let mut perm: Vec<i64> = (0..rows as i64).collect();
+    perm.shuffle(&mut r);
+    let lens: Vec<i64> = (0..300_000).map(|k| (k % 7) as i64).collect();
+    let run = |dev: &Device| {
+        let s = dev.upload(&src, &[rows, cols]).unwrap();
+        let i = dev.upload(&perm, &[rows]).unwrap();
+        let g = dev
+            .gather_rows(s.view(), i.view(), GatherPolicy::Checked)
+            .unwrap();
+        let mut out = dev.alloc::<u32>(&[rows, cols]).unwrap();
+        dev.scatter_rows_into(g.view(), i.view(), out.view_mut(), ScatterPolicy::Checked)
+            .unwrap();
+        let l = dev.upload(&lens, &[lens.len()]).unwrap();
+        let o = dev.prefix_sum_offsets::<i64, i64>(l.view()).unwrap();
+        (
+            g.to_vec().unwrap(),
+            out.to_vec().unwrap(),
+            o.to_vec().unwrap(),
+        )
+    };
+    let want = run(&Device::host());
+    assert_eq!(want.1, src, "scatter(gather(x, p), p) is x");
+    for n in [1, 2, 3, 5] {
+        let got = run(&Device::host_with_pool(pool(n)));
+        assert!(got == want, "{n} threads");
+    }
+}
