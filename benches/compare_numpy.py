@@ -5,13 +5,13 @@ Runs each workload in numpy (median of timed runs after warm-up, the same rule a
 `examples/host_bench.rs`), then `cargo run --release --example host_bench` from the repository
 root (found from this file's location), and prints a markdown table:
 
-    op | workload | numpy median | cpugpu median | speedup | target | met?
+    op | workload | numpy median | cpugpu median | speedup | target | met? | memcpy_par ratio | ratio target | met?
 
 plus pad_to_multiple's output bandwidth as a percentage of this run's cpugpu memcpy bandwidth
 (target >= 75%). `bytes` is the bytes of output written per run, as defined in host_bench.rs.
 
 Usage:
-    python benches/compare_numpy.py [--quick] [--op NAME] [--numpy-only] [--json FILE]
+    python benches/compare_numpy.py [--quick] [--op NAME] [--numpy-only] [--json FILE] [--threads N] [--vec]
 
 Needs numpy (2.x); e.g. `python3 -m venv .venv-bench && .venv-bench/bin/pip install numpy`.
 The environment is inherited by cargo (so CARGO_TARGET_DIR, RAYON_NUM_THREADS apply).
@@ -72,6 +72,10 @@ WORKLOADS = {
 }
 OPS = list(WORKLOADS)
 PAD_BW_TARGET = 0.75
+
+# Issue 12: traffic per second (bytes that must move, read and written) as a fraction of the
+# same run's rayon-parallel memcpy (host_bench's `ratio` field).
+RATIO_TARGETS = {"gather_rows": 0.70, "scatter_rows": 0.60, "offsets": 0.85, "pad_to_multiple": 0.90, "flatten": 0.90}
 
 
 class Config:
@@ -295,10 +299,11 @@ def numpy_variants(op):
     raise ValueError(op)
 
 
-def run_cpugpu(quick, only):
+def run_cpugpu(quick, only, bench_args=()):
     cmd = ["cargo", "run", "--release", "--quiet", "--example", "host_bench", "--"]
     if quick:
         cmd.append("--quick")
+    cmd += list(bench_args)
     if only:
         cmd += ["--op", only]
     print(f"running: {' '.join(cmd)}  (in {REPO})", file=sys.stderr, flush=True)
@@ -339,6 +344,8 @@ def main():
     ap.add_argument("--op", choices=OPS, help="only this workload")
     ap.add_argument("--numpy-only", action="store_true", help="skip cargo / cpugpu")
     ap.add_argument("--json", metavar="FILE", help="save the raw numbers to FILE")
+    ap.add_argument("--threads", type=int, help="host_bench --threads N (a pool of N threads)")
+    ap.add_argument("--vec", action="store_true", help="host_bench --vec (plain Vec buffers)")
     args = ap.parse_args()
 
     try:
@@ -381,10 +388,11 @@ def main():
         numpy_res[op] = {"op": op, "bytes": nbytes, "call": best["call"], "median_s": best["median_s"],
                          "min_s": best["min_s"], "runs": best["runs"], "variants": timed}
 
+    bench_args = (["--threads", str(args.threads)] if args.threads else []) + (["--vec"] if args.vec else [])
     cpugpu_res = {}
     if not args.numpy_only:
         if args.op is None:
-            cpugpu_res = run_cpugpu(args.quick, None)
+            cpugpu_res = run_cpugpu(args.quick, None, bench_args)
         else:
             # pad's bandwidth criterion needs this run's memcpy too.
             extra = {
@@ -392,10 +400,10 @@ def main():
                 "gather_rows": ["gather_rows_alloc"],
             }.get(args.op, [])
             for op in [args.op] + extra:
-                cpugpu_res.update(run_cpugpu(args.quick, op))
+                cpugpu_res.update(run_cpugpu(args.quick, op, bench_args))
 
-    print("| op | workload | numpy median | cpugpu median | speedup | target | met? |")
-    print("|---|---|---|---|---|---|---|")
+    print("| op | workload | numpy median | cpugpu median | speedup | target | met? | memcpy_par ratio | ratio target | met? |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     if "memcpy_par" in cpugpu_res:
         rows.append({"op": "memcpy_par", "cpugpu": cpugpu_res["memcpy_par"]})
@@ -415,13 +423,20 @@ def main():
             target_s += f", >= {PAD_BW_TARGET:.0%} memcpy bw"
             if met != "-":
                 met = "yes" if (met == "yes" and frac >= PAD_BW_TARGET) else "NO"
+        ratio = c.get("ratio") if c else None
+        rt = RATIO_TARGETS.get(op)
+        ratio_s = f"{ratio:.0%}" if ratio is not None else "-"
+        rt_s = f">= {rt:.0%}" if rt else "-"
+        rmet = "-" if (ratio is None or rt is None) else ("yes" if ratio >= rt else "NO")
         print(
             f"| {op} | {workload} ({np_call}) | {fmt_time(n['median_s'])} | "
             f"{fmt_time(c['median_s']) if c else '-'} | "
-            f"{f'{speedup:.2f}x' if speedup is not None else '-'} | {target_s} | {met} |"
+            f"{f'{speedup:.2f}x' if speedup is not None else '-'} | {target_s} | {met} | "
+            f"{ratio_s} | {rt_s} | {rmet} |"
         )
         rows.append({"op": op, "workload": workload, "numpy_call": np_call, "issue_numpy_baseline": baseline,
-                     "target_speedup": target, "numpy": n, "cpugpu": c, "speedup": speedup, "met": met})
+                     "target_speedup": target, "numpy": n, "cpugpu": c, "speedup": speedup, "met": met,
+                     "memcpy_par_ratio": ratio, "ratio_target": rt, "ratio_met": rmet})
     print()
 
     pad_bw = None
@@ -469,7 +484,8 @@ def main():
 
     if args.json:
         machine["loadavg_at_end"] = os.getloadavg()
-        out = {"machine": machine, "quick": args.quick, "pad_bw_vs_memcpy": pad_bw, "results": rows}
+        out = {"machine": machine, "quick": args.quick, "bench_args": bench_args, "pad_bw_vs_memcpy": pad_bw,
+               "results": rows}
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
         print(f"raw numbers saved to {args.json}")
 
