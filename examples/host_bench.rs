@@ -1,12 +1,23 @@
 //! Host-backend workload benchmark: the issue's workloads, one JSON object per line.
 //!
 //! ```text
-//! cargo run --release --example host_bench [-- --quick] [-- --op NAME]
+//! cargo run --release --example host_bench [-- --quick] [-- --op NAME] [-- --threads N] [-- --vec]
 //! ```
 //!
 //! Each line is `{"op": "<name>", "bytes": <bytes>, "median_s": <seconds>, ...}` followed by the
-//! extra fields `runs`, `min_s` and `threads` (rayon's pool size). `benches/compare_numpy.py`
-//! runs the same workloads in numpy and compares.
+//! extra fields `runs`, `min_s`, `threads` (the pool's size), `buffers` (`hostvec` or `vec`)
+//! and, for the ops with a bandwidth figure, `traffic_bytes` (the bytes the op must move: read
+//! and written) and `ratio`: its traffic per second over `memcpy_par`'s in the same run (the
+//! physical limit: a 64 MiB parallel copy reads and writes 128 MiB). With `--op`, `memcpy_par`
+//! runs first for the ratio. A summary of the ratios against issue 12's targets goes to
+//! stderr. `benches/compare_numpy.py` runs the same workloads in numpy and compares.
+//!
+//! - `--threads N` runs everything inside a rayon pool of N threads (the caller's explicit
+//!   choice; `Device::host_with_pool` is the same for the `Device` API); without it, rayon's
+//!   global pool (one thread per core, or `RAYON_NUM_THREADS`).
+//! - The large arrays live in [`HostVec`]s (cache-line-aligned, huge pages from 4 MiB: how the
+//!   crate's own buffers and pool hold memory); `--vec` keeps them in the plain `Vec`s they are
+//!   generated in (16 bytes past a page boundary, 4 KiB pages), to show what placement costs.
 //!
 //! `bytes` is the number of bytes of *output* the op writes per run (not read + written), so
 //! `bytes / median_s` is the output bandwidth and is comparable with `memcpy`'s:
@@ -15,6 +26,8 @@
 //!   in 256 KiB chunks, the multi-threaded bandwidth ceiling (`memcpy` is one thread);
 //! - `pad_to_multiple`: the whole padded destination (data rows plus fill rows);
 //! - `offsets`: the `n + 1` i64 offsets;
+//! - `offsets_read_pass` (extra, not an op): one parallel read of the 4 Mi lengths, the read
+//!   that the offsets' validation adds before anything is written;
 //! - `flatten`: the flattened f32 buffer plus its `n + 1` i64 offsets;
 //! - `split`: nothing is copied (the segments are views), so `bytes` is the size of the data
 //!   the views cover, a nominal figure for the table only;
@@ -47,7 +60,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-const OPS: [&str; 18] = [
+const OPS: [&str; 19] = [
     "memcpy",
     "memcpy_par",
     "gather_rows",
@@ -56,6 +69,7 @@ const OPS: [&str; 18] = [
     "pad_to_multiple",
     "pad_to_multiple_alloc",
     "offsets",
+    "offsets_read_pass",
     "flatten",
     "split",
     "gather_small",
@@ -501,6 +515,28 @@ fn run_op(op: &str, cfg: &Config, run: &mut Run) {
             });
             let out = offsets.len() * i64_bytes;
             report(op, out, Some(lengths.len() * i64_bytes + out), &s, run);
+        }
+        "offsets_read_pass" => {
+            // Not an op: the read the offsets' validation needs before anything is written
+            // (sum and sign of every length, in the same 256 KiB chunks on the same pool), to
+            // show what the two passes cost. `bytes` and `traffic_bytes`: the lengths read.
+            let mut rng = SmallRng::seed_from_u64(5);
+            let lengths: Buf<i64> = Buf::new(
+                run,
+                (0..OFFSETS_N).map(|_| rng.gen_range(1..=511)).collect(),
+            );
+            let s = time_it(cfg, || {
+                let (sum, signs) = black_box(&lengths)
+                    .par_chunks(256 * 1024 / i64_bytes)
+                    .map(|c| {
+                        c.iter()
+                            .fold((0i64, 0i64), |(s, g), &l| (s.wrapping_add(l), g | l))
+                    })
+                    .reduce(|| (0, 0), |a, b| (a.0.wrapping_add(b.0), a.1 | b.1));
+                black_box((sum, signs));
+            });
+            let bytes = lengths.len() * i64_bytes;
+            report(op, bytes, Some(bytes), &s, run);
         }
         "flatten" => {
             // The ragged input stays in its 8,192 small `Vec`s (as a caller's per-request
