@@ -3,8 +3,12 @@
 //! Validation (shape, lengths, every index) happens before anything is written. The copy is a
 //! `copy_from_slice` of one whole row per index; above [`crate::ops::PAR_MIN_BYTES`] moved it is
 //! split into chunks of consecutive destination rows (about [`crate::ops::PAR_CHUNK_BYTES`]
-//! each), one rayon task per chunk. Each task writes only its own destination rows and reads the
-//! source, so there is no data race for any input.
+//! each), one rayon task per chunk, so it spreads over any number of threads once the output is
+//! a few chunks per thread. Each task writes only its own destination rows and reads the source,
+//! so there is no data race for any input. Outputs of
+//! [`STREAM_MIN_BYTES`](crate::par::STREAM_MIN_BYTES) or more with rows of a multiple of 16
+//! bytes take [`gather_rows_stream`]: the source row some 2 KiB ahead is prefetched, so the
+//! random reads overlap, and rows are written with streaming stores.
 use rayon::prelude::*;
 
 use super::{check_args, GatherArgs};

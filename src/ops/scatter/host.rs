@@ -2,13 +2,18 @@
 //!
 //! Validation (shape, lengths, every index) happens before anything is written.
 //!
-//! Parallel strategy (above [`crate::ops::PAR_MIN_BYTES`] moved): the destination is split into
-//! contiguous row ranges, one per rayon task, and each task owns its range exclusively
-//! (`par_chunks_mut`). Every task scans *all* indices in order and copies the source rows whose
-//! index lands in its range. Because each destination row is written by exactly one task, in
-//! index order, the last occurrence of a repeated index wins deterministically and there is no
-//! data race for any input, duplicates included. The price is that every task reads the whole
-//! index array, so the number of ranges follows the thread count rather than the data size.
+//! Parallel strategy (above [`crate::ops::PAR_MIN_BYTES`] moved): first [`scatter_by_source`],
+//! which splits the source and indices between the tasks (one per thread) as gather splits its
+//! destination, after checking with one bitmap per task that no destination row is named by two
+//! tasks; large outputs of whole 64-byte lines are written with streaming stores. When two tasks
+//! do share a row (or the bitmaps would cost too much next to the rows moved), the fallback:
+//! the destination is split into contiguous row ranges, one per rayon task, and each task owns
+//! its range exclusively (`par_chunks_mut`). Every task scans *all* indices in order and copies
+//! the source rows whose index lands in its range. Because each destination row is written by
+//! exactly one task, in index order, the last occurrence of a repeated index wins
+//! deterministically and there is no data race for any input, duplicates included. The price is
+//! that every task reads the whole index array (and, through the hardware prefetcher, most of
+//! the source), so the fallback stops scaling after a few threads.
 use rayon::prelude::*;
 
 use super::{check_args, ScatterArgs};
@@ -294,7 +299,11 @@ pub fn scatter_rows_into<T: Element, I: Index>(
     if row_len == 0 || indices.is_empty() {
         return Ok(());
     }
-    if use_par(std::mem::size_of_val(src)) && scatter_by_source(src, row_len, indices, dst, rows) {
+    // Large outputs take the by-source path also on one thread: its bitmap finds whether the
+    // indices repeat, and without repeats the rows are written with streaming stores.
+    let moved = std::mem::size_of_val(src);
+    if (use_par(moved) || use_stream(moved)) && scatter_by_source(src, row_len, indices, dst, rows)
+    {
         return Ok(());
     }
     // From here `rows * row_len == dst.len() <= isize::MAX`, so row numbers fit `i64`.
