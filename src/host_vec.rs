@@ -111,7 +111,7 @@ impl<T: Element> HostVec<T> {
         // SAFETY: `raw` is valid for writes of `bytes` bytes (just allocated with that size)
         // and nothing else refers to it.
         let all = unsafe { std::slice::from_raw_parts_mut(raw, bytes) };
-        crate::par::par_fill(all, 0u8);
+        crate::par::par_fill_with(all, 0u8, crate::par::Stores::Cached);
         Ok(HostVec {
             ptr: ptr.cast::<T>(),
             len,
@@ -142,7 +142,7 @@ impl<T: Element> HostVec<T> {
     /// A copy of `data` in a new `HostVec`.
     pub(crate) fn copied_from(op: Op, data: &[T]) -> Result<Self> {
         let mut v = Self::zeroed_for(op, data.len())?;
-        crate::par::par_copy(&mut v, data);
+        crate::par::par_copy_with(&mut v, data, crate::par::Stores::Cached);
         Ok(v)
     }
 

@@ -248,7 +248,12 @@ impl<T: Element> DeviceBuffer<T> {
     /// The buffer's contents, downloaded into a new `Vec`.
     pub fn to_vec(&self) -> Result<Vec<T>> {
         let mut v = zeroed_vec(Op::CopyToHost, self.len())?;
-        self.copy_to_host(&mut v)?;
+        match &self.storage {
+            // A new Vec: ordinary stores (see `Stores::Cached`).
+            Storage::Host(h) => crate::par::par_copy_with(&mut v, h, crate::par::Stores::Cached),
+            #[cfg(cpugpu_cuda)]
+            Storage::Cuda(_) => self.copy_to_host(&mut v)?,
+        }
         Ok(v)
     }
 

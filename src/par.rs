@@ -26,12 +26,34 @@ pub(crate) fn chunk_elems<T>() -> usize {
     (PAR_CHUNK_BYTES / std::mem::size_of::<T>().max(1)).max(1)
 }
 
+/// Which stores a large write may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stores {
+    /// Streaming stores from [`STREAM_MIN_BYTES`]: for memory the caller already had.
+    Auto,
+    /// Ordinary stores only: for memory just allocated, whose first write faults its pages in.
+    /// The kernel clears each new page through the cache, and streaming over those lines was
+    /// slower: the allocating `pad_to_multiple` of 64 MiB took 11.2-11.5 ms streaming (one run
+    /// 32 ms) against 7.0-9.0 ms with ordinary stores (`host_bench --op
+    /// pad_to_multiple_alloc`, 2-core x86-64 VM, 2026-12-01).
+    Cached,
+}
+
 /// `dst.copy_from_slice(src)`, split over the thread pool when large, with streaming stores
 /// from [`STREAM_MIN_BYTES`]. Lengths must match.
 pub(crate) fn par_copy<T: bytemuck::Pod + Send + Sync>(dst: &mut [T], src: &[T]) {
+    par_copy_with(dst, src, Stores::Auto);
+}
+
+/// [`par_copy`] with the choice of stores.
+pub(crate) fn par_copy_with<T: bytemuck::Pod + Send + Sync>(
+    dst: &mut [T],
+    src: &[T],
+    stores: Stores,
+) {
     debug_assert_eq!(dst.len(), src.len());
     let bytes = std::mem::size_of_val(src);
-    if use_stream(bytes) {
+    if stores == Stores::Auto && use_stream(bytes) {
         let (d, s): (&mut [u8], &[u8]) = (bytemuck::cast_slice_mut(dst), bytemuck::cast_slice(src));
         // The unaligned head and the tail past the last 16 bytes are copied ordinarily.
         let head = d.as_ptr().align_offset(16).min(d.len());
@@ -72,9 +94,18 @@ pub(crate) fn par_copy<T: bytemuck::Pod + Send + Sync>(dst: &mut [T], src: &[T])
 /// `dst.fill(value)`, split over the thread pool when large, with streaming stores from
 /// [`STREAM_MIN_BYTES`] (for elements whose width divides 16).
 pub(crate) fn par_fill<T: bytemuck::Pod + Send + Sync>(dst: &mut [T], value: T) {
+    par_fill_with(dst, value, Stores::Auto);
+}
+
+/// [`par_fill`] with the choice of stores.
+pub(crate) fn par_fill_with<T: bytemuck::Pod + Send + Sync>(
+    dst: &mut [T],
+    value: T,
+    stores: Stores,
+) {
     let bytes = std::mem::size_of_val(dst);
     let w = std::mem::size_of::<T>();
-    if use_stream(bytes) && w > 0 && 16 % w == 0 {
+    if stores == Stores::Auto && use_stream(bytes) && w > 0 && 16 % w == 0 {
         let mut pattern = [0u8; 16];
         for c in pattern.chunks_exact_mut(w) {
             c.copy_from_slice(bytemuck::bytes_of(&value));

@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use crate::element::Index;
 
 pub use crate::par::PAR_MIN_BYTES;
-pub(crate) use crate::par::{chunk_elems, par_copy, par_fill, use_par, PAR_CHUNK_BYTES};
+pub(crate) use crate::par::{chunk_elems, par_copy, use_par, PAR_CHUNK_BYTES};
 
 /// What gather does with an index.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use super::{check_args, GatherArgs};
 use crate::element::width_of;
 use crate::ops::{first_bad_index, use_par, PAR_CHUNK_BYTES};
-use crate::par::{prefetch_span, stream_copy, stream_fence, use_stream, PREFETCH_BYTES};
+use crate::par::{prefetch_span, stream_copy, stream_fence, use_stream, Stores, PREFETCH_BYTES};
 use crate::{Element, Error, GatherPolicy, Index, Op, Result};
 
 const OP: Op = Op::GatherRows;
@@ -191,6 +191,7 @@ unsafe fn gather_validated<T: Element, I: Index>(
     indices: &[I],
     dst: &mut [T],
     policy: GatherPolicy<T>,
+    stores: Stores,
 ) {
     if row_len == 0 || indices.is_empty() {
         return; // nothing to copy (and row_len * size_of::<T>() may not even fit)
@@ -200,7 +201,8 @@ unsafe fn gather_validated<T: Element, I: Index>(
         GatherPolicy::Checked => T::zeroed(),
     };
     let row_bytes = row_len.saturating_mul(std::mem::size_of::<T>());
-    if use_stream(std::mem::size_of_val(dst))
+    if stores == Stores::Auto
+        && use_stream(std::mem::size_of_val(dst))
         && row_bytes.is_multiple_of(16)
         && (dst.as_ptr() as usize).is_multiple_of(16)
     {
@@ -290,7 +292,7 @@ pub fn gather_rows_into<T: Element, I: Index>(
         });
     }
     // SAFETY: `plan` checked every index against the rows of `src` (`src.len() / row_len`).
-    unsafe { gather_validated(src, row_len, indices, dst, policy) };
+    unsafe { gather_validated(src, row_len, indices, dst, policy, Stores::Auto) };
     Ok(())
 }
 
@@ -318,6 +320,6 @@ pub fn gather_rows<T: Element, I: Index>(
     // is the first write to them.
     let mut dst = crate::memory::zeroed_vec(OP, dst_len)?;
     // SAFETY: `plan` checked every index against the rows of `src` (`src.len() / row_len`).
-    unsafe { gather_validated(src, row_len, indices, &mut dst, policy) };
+    unsafe { gather_validated(src, row_len, indices, &mut dst, policy, Stores::Cached) };
     Ok(dst)
 }

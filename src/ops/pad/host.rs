@@ -11,7 +11,8 @@ use rayon::prelude::*;
 use super::check_args;
 use crate::element::width_of;
 use crate::memory::zeroed_vec;
-use crate::ops::{par_copy, par_fill, use_par};
+use crate::ops::use_par;
+use crate::par::{par_copy_with, par_fill_with, Stores};
 use crate::{Element, Op, Result, Shape};
 
 const OP: Op = Op::PadToMultiple;
@@ -33,6 +34,7 @@ pub(crate) fn pad_validated<T: Element>(
     axis: usize,
     fill: T,
     dst: &mut [T],
+    stores: Stores,
 ) {
     let dims = shape.dims();
     let inner: usize = dims[axis + 1..].iter().product();
@@ -42,7 +44,7 @@ pub(crate) fn pad_validated<T: Element>(
         return; // nothing to write
     }
     if src_block == 0 {
-        par_fill(dst, fill); // the axis was empty: every element is padding
+        par_fill_with(dst, fill, stores); // the axis was empty: every element is padding
         return;
     }
     let one_block = |d: &mut [T], s: &[T]| {
@@ -53,8 +55,8 @@ pub(crate) fn pad_validated<T: Element>(
     if dst.len() == dst_block {
         // One block (axis 0, or every outer dimension 1): split the copy itself.
         let (copy, pad) = dst.split_at_mut(src_block);
-        par_copy(copy, src);
-        par_fill(pad, fill);
+        par_copy_with(copy, src, stores);
+        par_fill_with(pad, fill, stores);
     } else if use_par(std::mem::size_of_val(dst)) {
         dst.par_chunks_mut(dst_block)
             .zip(src.par_chunks(src_block))
@@ -102,7 +104,7 @@ pub fn pad_to_multiple<'a, T: Element>(
         });
     }
     let mut dst = zeroed_vec(OP, padded.numel())?;
-    pad_validated(src, &shape, &padded, axis, fill, &mut dst);
+    pad_validated(src, &shape, &padded, axis, fill, &mut dst, Stores::Cached);
     Ok(Padded {
         data: Cow::Owned(dst),
         shape: padded,
@@ -135,6 +137,6 @@ pub fn pad_to_multiple_into<T: Element>(
 ) -> Result<Shape> {
     width_of::<T>();
     let (shape, padded) = check_args(src.len(), shape, axis, multiple, Some(dst.len()))?;
-    pad_validated(src, &shape, &padded, axis, fill, dst);
+    pad_validated(src, &shape, &padded, axis, fill, dst, Stores::Auto);
     Ok(padded)
 }

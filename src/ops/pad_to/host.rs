@@ -6,6 +6,7 @@ use super::{bucket_length, length_shape};
 use crate::element::width_of;
 use crate::memory::zeroed_vec;
 use crate::ops::pad::host::{pad_validated, Padded};
+use crate::par::Stores;
 use crate::{Element, Error, Op, Result, Shape};
 
 /// The copy and fill into `dst` (checked to hold `padded`'s element count).
@@ -34,7 +35,7 @@ pub(crate) fn pad_shape_into<T: Element>(
             actual: dst.len(),
         });
     }
-    pad_validated(src, shape, padded, axis, fill, dst);
+    pad_validated(src, shape, padded, axis, fill, dst, Stores::Auto);
     Ok(())
 }
 
@@ -61,7 +62,7 @@ fn pad_alloc<'a, T: Element>(
         });
     }
     let mut dst = zeroed_vec(op, padded.numel())?;
-    pad_validated(src, &shape, &padded, axis, fill, &mut dst);
+    pad_validated(src, &shape, &padded, axis, fill, &mut dst, Stores::Cached);
     Ok(Padded {
         data: Cow::Owned(dst),
         shape: padded,
