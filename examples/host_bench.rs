@@ -32,6 +32,8 @@
 //! - `split`: nothing is copied (the segments are views), so `bytes` is the size of the data
 //!   the views cover, a nominal figure for the table only;
 //! - `gather_small`: the 256 KiB of rows written.
+//! - `gather_small_own_pool` (extra): the same through `Device::host_with_pool` of a pool the
+//!   calling thread is not in (small enough to run on the calling thread, without a handoff).
 //! - the input-preparation rows use the `prepare_step` workload (256 requests: 32 prefills of 1
 //!   to 480 new tokens and 224 decodes, max model length 4,096, block size 16, a 4,096-row
 //!   request state; `benches/step_reference.py`'s `make_step` builds the same shape for numpy):
@@ -60,7 +62,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-const OPS: [&str; 19] = [
+const OPS: [&str; 20] = [
     "memcpy",
     "memcpy_par",
     "gather_rows",
@@ -73,6 +75,7 @@ const OPS: [&str; 19] = [
     "flatten",
     "split",
     "gather_small",
+    "gather_small_own_pool",
     "expand_segments",
     "slot_mapping",
     "gather_windows",
@@ -589,6 +592,39 @@ fn run_op(op: &str, cfg: &Config, run: &mut Run) {
             });
             let rows = dst.len() * f32_bytes;
             report(op, rows, Some(2 * rows + idx.len() * i64_bytes), &s, run);
+        }
+        "gather_small_own_pool" => {
+            // gather_small through `Device::host_with_pool` (a 2-thread pool of its own), called
+            // from a thread outside that pool. An op this small runs on the calling thread (a
+            // handoff to the pool, `ThreadPool::install`, cost 36-41 us per call here when it
+            // was made for every op); the difference from `gather_small` is the device path.
+            let mut rng = SmallRng::seed_from_u64(8);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .expect("thread pool");
+            let dev = Device::host_with_pool(std::sync::Arc::new(pool));
+            let src = dev
+                .upload(
+                    &random_f32(&mut rng, SMALL_ROWS * COLS),
+                    &[SMALL_ROWS, COLS],
+                )
+                .expect("upload");
+            let hi = i64::try_from(SMALL_ROWS).expect("fits i64");
+            let idx: Vec<i64> = (0..SMALL_ROWS).map(|_| rng.gen_range(0..hi)).collect();
+            let idx = dev.upload(&idx, &[SMALL_ROWS]).expect("upload");
+            let mut dst = dev.alloc::<f32>(&[SMALL_ROWS, COLS]).expect("alloc");
+            let s = time_it(cfg, || {
+                dev.gather_rows_into(
+                    black_box(src.view()),
+                    idx.view(),
+                    dst.view_mut(),
+                    GatherPolicy::Checked,
+                )
+                .expect("gather_rows_into");
+                black_box(&mut dst);
+            });
+            report(op, dst.len() * f32_bytes, None, &s, run);
         }
         "expand_segments" => {
             let d = make_step(31, 32, 224, 4096);

@@ -91,11 +91,13 @@ impl Device {
     /// inference engine's own threads. Clones share the pool.
     ///
     /// An operation called from outside the pool is handed to one of its threads and waited
-    /// for (`ThreadPool::install`); that handoff costs a few microseconds, which a small
-    /// operation notices. Called from inside the pool (a batching loop run under
-    /// `pool.install`) it runs in place. [`Device::host`] uses whatever pool the caller is in,
-    /// normally rayon's global one; so do the [`host`](crate::host) functions, which a caller
-    /// points at a pool with `pool.install(|| ...)`.
+    /// for (`ThreadPool::install`) when it moves [`PAR_MIN_BYTES`](crate::ops::PAR_MIN_BYTES)
+    /// or more; a smaller one runs on the calling thread, sequentially, as it would on the pool
+    /// (the handoff, about 30 us on a 2-core VM, costs more than such an operation). Called from
+    /// inside the pool (a batching loop run under `pool.install`) an operation runs in place.
+    /// [`Device::host`] uses whatever pool the caller is in, normally rayon's global one; so do
+    /// the [`host`](crate::host) functions, which a caller points at a pool with
+    /// `pool.install(|| ...)`.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -135,11 +137,21 @@ impl Device {
         }
     }
 
-    /// Runs a host operation's work on this device's pool (in place without one, or when the
-    /// caller is already one of the pool's threads).
-    pub(crate) fn host_run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+    /// Runs a host operation that moves about `bytes` bytes on this device's pool: in place
+    /// without one, or when the caller is already one of the pool's threads; handed to the pool
+    /// when it is large enough to use it ([`PAR_MIN_BYTES`](crate::ops::PAR_MIN_BYTES)); and
+    /// below that, on the calling thread with no pool at all (the handoff to a sleeping pool
+    /// thread and back cost about 30 us on the 2-core VM of `BENCHMARKS.md`, four times a
+    /// 256 KiB gather).
+    pub(crate) fn host_run<R: Send>(&self, bytes: usize, f: impl FnOnce() -> R + Send) -> R {
         match &self.inner.pool {
-            Some(p) if p.current_thread_index().is_none() => p.install(f),
+            Some(p) if p.current_thread_index().is_none() => {
+                if bytes < crate::par::PAR_MIN_BYTES {
+                    crate::par::run_sequential(f)
+                } else {
+                    p.install(f)
+                }
+            }
             _ => f(),
         }
     }

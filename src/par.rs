@@ -14,10 +14,30 @@ pub const PAR_MIN_BYTES: usize = if cfg!(miri) { 4 * 1024 } else { 512 * 1024 };
 /// tasks per operation at Miri's sizes).
 pub(crate) const PAR_CHUNK_BYTES: usize = if cfg!(miri) { 1024 } else { 256 * 1024 };
 
-/// True when an operation moving `bytes` bytes should use the thread pool.
+/// True when an operation moving `bytes` bytes should use the thread pool (never inside
+/// [`run_sequential`]).
 #[inline]
 pub(crate) fn use_par(bytes: usize) -> bool {
-    bytes >= PAR_MIN_BYTES && rayon::current_num_threads() > 1
+    bytes >= PAR_MIN_BYTES && rayon::current_num_threads() > 1 && !SEQUENTIAL.with(|s| s.get())
+}
+
+thread_local! {
+    /// Set by [`run_sequential`]: this thread's operations stay on it.
+    static SEQUENTIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` on the calling thread with every [`use_par`] in it false, so it uses no thread
+/// pool at all: how a device with a pool of its own runs an operation too small for the pool
+/// when it is called from outside the pool (a handoff costs more than such an operation).
+pub(crate) fn run_sequential<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SEQUENTIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SEQUENTIAL.with(|s| s.replace(true)));
+    f()
 }
 
 /// Elements of `T` per parallel chunk (at least 1).

@@ -19,10 +19,26 @@ fn pool(n: usize) -> Arc<rayon::ThreadPool> {
     )
 }
 
+/// Offsets of `n` ones on `dev`, issued from a new thread; `done` is set when the call returns.
+fn offsets_on_thread(
+    dev: &Device,
+    n: usize,
+    done: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<i64>> {
+    let (dev, done) = (dev.clone(), done.clone());
+    std::thread::spawn(move || {
+        let lens = dev.upload(&vec![1i64; n], &[n]).unwrap();
+        let offs = dev.prefix_sum_offsets::<i64, i64>(lens.view()).unwrap();
+        done.store(true, Ordering::SeqCst);
+        offs.to_vec().unwrap()
+    })
+}
+
 #[test]
 fn operations_run_on_the_devices_pool() {
-    // The pool's only thread is held by a task: an operation issued from outside must wait for
-    // it, so it cannot have run on the calling thread or the global pool.
+    // The pool's only thread is held by a task: a large operation issued from outside must wait
+    // for it, so it cannot have run on the calling thread or the global pool; a small one runs
+    // on the calling thread at once (a handoff would cost more than it).
     let p = pool(1);
     let dev = Device::host_with_pool(p.clone());
     assert_eq!(dev.host_threads(), Some(1));
@@ -34,33 +50,38 @@ fn operations_run_on_the_devices_pool() {
     let g = gate.clone();
     p.spawn(move || {
         g.wait();
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(300));
     });
-    gate.wait(); // the pool's thread is now busy for 200 ms
-    let done = Arc::new(AtomicBool::new(false));
-    let d = done.clone();
-    let dev2 = dev.clone();
-    let worker = std::thread::spawn(move || {
-        let lens = dev2.upload(&[1i64, 2, 3], &[3]).unwrap();
-        let offs = dev2.prefix_sum_offsets::<i64, i64>(lens.view()).unwrap();
-        d.store(true, Ordering::SeqCst);
-        offs.to_vec().unwrap()
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        !done.load(Ordering::SeqCst),
-        "the op ran while its pool was busy"
+    gate.wait(); // the pool's thread is now busy for 300 ms
+    let (large_done, small_done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
     );
-    assert_eq!(worker.join().unwrap(), [0, 1, 3, 6]);
-    // From inside the pool the op runs in place (no handoff to itself, no deadlock).
+    let n_large = cpugpu::ops::PAR_MIN_BYTES / 8 + 1; // i64 lengths: past the threshold
+    let large = offsets_on_thread(&dev, n_large, &large_done);
+    let small = offsets_on_thread(&dev, 3, &small_done);
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(
+        !large_done.load(Ordering::SeqCst),
+        "the large op ran while its pool was busy"
+    );
+    assert!(
+        small_done.load(Ordering::SeqCst),
+        "the small op waited for the busy pool"
+    );
+    assert_eq!(small.join().unwrap(), [0, 1, 2, 3]);
+    let got = large.join().unwrap();
+    assert_eq!(got.len(), n_large + 1);
+    assert!(got.iter().enumerate().all(|(k, &v)| v == k as i64));
+    // From inside the pool an op runs in place (no handoff to itself, no deadlock).
     let inside = p.install(|| {
-        let lens = dev.upload(&[5i32, 5], &[2]).unwrap();
+        let lens = dev.upload(&vec![5i32; n_large], &[n_large]).unwrap();
         dev.prefix_sum_offsets::<i32, i32>(lens.view())
             .unwrap()
             .to_vec()
             .unwrap()
     });
-    assert_eq!(inside, [0, 5, 10]);
+    assert_eq!(inside[n_large], 5 * n_large as i32);
 }
 
 #[test]

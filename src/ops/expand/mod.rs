@@ -144,7 +144,8 @@ impl Device {
                 };
                 let starts = starts.map(|s| s.on_host(OP)).transpose()?;
                 let (seg, pos) = (seg_ids.into_host(OP)?, positions.into_host(OP)?);
-                self.host_run(|| host::expand_segments_into(b, starts, seg, pos))
+                let bytes = std::mem::size_of_val(seg) + std::mem::size_of_val(pos);
+                self.host_run(bytes, || host::expand_segments_into(b, starts, seg, pos))
             }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {

@@ -99,7 +99,9 @@ impl Device {
                 let parts = host_parts(arrays)?;
                 let d = dst.into_host(crate::Op::Flatten)?;
                 let o = offsets.into_host(crate::Op::Flatten)?;
-                self.host_run(|| host::flatten_into(&parts, d, o))
+                self.host_run(std::mem::size_of_val(d), || {
+                    host::flatten_into(&parts, d, o)
+                })
             }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => launch::flatten_into(self, arrays, dst, offsets),
@@ -116,7 +118,8 @@ impl Device {
             // Validates before it allocates, and writes the output once.
             BackendKind::Host => {
                 let parts = host_parts(arrays)?;
-                let (data, offsets) = self.host_run(|| host::flatten(&parts))?;
+                let bytes = parts.iter().map(|p| std::mem::size_of_val(*p)).sum();
+                let (data, offsets) = self.host_run(bytes, || host::flatten(&parts))?;
                 let (n, m) = (data.len(), offsets.len());
                 Ok((
                     DeviceBuffer::from_host_vec(self, data, Shape::vector(n)),

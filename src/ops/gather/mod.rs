@@ -81,7 +81,9 @@ impl Device {
                 let op = crate::Op::GatherRows;
                 let (s, shape) = (src.on_host(op)?, src.shape());
                 let (i, d) = (indices.on_host(op)?, dst.into_host(op)?);
-                self.host_run(|| host::gather_rows_into(s, shape.dims(), i, d, policy))
+                self.host_run(std::mem::size_of_val(d), || {
+                    host::gather_rows_into(s, shape.dims(), i, d, policy)
+                })
             }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => launch::gather_rows_into(self, src, indices, dst, policy),
@@ -118,7 +120,8 @@ impl Device {
             BackendKind::Host => {
                 let op = crate::Op::GatherRows;
                 let (s, dims, i) = (src.on_host(op)?, src.shape(), indices.on_host(op)?);
-                let data = self.host_run(|| host::gather_rows(s, dims.dims(), i, policy))?;
+                let bytes = shape.numel().saturating_mul(std::mem::size_of::<T>());
+                let data = self.host_run(bytes, || host::gather_rows(s, dims.dims(), i, policy))?;
                 Ok(DeviceBuffer::from_host_vec(self, data, shape))
             }
             #[cfg(cpugpu_cuda)]

@@ -41,7 +41,9 @@ impl Device {
             BackendKind::Host => {
                 let l = lengths.on_host(crate::Op::PrefixSumOffsets)?;
                 let o = offsets.into_host(crate::Op::PrefixSumOffsets)?;
-                self.host_run(|| host::prefix_sum_offsets_into(l, o))
+                self.host_run(std::mem::size_of_val(l), || {
+                    host::prefix_sum_offsets_into(l, o)
+                })
             }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => launch::prefix_sum_offsets_into(self, lengths, offsets),
@@ -57,7 +59,8 @@ impl Device {
             // Validates before it allocates.
             BackendKind::Host => {
                 let l = lengths.on_host(crate::Op::PrefixSumOffsets)?;
-                let data = self.host_run(|| host::prefix_sum_offsets(l))?;
+                let data =
+                    self.host_run(std::mem::size_of_val(l), || host::prefix_sum_offsets(l))?;
                 let shape = Shape::vector(data.len());
                 Ok(DeviceBuffer::from_host_vec(self, data, shape))
             }

@@ -129,8 +129,9 @@ impl Device {
         match self.kind() {
             BackendKind::Host => {
                 let (s, shape) = (src.on_host(crate::Op::PadToMultiple)?, src.shape());
-                let padded =
-                    self.host_run(|| host::pad_to_multiple(s, shape.dims(), axis, multiple, fill))?;
+                let padded = self.host_run(std::mem::size_of_val(s), || {
+                    host::pad_to_multiple(s, shape.dims(), axis, multiple, fill)
+                })?;
                 Ok(match padded.data {
                     Cow::Borrowed(_) => DevicePadded::Unchanged(src),
                     Cow::Owned(v) => {
@@ -169,7 +170,7 @@ impl Device {
             BackendKind::Host => {
                 let (s, shape) = (src.on_host(crate::Op::PadToMultiple)?, src.shape());
                 let d = dst.into_host(crate::Op::PadToMultiple)?;
-                self.host_run(|| {
+                self.host_run(std::mem::size_of_val(d), || {
                     host::pad_to_multiple_into(s, shape.dims(), axis, multiple, fill, d)
                 })
                 .map(|_| ())

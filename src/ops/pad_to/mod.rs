@@ -221,7 +221,9 @@ impl Device {
         match self.kind() {
             BackendKind::Host => {
                 let (s, shape, d) = (src.on_host(op)?, src.shape(), dst.into_host(op)?);
-                self.host_run(|| host::pad_shape_into(op, s, &shape, axis, &padded, fill, d))
+                self.host_run(std::mem::size_of_val(d), || {
+                    host::pad_shape_into(op, s, &shape, axis, &padded, fill, d)
+                })
             }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => launch::pad_into(self, op, src, axis, padded, fill, dst),

@@ -92,6 +92,9 @@ fn scatter_fixed<const N: usize, I: Index>(
     }
 }
 
+/// One task's bitmap of the destination rows its indices name, and whether one is named twice.
+type Bitmap = (Vec<u64>, bool);
+
 /// A destination pointer the tasks of [`scatter_by_source`] share.
 #[derive(Clone, Copy)]
 struct DstPtr(*mut u8);
@@ -131,41 +134,48 @@ fn scatter_by_source<T: Element, I: Index>(
     dst: &mut [T],
     rows: usize,
 ) -> bool {
-    let parts = rayon::current_num_threads().min(indices.len()).max(1);
+    let moved = std::mem::size_of_val(src);
+    let parts = if use_par(moved) {
+        rayon::current_num_threads().min(indices.len()).max(1)
+    } else {
+        1 // one thread: the bitmap only finds repeats (for the streaming stores)
+    };
     let row_bytes = row_len * std::mem::size_of::<T>();
     let words = rows.div_ceil(64);
-    let moved = std::mem::size_of_val(src);
     if words.saturating_mul(8).saturating_mul(parts) > moved / 4 {
         return false;
     }
     let per = indices.len().div_ceil(parts);
     // Each task's bitmap of the rows it names, and whether it names one twice.
-    let maps: Vec<(Vec<u64>, bool)> = indices
-        .par_chunks(per)
-        .map(|chunk| {
-            let mut map = vec![0u64; words];
-            let mut dup = false;
-            for &i in chunk {
-                // Validated: a non-negative index is below `rows` (negatives are skipped).
-                if let Ok(r) = usize::try_from(i.to_i64()) {
-                    let (w, b) = (r / 64, 1u64 << (r % 64));
-                    dup |= map[w] & b != 0;
-                    map[w] |= b;
-                }
+    let bitmap = |chunk: &[I]| {
+        let mut map = vec![0u64; words];
+        let mut dup = false;
+        for &i in chunk {
+            // Validated: a non-negative index is below `rows` (negatives are skipped).
+            if let Ok(r) = usize::try_from(i.to_i64()) {
+                let (w, b) = (r / 64, 1u64 << (r % 64));
+                dup |= map[w] & b != 0;
+                map[w] |= b;
             }
-            (map, dup)
-        })
-        .collect();
-    let shared = (0..words).into_par_iter().with_min_len(4096).any(|w| {
-        let mut seen = 0u64;
-        for (map, _) in &maps {
-            if seen & map[w] != 0 {
-                return true;
-            }
-            seen |= map[w];
         }
-        false
-    });
+        (map, dup)
+    };
+    let maps: Vec<Bitmap> = if parts == 1 {
+        vec![bitmap(indices)]
+    } else {
+        indices.par_chunks(per).map(bitmap).collect()
+    };
+    let shared = parts > 1
+        && (0..words).into_par_iter().with_min_len(4096).any(|w| {
+            let mut seen = 0u64;
+            for (map, _) in &maps {
+                if seen & map[w] != 0 {
+                    return true;
+                }
+                seen |= map[w];
+            }
+            false
+        });
     if shared {
         return false;
     }
@@ -175,19 +185,24 @@ fn scatter_by_source<T: Element, I: Index>(
         && (dst_bytes.as_ptr() as usize).is_multiple_of(64);
     let out = DstPtr(dst_bytes.as_mut_ptr());
     let src_bytes: &[u8] = bytemuck::cast_slice(src);
-    src_bytes
-        .par_chunks(per * row_bytes)
-        .zip(indices.par_chunks(per))
-        .zip(maps.par_iter())
-        .for_each(|((s, idx), (_, dup))| {
-            // SAFETY: no two tasks name the same row (the bitmaps said so), so each row of
-            // `dst` is written by one task only, through `out`, while the caller's `&mut`
-            // borrow keeps everything else off `dst`; every non-negative index is below
-            // `rows`, so its row lies inside `dst`; `s` holds `idx.len()` rows of `src`, which
-            // does not overlap `dst`. Streaming is asked for only with 64-byte-aligned rows
-            // that are a multiple of 64 bytes.
-            unsafe { scatter_task(s, row_bytes, idx, out, stream && !*dup) }
-        });
+    let task = |((s, idx), map): ((&[u8], &[I]), &Bitmap)| {
+        // SAFETY: no two tasks name the same row (the bitmaps said so), so each row of `dst` is
+        // written by one task only, through `out`, while the caller's `&mut` borrow keeps
+        // everything else off `dst`; every non-negative index is below `rows`, so its row lies
+        // inside `dst`; `s` holds `idx.len()` rows of `src`, which does not overlap `dst`.
+        // Streaming is asked for only with 64-byte-aligned rows that are a multiple of 64
+        // bytes.
+        unsafe { scatter_task(s, row_bytes, idx, out, stream && !map.1) }
+    };
+    if parts == 1 {
+        task(((src_bytes, indices), &maps[0]));
+    } else {
+        src_bytes
+            .par_chunks(per * row_bytes)
+            .zip(indices.par_chunks(per))
+            .zip(maps.par_iter())
+            .for_each(task);
+    }
     true
 }
 

@@ -87,7 +87,9 @@ impl Device {
             BackendKind::Host => {
                 let op = crate::Op::ScatterRows;
                 let (s, i, d) = (src.on_host(op)?, indices.on_host(op)?, dst.into_host(op)?);
-                self.host_run(|| host::scatter_rows_into(s, i, d, dst_shape.dims(), policy))
+                self.host_run(std::mem::size_of_val(s), || {
+                    host::scatter_rows_into(s, i, d, dst_shape.dims(), policy)
+                })
             }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {

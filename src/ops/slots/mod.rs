@@ -184,7 +184,9 @@ impl Device {
                     .collect::<Result<Vec<_>>>()?;
                 let (r, p) = (rows.on_host(OP)?, positions.on_host(OP)?);
                 let s = slots.into_host(OP)?;
-                self.host_run(|| host::slot_mapping_into(r, p, &hg, pad, s))
+                self.host_run(std::mem::size_of_val(s), || {
+                    host::slot_mapping_into(r, p, &hg, pad, s)
+                })
             }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {

@@ -88,7 +88,7 @@ impl Device {
                     .iter_mut()
                     .map(|o| o.reborrow().into_host(crate::Op::Split))
                     .collect::<Result<Vec<_>>>()?;
-                self.host_run(|| {
+                self.host_run(std::mem::size_of_val(flat), || {
                     for (w, d) in offsets.windows(2).zip(dsts) {
                         crate::ops::par_copy(d, host::segment(flat, w[0], w[1]));
                     }

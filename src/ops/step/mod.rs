@@ -386,7 +386,11 @@ impl Device {
                     slot_mapping: out.slot_mapping.into_host(OP)?,
                     logits_indices: out.logits_indices.into_host(OP)?,
                 };
-                self.host_run(|| host::run(requests, &tables, &plan, outs))?;
+                // The step's outputs are what it writes; they are a few hundred KiB at most.
+                let bytes = std::mem::size_of_val(outs.positions)
+                    + std::mem::size_of_val(outs.input_ids)
+                    + std::mem::size_of_val(outs.slot_mapping);
+                self.host_run(bytes, || host::run(requests, &tables, &plan, outs))?;
                 Ok(plan)
             }
             #[cfg(cpugpu_cuda)]

@@ -180,7 +180,9 @@ impl Device {
                 let (t, shape, r) = (table.on_host(OP)?, table.shape(), rows.on_host(OP)?);
                 let s = starts.map(|s| s.on_host(OP)).transpose()?;
                 let o = out.into_host(OP)?;
-                self.host_run(|| host::gather_windows_into(t, shape.dims(), r, s, layout, o))
+                self.host_run(std::mem::size_of_val(o), || {
+                    host::gather_windows_into(t, shape.dims(), r, s, layout, o)
+                })
             }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {
