@@ -182,7 +182,8 @@ pub(crate) fn prefetch<T>(v: &[T], i: usize) {
 }
 
 /// Outputs of at least this many bytes are written with streaming (non-temporal) stores by the
-/// row operations that can (gather, scatter), when the destination rows are 16-byte aligned.
+/// operations that can (gather and scatter when the destination rows are 16-byte aligned, the
+/// copies and fills of [`par_copy_with`] and [`par_fill_with`], the offsets' whole lines).
 ///
 /// A streaming store skips reading the line it writes and does not fill the cache with output
 /// that the caller reads much later (an upload to the GPU, the next step). Measured on the

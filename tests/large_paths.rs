@@ -262,9 +262,18 @@ fn offsets_large_every_type_and_chunk_edge() {
             pool.install(|| prefix_sum_offsets_into(&lengths, &mut out))
                 .expect(&case);
             assert_bits_eq(&out, &want, &case);
+            // The output one element off its allocation's alignment: the streaming writer's
+            // ordinary head before the first 64-byte line moves.
+            let mut out = poisoned::<O>(n + 2);
+            pool.install(|| prefix_sum_offsets_into(&lengths, &mut out[1..]))
+                .expect(&case);
+            assert_bits_eq(&out[1..], &want, &case);
+            assert_bits_eq(&out[..1], &poisoned::<O>(1), &case);
         }
     }
-    // 65,536 i32 or 32,768 i64 lengths fill one chunk: around it, and far past it.
+    // 65,536 i32 or 32,768 i64 lengths fill one chunk: around it, and far past it; 2,100,003
+    // offsets are 8.4 MB of i32 and 16.8 MB of i64, past the 8 MiB from which the offsets are
+    // written with streaming stores.
     for (k, n) in [
         32_767usize,
         32_768,
@@ -273,6 +282,7 @@ fn offsets_large_every_type_and_chunk_edge() {
         65_536,
         65_537,
         1_000_003,
+        2_100_003,
     ]
     .into_iter()
     .enumerate()

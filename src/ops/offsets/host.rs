@@ -3,18 +3,22 @@
 //! Two passes over 256 KiB chunks of the lengths: the first sums each chunk and notes whether
 //! it holds a negative length (in parallel above [`crate::ops::PAR_MIN_BYTES`]); a sequential
 //! walk over the chunk sums then finds each chunk's starting offset, or the first error; the
-//! second pass writes every chunk's offsets from its start (in parallel). The error reported is
-//! always the one a left-to-right loop would hit first, and nothing is written when there is
-//! one. Scratch memory is one summary per chunk.
+//! second pass writes every chunk's offsets from its start (in parallel), with streaming
+//! stores from 8 MiB of output ([`crate::par::STREAM_MIN_BYTES`]: the output's lines are not
+//! read before they are written). The error reported is always the one a left-to-right loop
+//! would hit first, and nothing is written when there is one. Scratch memory is one summary
+//! per chunk.
 //!
 //! Why two passes: a single pass that writes each chunk right after summing it (while its
 //! lengths are still in cache) would have written chunks before a bad length further on was
 //! found, and a failing call must write nothing. The extra read is the price: on the 2-core
-//! machine of `BENCHMARKS.md` the first pass alone (`host_bench`'s `offsets_read_pass`) runs at
-//! about 114% of a parallel copy's traffic rate, which bounds the whole op at about 70% of it.
+//! machine of `BENCHMARKS.md` the first pass alone (`host_bench`'s `offsets_read_pass`) takes
+//! about a third of the whole op's time, which holds the op to about 75% of a parallel copy's
+//! traffic rate (issue 12 asked for 85%).
 use rayon::prelude::*;
 
 use crate::ops::{chunk_elems, use_par};
+use crate::par::{stream_copy, stream_fence, use_stream};
 use crate::{Error, Index, Offset, Op, Result};
 
 const OP: Op = Op::PrefixSumOffsets;
@@ -76,7 +80,8 @@ fn first_error<L: Index>(chunk: &[L], base: usize, start: i64, limit: i64) -> Er
 /// exceeds `O::MAX`, so nothing overflows and every value fits `O`. Four lengths at a time:
 /// their partial sums do not depend on `acc`, so the loop-carried chain is one add per four
 /// offsets instead of one per offset.
-fn write_chunk<L: Index, O: Offset>(lengths: &[L], out: &mut [O], start: i64) {
+/// Returns the last offset written (`start` for an empty chunk).
+fn write_chunk<L: Index, O: Offset>(lengths: &[L], out: &mut [O], start: i64) -> i64 {
     let mut acc = start;
     let (l4, l_rest) = lengths.as_chunks::<4>();
     let (o4, o_rest) = out.as_chunks_mut::<4>();
@@ -92,6 +97,36 @@ fn write_chunk<L: Index, O: Offset>(lengths: &[L], out: &mut [O], start: i64) {
         acc += l.to_i64();
         *o = O::from_i64_unchecked_fit(acc);
     }
+    acc
+}
+
+/// [`write_chunk`] with streaming stores for the output's whole 64-byte lines: each line's
+/// offsets are made in a local block and copied out with one streaming store of 64 bytes, so
+/// the output's lines are never read (an ordinary store reads the line it writes first).
+/// Ends with a [`stream_fence`].
+fn write_chunk_stream<L: Index, O: Offset>(lengths: &[L], out: &mut [O], start: i64) {
+    const LINE: usize = 64;
+    let per = LINE / std::mem::size_of::<O>();
+    debug_assert!(per <= 16 && per * std::mem::size_of::<O>() == LINE);
+    // Ordinary stores up to the first 64-byte boundary (`align_offset` may say "never").
+    let head = out.as_ptr().align_offset(LINE).min(out.len());
+    let (l_head, l_body) = lengths.split_at(head);
+    let (o_head, o_body) = out.split_at_mut(head);
+    let mut acc = write_chunk(l_head, o_head, start);
+    let mut lines = o_body.chunks_exact_mut(per);
+    let mut block = [O::default(); 16];
+    for (o, l) in (&mut lines).zip(l_body.chunks_exact(per)) {
+        acc = write_chunk(l, &mut block[..per], acc);
+        // SAFETY: `o` is `per` offsets, 64 bytes, starting on a 64-byte boundary (`head`
+        // aligned the body and every line is 64 bytes), so it is a valid, 16-byte-aligned
+        // destination of 64 bytes; `block` holds at least `per` offsets (`per <= 16`), 64
+        // readable bytes, and is a separate local array.
+        unsafe { stream_copy(o.as_mut_ptr().cast(), block.as_ptr().cast(), LINE) };
+    }
+    let o_tail = lines.into_remainder();
+    let done = l_body.len() - o_tail.len();
+    write_chunk(&l_body[done..], o_tail, acc);
+    stream_fence();
 }
 
 /// `offsets[0] = 0`, `offsets[i + 1] = offsets[i] + lengths[i]`, as a new `Vec` of
@@ -179,16 +214,23 @@ pub fn prefix_sum_offsets_into<L: Index, O: Offset>(
             }
         }
     }
+    let write = if use_stream(std::mem::size_of_val(offsets)) {
+        write_chunk_stream::<L, O>
+    } else {
+        |l: &[L], o: &mut [O], start| {
+            write_chunk(l, o, start);
+        }
+    };
     offsets[0] = O::default();
     let out = &mut offsets[1..];
     if par {
         out.par_chunks_mut(c)
             .zip(lengths.par_chunks(c))
             .zip(starts.par_iter())
-            .for_each(|((o, l), &start)| write_chunk(l, o, start));
+            .for_each(|((o, l), &start)| write(l, o, start));
     } else {
         for ((o, l), &start) in out.chunks_mut(c).zip(lengths.chunks(c)).zip(&starts) {
-            write_chunk(l, o, start);
+            write(l, o, start);
         }
     }
     Ok(())
