@@ -282,3 +282,54 @@ proptest! {
         check::<f32, i64>(&arrays, "proptest parallel");
     }
 }
+
+/// An array whose `as_ref` answers with all of its data the first time and nothing after: a
+/// flatten that asked twice would see a length other than the one it validated.
+struct Shrinking {
+    data: Vec<u32>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl AsRef<[u32]> for Shrinking {
+    fn as_ref(&self) -> &[u32] {
+        use std::sync::atomic::Ordering;
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            &self.data
+        } else {
+            &[]
+        }
+    }
+}
+
+#[test]
+fn each_array_is_asked_for_its_slice_once() {
+    // Small (one thread) and past the parallel threshold, both forms: the result is the data of
+    // the first answers, with no panic and no short copy.
+    for n in [3usize, PAR_MIN_BYTES / 4 + 3] {
+        let make = || -> Vec<Shrinking> {
+            [n, 5, n / 2]
+                .iter()
+                .enumerate()
+                .map(|(k, &len)| Shrinking {
+                    data: (0..len as u32).map(|v| v ^ (k as u32) << 24).collect(),
+                    calls: Default::default(),
+                })
+                .collect()
+        };
+        let want: Vec<u32> = make().iter().flat_map(|a| a.data.clone()).collect();
+        let want_offsets = [0i64, n as i64, n as i64 + 5, (n + 5 + n / 2) as i64];
+        let arrays = make();
+        let (got, offsets) = flatten::<u32, i64, _>(&arrays).unwrap();
+        assert_eq!(got, want, "flatten n={n}");
+        assert_eq!(offsets, want_offsets, "flatten n={n}");
+        let arrays = make();
+        let mut dst = poisoned::<u32>(want.len());
+        let mut offsets = [0i64; 4];
+        flatten_into(&arrays, &mut dst, &mut offsets).unwrap();
+        assert_eq!(dst, want, "flatten_into n={n}");
+        assert_eq!(offsets, want_offsets, "flatten_into n={n}");
+        assert!(arrays
+            .iter()
+            .all(|a| a.calls.load(std::sync::atomic::Ordering::SeqCst) == 1));
+    }
+}

@@ -78,9 +78,8 @@ fn write_offsets<T, O: Offset, S: AsRef<[T]>>(arrays: &[S], offsets: &mut [O]) {
 /// Fills `chunk`, the destination elements `start..start + chunk.len()`, from the arrays that
 /// overlap it. `offsets` are the validated offsets of `arrays` and `chunk` lies within the total.
 ///
-/// Every element of `chunk` is written: the loop ends only once `chunk` is full (an `AsRef` impl
-/// that returned shorter slices than it did during validation would run `arrays[i]` out of bounds
-/// and panic instead).
+/// Every element of `chunk` is written: the loop ends only once `chunk` is full (the public
+/// functions pass slices taken once, so the lengths are the validated ones).
 #[inline]
 fn fill_chunk<T: Copy, O: Offset, S: AsRef<[T]>, D>(
     arrays: &[S],
@@ -153,8 +152,7 @@ fn copy_uninit<T: Copy>(d: &mut [MaybeUninit<T>], s: &[T]) {
 ///
 /// On error neither `dst` nor `offsets` is written.
 ///
-/// `as_ref` is called more than once per array and must return the same slice each time (as
-/// every ordinary container does).
+/// `as_ref` is called once per array.
 ///
 /// # Example
 /// ```
@@ -184,6 +182,7 @@ pub fn flatten_into<T: Element, O: Offset, S: AsRef<[T]> + Sync>(
 ) -> Result<()> {
     width_of::<T>();
     let n_offsets = n_offsets(arrays.len())?;
+    let arrays = &slices_of(arrays)?[..];
     if offsets.len() != n_offsets {
         return Err(Error::LengthMismatch {
             op: OP,
@@ -192,7 +191,7 @@ pub fn flatten_into<T: Element, O: Offset, S: AsRef<[T]> + Sync>(
             actual: offsets.len(),
         });
     }
-    let total = total_len::<T, O, S>(arrays)?;
+    let total = total_len::<T, O, _>(arrays)?;
     if dst.len() != total {
         return Err(Error::LengthMismatch {
             op: OP,
@@ -204,6 +203,15 @@ pub fn flatten_into<T: Element, O: Offset, S: AsRef<[T]> + Sync>(
     write_offsets(arrays, offsets);
     copy_arrays(arrays, offsets, dst, copy_init);
     Ok(())
+}
+
+/// Every array's slice, each asked of its `AsRef` once: validation, offsets and copies then see
+/// the same lengths even from an `AsRef` that answers differently each time (it would otherwise
+/// turn a validated length into an out-of-bounds panic in the copy).
+fn slices_of<T, S: AsRef<[T]>>(arrays: &[S]) -> Result<Vec<&[T]>> {
+    let mut slices = try_with_capacity(arrays.len())?;
+    slices.extend(arrays.iter().map(AsRef::as_ref));
+    Ok(slices)
 }
 
 /// `arrays_len + 1`, the number of offsets.
@@ -252,7 +260,8 @@ pub fn flatten<T: Element, O: Offset, S: AsRef<[T]> + Sync>(
 ) -> Result<(Vec<T>, Vec<O>)> {
     width_of::<T>();
     let n_offsets = n_offsets(arrays.len())?;
-    let total = total_len::<T, O, S>(arrays)?;
+    let arrays = &slices_of(arrays)?[..];
+    let total = total_len::<T, O, _>(arrays)?;
     let mut offsets = try_with_capacity::<O>(n_offsets)?;
     offsets.resize(n_offsets, O::default());
     write_offsets(arrays, &mut offsets);
@@ -269,7 +278,8 @@ pub fn flatten<T: Element, O: Offset, S: AsRef<[T]> + Sync>(
     // SAFETY: the capacity is at least `total` (`try_reserve_exact` above), and `copy_arrays`
     // initialised every element of `spare_capacity_mut()[..total]`: `par_chunks_mut` (or the
     // single sequential chunk) covers the whole slice and `fill_chunk` returns only once its chunk
-    // is full (it panics otherwise, and a panic in a rayon task propagates before this line).
+    // is full (the slices are the ones `total` was summed from; were one shorter, indexing would
+    // panic, and a panic in a rayon task propagates before this line).
     unsafe { dst.set_len(total) };
     Ok((dst, offsets))
 }
