@@ -462,10 +462,12 @@ impl<T: Element> CpuGpuBuffer<T> {
         }
         let host = &mut self.host[elems.clone()];
         let mut part = dev.flat_mut().into_rows(elems)?;
-        match op {
-            Op::CopyToHost => part.as_view().copy_to_host(host),
-            _ => part.copy_from_host(host),
-        }
+        // On the device's thread pool (a copy of 512 KiB or more is parallel).
+        self.device
+            .host_run(std::mem::size_of_val(host), || match op {
+                Op::CopyToHost => part.as_view().copy_to_host(host),
+                _ => part.copy_from_host(host),
+            })
     }
 
     /// Copies in the direction the dirty flags say. Both sides dirty is
@@ -507,7 +509,10 @@ impl<T: Element> CpuGpuBuffer<T> {
     /// Sets every element of both sides to `value`; both sides then agree, so the flags clear.
     pub fn fill(&mut self, value: T) {
         self.gate.wait(&self.device, true);
-        crate::par::par_fill(&mut self.host, value);
+        let host = &mut *self.host;
+        self.device.host_run(std::mem::size_of_val(host), || {
+            crate::par::par_fill(host, value)
+        });
         if let Some(d) = &mut self.device_side {
             d.fill(value);
         }

@@ -95,7 +95,9 @@ impl Device {
     /// or more; a smaller one runs on the calling thread, sequentially, as it would on the pool
     /// (the handoff, about 30 us on a 2-core VM, costs more than such an operation). Called from
     /// inside the pool (a batching loop run under `pool.install`) an operation runs in place.
-    /// [`Device::host`] uses whatever pool the caller is in, normally rayon's global one; so do
+    /// Uploads, allocations and the copies and fills of its buffers (`DeviceBuffer`,
+    /// `CpuGpuBuffer`) go to the pool the same way; a view's copies and fills do not know their
+    /// device and run on the caller's pool. [`Device::host`] uses whatever pool the caller is in, normally rayon's global one; so do
     /// the [`host`](crate::host) functions, which a caller points at a pool with
     /// `pool.install(|| ...)`.
     ///
@@ -362,7 +364,9 @@ impl Device {
         }
         match self.kind() {
             BackendKind::Host => {
-                let v = crate::host_vec::HostVec::copied_from(Op::CopyToDevice, data)?;
+                let v = self.host_run(std::mem::size_of_val(data), || {
+                    crate::host_vec::HostVec::copied_from(Op::CopyToDevice, data)
+                })?;
                 Ok(DeviceBuffer::from_host(self, v, shape))
             }
             #[cfg(cpugpu_cuda)]

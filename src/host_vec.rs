@@ -95,23 +95,7 @@ impl<T: Element> HostVec<T> {
                 bytes,
                 max: isize::MAX as usize,
             })?;
-        if bytes < HUGE_PAGE_MIN_BYTES {
-            // SAFETY: the layout's size is `bytes` > 0.
-            let raw = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
-            let ptr = NonNull::new(raw).ok_or(Error::OutOfMemory { op, bytes })?;
-            return Ok(HostVec { ptr, len, layout });
-        }
-        // Large: the advice must come before the first write to a page, or the page is already
-        // a 4 KiB one (`alloc_zeroed` of an over-aligned layout writes its zeroes itself). So
-        // allocate, advise, then zero.
-        // SAFETY: the layout's size is `bytes` > 0.
-        let raw = unsafe { std::alloc::alloc(layout) };
-        let ptr = NonNull::new(raw).ok_or(Error::OutOfMemory { op, bytes })?;
-        advise_huge_range(raw as usize, bytes);
-        // SAFETY: `raw` is valid for writes of `bytes` bytes (just allocated with that size)
-        // and nothing else refers to it.
-        let all = unsafe { std::slice::from_raw_parts_mut(raw, bytes) };
-        crate::par::par_fill_with(all, 0u8, crate::par::Stores::Cached);
+        let ptr = alloc_zeroed_advised(layout).ok_or(Error::OutOfMemory { op, bytes })?;
         Ok(HostVec {
             ptr: ptr.cast::<T>(),
             len,
@@ -153,10 +137,35 @@ impl<T: Element> HostVec<T> {
     }
 }
 
+/// A zeroed block of `layout` (non-zero size) from the global allocator, advised onto
+/// transparent huge pages from [`HUGE_PAGE_MIN_BYTES`]; `None` when the allocator refuses.
+/// Free it with `dealloc(ptr, layout)`.
+///
+/// The advice must come before the first write to a page, or the page is already a 4 KiB one
+/// (`alloc_zeroed` of an over-aligned layout writes its zeroes itself). So a large block is
+/// allocated, advised, then zeroed (in parallel when large).
+pub(crate) fn alloc_zeroed_advised(layout: Layout) -> Option<NonNull<u8>> {
+    let bytes = layout.size();
+    debug_assert!(bytes > 0);
+    if bytes < HUGE_PAGE_MIN_BYTES {
+        // SAFETY: the caller's layout has a non-zero size.
+        return NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) });
+    }
+    // SAFETY: the caller's layout has a non-zero size.
+    let ptr = NonNull::new(unsafe { std::alloc::alloc(layout) })?;
+    advise_huge_range(ptr.as_ptr() as usize, bytes);
+    // SAFETY: `ptr` is valid for writes of `bytes` bytes (just allocated with that size) and
+    // nothing else refers to it yet.
+    unsafe { crate::par::zero_raw(ptr.as_ptr(), bytes) };
+    Some(ptr)
+}
+
 impl<T: Element> Drop for HostVec<T> {
     fn drop(&mut self) {
         if self.layout.size() != 0 {
-            // SAFETY: `ptr` came from `alloc_zeroed(self.layout)` and is freed only here, once.
+            // SAFETY: `ptr` is a block the global allocator gave with `self.layout` (from
+            // `alloc_zeroed_advised`, or a `Vec`'s block whose layout `from_vec` rebuilt), and it
+            // is freed only here, once.
             unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), self.layout) };
         }
     }
@@ -165,9 +174,9 @@ impl<T: Element> Drop for HostVec<T> {
 impl<T: Element> Deref for HostVec<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        // SAFETY: `ptr` is valid for reads of `len` initialised `T` (zeroed at allocation, and
-        // `len` only shrinks) or dangling-and-aligned with a zero-byte block, and the memory is
-        // borrowed through `&self` for the slice's lifetime.
+        // SAFETY: `ptr` is valid for reads of `len` initialised `T` (zeroed at allocation or a
+        // `Vec`'s initialised elements, and `len` only shrinks) or dangling-and-aligned with a
+        // zero-byte block, and the memory is borrowed through `&self` for the slice's lifetime.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }

@@ -98,7 +98,11 @@ impl<T: Element> DeviceBuffer<T> {
     pub(crate) fn zeroed(device: &Device, shape: Shape) -> Result<Self> {
         nonzero_size_of::<T>();
         let storage = match device.kind() {
-            BackendKind::Host => Storage::Host(HostVec::zeroed_for(Op::Allocate, shape.numel())?),
+            BackendKind::Host => {
+                let bytes = shape.numel().saturating_mul(std::mem::size_of::<T>());
+                let v = device.host_run(bytes, || HostVec::zeroed_for(Op::Allocate, shape.numel()));
+                Storage::Host(v?)
+            }
             #[cfg(cpugpu_cuda)]
             BackendKind::Cuda => {
                 let q = device.cuda_queue(Op::Allocate)?;
@@ -236,13 +240,21 @@ impl<T: Element> DeviceBuffer<T> {
     }
 
     /// Copies `src` (exactly [`DeviceBuffer::len`] elements) from the host into the buffer.
+    ///
+    /// On the host backend the copy runs on the device's thread pool (see
+    /// [`Device::host_with_pool`]), as the buffer's other copies and fills do; a view's copies
+    /// and fills run on the caller's.
     pub fn copy_from_host(&mut self, src: &[T]) -> Result<()> {
-        self.view_mut().copy_from_host(src)
+        let dev = self.device.clone();
+        dev.host_run(std::mem::size_of_val(src), || {
+            self.view_mut().copy_from_host(src)
+        })
     }
 
     /// Copies the buffer into `dst` (exactly [`DeviceBuffer::len`] elements) on the host.
     pub fn copy_to_host(&self, dst: &mut [T]) -> Result<()> {
-        self.view().copy_to_host(dst)
+        self.device
+            .host_run(std::mem::size_of_val(dst), || self.view().copy_to_host(dst))
     }
 
     /// The buffer's contents, downloaded into a new `Vec`.
@@ -250,7 +262,9 @@ impl<T: Element> DeviceBuffer<T> {
         let mut v = zeroed_vec(Op::CopyToHost, self.len())?;
         match &self.storage {
             // A new Vec: ordinary stores (see `Stores::Cached`).
-            Storage::Host(h) => crate::par::par_copy_with(&mut v, h, crate::par::Stores::Cached),
+            Storage::Host(h) => self.device.host_run(std::mem::size_of_val(&**h), || {
+                crate::par::par_copy_with(&mut v, h, crate::par::Stores::Cached)
+            }),
             #[cfg(cpugpu_cuda)]
             Storage::Cuda(_) => self.copy_to_host(&mut v)?,
         }
@@ -261,7 +275,8 @@ impl<T: Element> DeviceBuffer<T> {
     /// stream; a driver failure is reported by that device's next
     /// [`Device::synchronize`].
     pub fn fill(&mut self, value: T) {
-        self.view_mut().fill(value)
+        let (dev, bytes) = (self.device.clone(), self.size_bytes());
+        dev.host_run(bytes, || self.view_mut().fill(value))
     }
 }
 
@@ -847,10 +862,11 @@ impl<T: Element> HostBuffer<T> {
         manager: Option<&PinnedMemoryManager>,
     ) -> Result<Self> {
         match (placement, manager) {
-            (MemoryPlacement::Host, _) => Ok(HostBuffer::Pageable(HostVec::zeroed_for(
-                Op::Allocate,
-                len,
-            )?)),
+            (MemoryPlacement::Host, _) => {
+                let bytes = len.saturating_mul(std::mem::size_of::<T>());
+                let v = device.host_run(bytes, || HostVec::zeroed_for(Op::Allocate, len));
+                Ok(HostBuffer::Pageable(v?))
+            }
             (MemoryPlacement::Pinned | MemoryPlacement::Uva, Some(m)) => {
                 Ok(HostBuffer::Pinned(m.allocate(len)?))
             }

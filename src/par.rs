@@ -117,6 +117,43 @@ pub(crate) fn par_fill<T: bytemuck::Pod + Send + Sync>(dst: &mut [T], value: T) 
     par_fill_with(dst, value, Stores::Auto);
 }
 
+/// A raw pointer the tasks of [`zero_raw`] share.
+#[derive(Clone, Copy)]
+struct RawBytes(*mut u8);
+// SAFETY: the pointer is only used by `zero_raw`'s tasks, each on its own disjoint range.
+unsafe impl Send for RawBytes {}
+// SAFETY: as for Send: shared references to it only hand out disjoint ranges.
+unsafe impl Sync for RawBytes {}
+
+impl RawBytes {
+    /// The pointer (a method, so that closures capture the whole `Send` wrapper, not its field).
+    fn get(self) -> *mut u8 {
+        self.0
+    }
+}
+
+/// Writes `bytes` zero bytes at `ptr` (memory that may not be initialised yet, so it is never
+/// made into a slice first), in parallel chunks when large, with ordinary stores.
+///
+/// # Safety
+/// `ptr` is valid for writes of `bytes` bytes and nothing else accesses them during the call.
+pub(crate) unsafe fn zero_raw(ptr: *mut u8, bytes: usize) {
+    let base = RawBytes(ptr);
+    let zero = move |k: usize| {
+        let start = k * PAR_CHUNK_BYTES;
+        let len = PAR_CHUNK_BYTES.min(bytes - start);
+        // SAFETY: `start + len <= bytes`, so the range lies in the caller's block; chunks are
+        // disjoint, and the caller keeps every other access away.
+        unsafe { std::ptr::write_bytes(base.get().add(start), 0, len) };
+    };
+    let chunks = bytes.div_ceil(PAR_CHUNK_BYTES);
+    if use_par(bytes) {
+        (0..chunks).into_par_iter().for_each(zero);
+    } else {
+        (0..chunks).for_each(zero);
+    }
+}
+
 /// [`par_fill`] with the choice of stores.
 pub(crate) fn par_fill_with<T: bytemuck::Pod + Send + Sync>(
     dst: &mut [T],
@@ -125,15 +162,19 @@ pub(crate) fn par_fill_with<T: bytemuck::Pod + Send + Sync>(
 ) {
     let bytes = std::mem::size_of_val(dst);
     let w = std::mem::size_of::<T>();
-    if stores == Stores::Auto && use_stream(bytes) && w > 0 && 16 % w == 0 {
+    // Streaming needs the 16-byte pattern in phase with the elements at every 16-byte
+    // boundary: so the slice must start on a multiple of the element's width (a `[f32; 4]` is
+    // 4-byte aligned and may start 4 bytes past a boundary).
+    let in_phase = w > 0 && 16 % w == 0 && (dst.as_ptr() as usize).is_multiple_of(w);
+    if stores == Stores::Auto && use_stream(bytes) && in_phase {
         let mut pattern = [0u8; 16];
         for c in pattern.chunks_exact_mut(w) {
             c.copy_from_slice(bytemuck::bytes_of(&value));
         }
         let d: &mut [u8] = bytemuck::cast_slice_mut(dst);
-        // The head up to a 16-byte boundary is a whole number of elements (the slice and the
-        // boundary are both aligned to the element width, a power of two up to 16), so the
-        // pattern, which starts on an element, stays in phase after it.
+        // The head up to a 16-byte boundary is a whole number of elements (the slice starts on
+        // a multiple of the element width, checked above, and so does the boundary: the width
+        // divides 16), so the pattern, which starts on an element, stays in phase after it.
         let head = d.as_ptr().align_offset(16).min(d.len());
         let (d_head, d) = d.split_at_mut(head);
         for (b, p) in d_head.iter_mut().zip(pattern.iter().cycle()) {

@@ -102,8 +102,6 @@ impl RawBlock {
                 cuda: Some(a),
             });
         }
-        #[cfg(not(cpugpu_cuda))]
-        let _ = device;
         // Fails only when `bytes`, rounded up to the alignment, exceeds isize::MAX.
         let layout = Layout::from_size_align(bytes, heap_align(bytes)).map_err(|_| {
             Error::AllocationTooLarge {
@@ -112,18 +110,17 @@ impl RawBlock {
                 max: isize::MAX as usize,
             }
         })?;
-        // SAFETY: layout has a non-zero size (bytes > 0, checked by every caller).
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(ptr).ok_or(Error::OutOfMemory {
-            op: Op::PinnedAllocate,
-            bytes,
-        })?;
-        if bytes >= crate::host_vec::HUGE_PAGE_MIN_BYTES {
-            // SAFETY: the block was just allocated with `bytes` bytes, zeroed (valid `u8`s),
-            // and nothing else refers to it yet.
-            let all = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), bytes) };
-            crate::host_vec::advise_huge_pages(all);
-        }
+        // The layout has a non-zero size (bytes > 0, checked by every caller). From 4 MiB the
+        // block is advised onto huge pages before it is zeroed (on the device's pool).
+        let ptr = device
+            .host_run(bytes, || {
+                crate::host_vec::alloc_zeroed_advised(layout).map(|p| p.as_ptr() as usize)
+            })
+            .and_then(|p| NonNull::new(p as *mut u8))
+            .ok_or(Error::OutOfMemory {
+                op: Op::PinnedAllocate,
+                bytes,
+            })?;
         Ok(RawBlock {
             ptr,
             bytes,

@@ -116,3 +116,69 @@ fn results_match_the_global_pool_for_every_thread_count() {
         assert!(got == want, "{n} threads");
     }
 }
+
+#[test]
+fn uploads_allocations_and_buffer_copies_run_on_the_devices_pool() {
+    // As above: with the pool's only thread busy, each of these (large enough to be handed to
+    // the pool) must wait for it; had one run on the calling thread or rayon's global pool, it
+    // would be done before the pool is free.
+    let p = pool(1);
+    let dev = Device::host_with_pool(p.clone());
+    let n = cpugpu::ops::PAR_MIN_BYTES / 4 + 1; // u32s: past the threshold
+    let mut filled = dev.alloc::<u32>(&[n]).unwrap();
+    let read = dev.upload(&vec![5u32; n], &[n]).unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    p.spawn(move || {
+        g.wait();
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    gate.wait(); // the pool's thread is now busy for 500 ms
+    let done: Vec<Arc<AtomicBool>> = (0..4).map(|_| Arc::new(AtomicBool::new(false))).collect();
+    let flag = |k: usize| done[k].clone();
+    let threads = [
+        {
+            let (dev, d) = (dev.clone(), flag(0));
+            std::thread::spawn(move || {
+                let b = dev.upload(&vec![3u32; n], &[n]).unwrap();
+                d.store(true, Ordering::SeqCst);
+                b.to_vec().unwrap()
+            })
+        },
+        {
+            let (dev, d) = (dev.clone(), flag(1));
+            std::thread::spawn(move || {
+                let b = dev.alloc::<u32>(&[n]).unwrap();
+                d.store(true, Ordering::SeqCst);
+                b.to_vec().unwrap()
+            })
+        },
+        {
+            let d = flag(2);
+            std::thread::spawn(move || {
+                filled.fill(9);
+                d.store(true, Ordering::SeqCst);
+                filled.to_vec().unwrap()
+            })
+        },
+        {
+            let d = flag(3);
+            std::thread::spawn(move || {
+                let v = read.to_vec().unwrap();
+                d.store(true, Ordering::SeqCst);
+                v
+            })
+        },
+    ];
+    std::thread::sleep(Duration::from_millis(150));
+    for (k, what) in ["upload", "alloc", "fill", "to_vec"].iter().enumerate() {
+        assert!(
+            !done[k].load(Ordering::SeqCst),
+            "{what} ran while the device's pool was busy"
+        );
+    }
+    let got: Vec<Vec<u32>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for (v, want) in got.iter().zip([3u32, 0, 9, 5]) {
+        assert!(v.len() == n && v.iter().all(|&x| x == want));
+    }
+}

@@ -236,6 +236,26 @@ fn pad_large_streams_copy_and_fill() {
     case::<f32>(3, 16, -1.5);
     case::<u64>(4, 5, 0x0102_0304_0506_0708);
     case::<[u32; 4]>(5, 1, [1, 2, 3, 4]);
+
+    // A 16-byte element that is only 4-byte aligned, starting 4 bytes past a 16-byte boundary:
+    // the streaming fill's pattern must stay in phase with the elements (it did not, once).
+    let rows = STREAM / 16 + 3;
+    let src: Vec<[u32; 4]> = (0..rows as u32).map(|k| [k, !k, k ^ 0x55, 7]).collect();
+    let fill = [1u32, 2, 3, 4];
+    let mut want = src.clone();
+    want.resize(2 * rows, fill);
+    for pool in pools() {
+        let mut words = HostVec::<u32>::zeroed(8 * rows + 4).expect("host memory");
+        let d: &mut [[u32; 4]] = bytemuck::cast_slice_mut(&mut words[1..1 + 8 * rows]);
+        assert_eq!(d.as_ptr() as usize % 16, 4);
+        pool.install(|| pad_to_multiple_into(&src, &[rows, 1], 0, 2 * rows, fill, d))
+            .unwrap();
+        let case = format!(
+            "pad [u32; 4] at 4 mod 16, {} threads",
+            pool.current_num_threads()
+        );
+        assert_bits_eq(d, &want, &case);
+    }
 }
 
 #[test]

@@ -129,7 +129,16 @@ impl Device {
         match self.kind() {
             BackendKind::Host => {
                 let (s, shape) = (src.on_host(crate::Op::PadToMultiple)?, src.shape());
-                let padded = self.host_run(std::mem::size_of_val(s), || {
+                // Sized by the output, which may be far larger than the input.
+                let bytes = shape
+                    .dims()
+                    .get(axis)
+                    .and_then(|&d| {
+                        let per_row = std::mem::size_of_val(s) / d.max(1);
+                        per_row.checked_mul(d.checked_next_multiple_of(multiple)?)
+                    })
+                    .unwrap_or(std::mem::size_of_val(s));
+                let padded = self.host_run(bytes, || {
                     host::pad_to_multiple(s, shape.dims(), axis, multiple, fill)
                 })?;
                 Ok(match padded.data {
