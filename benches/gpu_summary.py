@@ -21,6 +21,8 @@ import re
 import sys
 
 BANDWIDTH_OPS = ["gather_rows", "scatter_rows", "pad", "offsets", "flatten", "split_copy"]
+# The input-preparation rows of benches/prep/cuda_prep.rs: latency only, no torch counterpart.
+PREP_OPS = ["prepare_step", "expand_segments", "slot_mapping", "gather_windows", "staged_write"]
 # The full-size cases of benches/cuda.rs, listed as "not run" when a run has no line for them.
 EXPECTED = {
     "gather_rows": ["f32x16_rows4194304_n4194304_i64", "f32x64_rows1048576_n1048576_i64"],
@@ -308,8 +310,22 @@ def main(argv):
           f"{fmt(num(t, 'median_us'))} | {fmt(sp, 2, 'x')} | {met} |")
     w("")
 
+    # --- input preparation (issue 10): per-call latency, no torch counterpart ----------------
+    w("## Input preparation (per call, 200 back-to-back calls between one event pair)")
+    w("")
+    w("| op | case | cpugpu us |")
+    w("|---|---|---:|")
+    prep = [k for k in dict.fromkeys(order) if k[0] in PREP_OPS]
+    for op in PREP_OPS:
+        cases = [k for k in prep if k[0] == op]
+        if not cases:
+            w(f"| {op} | - | not run |")
+        for key in cases:
+            w(f"| {op} | {key[1]} | {fmt(num(cp.get(key), 'median_us'), 2)} |")
+    w("")
+
     # --- leftovers and problems ----------------------------------------------------------------
-    known_ops = set(BANDWIDTH_OPS) | {"launch_latency", "upload"}
+    known_ops = set(BANDWIDTH_OPS) | set(PREP_OPS) | {"launch_latency", "upload"}
     for src, table in (("cpugpu", cp), ("torch", tp)):
         other = sorted(f"{op}/{case}" for op, case in table if op not in known_ops)
         if other:

@@ -53,6 +53,7 @@ T_TORCH=${GPU_SUITE_TORCH_TIMEOUT:-120}
 T_SAN=${GPU_SUITE_SANITIZER_TIMEOUT:-120}
 T_SUMMARY=30
 T_DEVICE=30
+T_PREP=${GPU_SUITE_PREP_TIMEOUT:-30}
 
 # The short list for memcheck and initcheck: one test per kernel family (gather, scatter, pad,
 # offsets both paths, flatten/split, bounds errors); the shared-memory/barrier list for racecheck
@@ -61,6 +62,13 @@ SHORT_TESTS=(gather_matches_host scatter_matches_host pad_matches_host offsets_m
   flatten_and_split_match_host bounds_errors_are_reported)
 SHARED_TESTS=(gather_matches_host scatter_matches_host offsets_match_host offsets_errors
   bounds_errors_are_reported)
+# The input-preparation kernels (issue 10): their test executables, run unsanitized right after
+# tests/cuda, and memcheck and racecheck on one test of each of two (segment expansion's block
+# scan at every index type; the fused step's validate / write / capture kernels on the golden
+# cases).
+PREP_EXES=(expand slot_mapping windows staged pad_to step)
+PREP_SAN=(expand:expand_matches_the_oracle_for_every_index_type
+  step:identical_to_vllms_numpy_formulation_on_the_golden_cases)
 
 plan() {
   cat <<EOF
@@ -68,12 +76,14 @@ gpu-suite timing plan: deadline ${DEADLINE}s; a step runs for at most min(its li
 and is skipped when that is under ${MIN_STEP}s. Limits (s), in order:
   1 device            ${T_DEVICE}
   2 test-cuda         ${T_TEST}     tests/cuda, unsanitized
+    test-<prep>       ${T_PREP}      each of ${PREP_EXES[*]}, unsanitized
   3 bench             ${T_BENCH}     bin/cuda-bench
   4 torch             ${T_TORCH}     torch_baseline.py
   5 summary           ${T_SUMMARY}      gpu_summary.py -> SUMMARY.md
   6 memcheck-short    ${T_SAN}     ${SHORT_TESTS[*]}
   7 racecheck         ${T_SAN}     ${SHARED_TESTS[*]}
   8 synccheck         ${T_SAN}     (the same)
+  9 memcheck-<exe>, racecheck-<exe>  ${T_PREP} each: ${PREP_SAN[*]}
   then while time remains: test-<other executables> (${T_TEST} each), memcheck-all (${T_SAN}),
   initcheck-short (${T_SAN})
 The first five limits add up to $((T_DEVICE + T_TEST + T_BENCH + T_TORCH + T_SUMMARY))s; the bench and the baseline are expected
@@ -210,19 +220,27 @@ summary() { # SUMMARY.md from what exists so far
 # sanitize NAME TOOL TESTS...: compute-sanitizer TOOL on tests/cuda, the tests named (substring
 # filters; none: all but the 256 MiB large_inputs test, which runs unsanitized in test-cuda).
 sanitize() {
-  local name=$1 tool=$2 extra=()
+  local name=$1 tool=$2
   shift 2
+  sanitize_exe "$name" "$tool" "$T_SAN" cuda --skip large_inputs "$@"
+}
+
+# sanitize_exe NAME TOOL LIMIT EXE ARGS...: compute-sanitizer TOOL on tests/EXE, one test
+# thread, with the test harness's ARGS (filters, --skip).
+sanitize_exe() {
+  local name=$1 tool=$2 limit=$3 exe=$4 extra=()
+  shift 4
   case $tool in
     memcheck) extra=(--leak-check full) ;;
     racecheck) extra=(--racecheck-report all) ;;
   esac
   if [ -z "$sanitizer" ]; then
     skip_step "$name" 127 "compute-sanitizer not found (PATH, /usr/local/cuda*/bin, /usr/local/cuda/compute-sanitizer)"
-  elif [ ! -x tests/cuda ]; then
-    skip_step "$name" 1 "tests/cuda missing from the bundle"
+  elif [ ! -x "tests/$exe" ]; then
+    skip_step "$name" 1 "tests/$exe missing from the bundle"
   else
-    run_step "$name" "$T_SAN" "$sanitizer" --tool "$tool" "${extra[@]}" --error-exitcode 99 \
-      ./tests/cuda --test-threads=1 --skip large_inputs "$@"
+    run_step "$name" "$limit" "$sanitizer" --tool "$tool" "${extra[@]}" --error-exitcode 99 \
+      "./tests/$exe" --test-threads=1 "$@"
   fi
 }
 
@@ -244,6 +262,13 @@ if [ -x tests/cuda ]; then
 else
   skip_step test-cuda 1 "tests/cuda missing from the bundle"
 fi
+for exe in "${PREP_EXES[@]}"; do
+  if [ -x "tests/$exe" ]; then
+    run_step "test-$exe" "$T_PREP" "./tests/$exe" --test-threads=4
+  else
+    skip_step "test-$exe" 1 "tests/$exe missing from the bundle"
+  fi
+done
 
 # 3. cpugpu benches (the executable writes the JSON lines itself)
 if [ -x bin/cuda-bench ]; then
@@ -260,11 +285,18 @@ summary summary
 sanitize memcheck-short memcheck "${SHORT_TESTS[@]}"
 sanitize racecheck racecheck "${SHARED_TESTS[@]}"
 sanitize synccheck synccheck "${SHARED_TESTS[@]}"
+for entry in "${PREP_SAN[@]}"; do
+  exe=${entry%%:*}
+  sanitize_exe "memcheck-$exe" memcheck "$T_PREP" "$exe" "${entry#*:}"
+  sanitize_exe "racecheck-$exe" racecheck "$T_PREP" "$exe" "${entry#*:}"
+done
 
 # The rest, while time remains.
-for exe in tests/*; do
-  if [ ! -f "$exe" ] || [ ! -x "$exe" ] || [ "$(basename "$exe")" = cuda ]; then continue; fi
-  run_step "test-$(basename "$exe")" "$T_TEST" "./$exe" --test-threads=4
+for path in tests/*; do
+  exe=$(basename "$path")
+  if [ ! -f "$path" ] || [ ! -x "$path" ] || [ "$exe" = cuda ]; then continue; fi
+  case " ${PREP_EXES[*]} " in *" $exe "*) continue ;; esac
+  run_step "test-$exe" "$T_TEST" "./$path" --test-threads=4
 done
 sanitize memcheck-all memcheck
 sanitize initcheck-short initcheck "${SHORT_TESTS[@]}"

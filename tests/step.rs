@@ -236,12 +236,15 @@ fn identical_to_numpy_on_fresh_random_steps() {
         );
         return;
     };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/step_reference.py");
+    if !std::path::Path::new(script).exists() && std::env::var_os("CPUGPU_NUMPY_PYTHON").is_none() {
+        // A test executable copied away from its checkout (the GPU suite's bundle).
+        eprintln!("skipped: {script} is not here; the golden cases still ran");
+        return;
+    }
     let file = std::env::temp_dir().join(format!("cpugpu-step-{}.txt", std::process::id()));
     let status = std::process::Command::new(&py)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/benches/step_reference.py"
-        ))
+        .arg(script)
         .args([
             "--golden",
             file.to_str().unwrap(),
