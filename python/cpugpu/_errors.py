@@ -37,7 +37,10 @@ class Error(Exception):
 
 
 class IndexOutOfBoundsError(Error, IndexError):
-    """An index outside ``0..rows`` under the checked policy, or a row range past the end."""
+    """An index outside ``0..rows`` under the checked policy, or a row range past the end; in
+    input preparation also a KV-cache block past its row's valid blocks or a negative block
+    number (``block``/``valid`` or ``value``, and ``group``), and a window past its row
+    (``start``, ``len``, ``cols``)."""
 
 
 class ShapeError(Error, ValueError):
@@ -47,12 +50,14 @@ class ShapeError(Error, ValueError):
 
 class OffsetsError(Error, ValueError):
     """A negative length, an offset past the offset type's maximum, or offsets that decrease or
-    fall outside the array."""
+    fall outside the array; also a computed value (a position, a slot) past its dtype's maximum
+    (``limit``)."""
 
 
 class InvalidArgumentError(Error, ValueError):
     """An argument with a value the operation cannot take (``multiple=0``, a placement a
-    buffer cannot have, an unknown policy name)."""
+    buffer cannot have, an unknown policy name), or a size above the largest bucket
+    (``pad_to_bucket``, ``bucket_for``: ``value`` and ``largest``)."""
 
 
 class LayoutError(Error, ValueError):

@@ -69,6 +69,99 @@ def flatten_with_offsets(
 def split_by_offsets(arr: npt.NDArray[Any] | _Cuda, offsets: _Indices) -> list[npt.NDArray[Any]] | list[DeviceArray]:
     """``[arr[offsets[i]:offsets[i + 1]] ...]``: views, not copies."""
 
+PAD_SLOT_ID: int
+
+def expand_segments(
+    counts: _Indices | None = None,
+    starts: _Indices | None = None,
+    *,
+    offsets: _Indices | None = None,
+    ids_dtype: _DType | None = None,
+    positions_dtype: _DType | None = None,
+    out: tuple[npt.NDArray[Any], npt.NDArray[Any]] | None = None,
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """``(seg_ids, positions)``: each element's segment and ``starts[seg] + index in it``."""
+
+def slot_mapping(
+    rows: _Indices,
+    positions: _Indices,
+    block_table: npt.NDArray[Any] | Sequence[npt.NDArray[Any]],
+    num_blocks: _Indices | Sequence[_Indices],
+    block_size: int | Sequence[int],
+    *,
+    pad_id: int = -1,
+    dtype: _DType | None = None,
+    out: npt.NDArray[Any] | None = None,
+) -> npt.NDArray[Any]:
+    """Each token's KV-cache slot in each group, ``pad_id`` over the tail of ``out``."""
+
+def gather_windows(
+    table: npt.NDArray[Any] | Any,
+    rows: _Indices,
+    starts: _Indices | None = None,
+    *,
+    offsets: _Indices | None = None,
+    lens: _Indices | None = None,
+    width: int | None = None,
+    out: npt.NDArray[Any] | None = None,
+) -> npt.NDArray[Any]:
+    """``table[rows[r], starts[r]:starts[r] + len_r]`` for every entry, ragged or in rows."""
+
+def pad_to_length(
+    arr: npt.NDArray[Any] | Any,
+    length: int,
+    axis: int = 0,
+    pad_value: Any = None,
+    *,
+    out: npt.NDArray[Any] | None = None,
+) -> npt.NDArray[Any]:
+    """``arr`` padded along ``axis`` to exactly ``length``; ``arr`` itself when it already is."""
+
+def pad_to_bucket(
+    arr: npt.NDArray[Any] | Any,
+    buckets: Sequence[int],
+    axis: int = 0,
+    pad_value: Any = None,
+    *,
+    out: npt.NDArray[Any] | None = None,
+) -> npt.NDArray[Any]:
+    """``arr`` padded along ``axis`` to the smallest bucket size that holds it."""
+
+def bucket_for(n: int, buckets: Sequence[int]) -> int:
+    """The smallest of ``buckets`` that is at least ``n``."""
+
+def cuda_graph_sizes(max_size: int) -> list[int]:
+    """vLLM's default CUDA-graph capture sizes up to ``max_size``: 1, 2, 4, 8, 16, ..."""
+
+def prepare_step(
+    state_index: _Indices,
+    num_computed: _Indices,
+    num_scheduled: _Indices,
+    token_ids: npt.NDArray[np.int32],
+    block_tables: npt.NDArray[np.int32] | Sequence[npt.NDArray[np.int32]],
+    num_blocks: npt.NDArray[np.int32] | Sequence[npt.NDArray[np.int32]],
+    block_sizes: int | Sequence[int],
+    *,
+    padding: int | Sequence[int] | None = None,
+    out: dict[str, npt.NDArray[Any]] | None = None,
+) -> tuple[dict[str, npt.NDArray[Any]], dict[str, int]]:
+    """One step's input preparation, fused: ``(outputs, plan)``."""
+
+class StagedWrites:
+    """Writes to a ``[rows, cols]`` table, queued and applied together (later writes win)."""
+
+    def __init__(self, rows: int, cols: int, dtype: _DType | None = None) -> None: ...
+    def stage(self, row: int, start: int, values: npt.NDArray[Any] | Sequence[Any]) -> None: ...
+    def apply(self, table: npt.NDArray[Any]) -> None: ...
+    def clear(self) -> None: ...
+    @property
+    def staged_values(self) -> int: ...
+    @property
+    def shape(self) -> tuple[int, int]: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+    def __len__(self) -> int: ...
+
 def backend_info() -> dict[str, Any]:
     """The backend buffers use, and why the host when no GPU is used."""
 

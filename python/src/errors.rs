@@ -219,6 +219,62 @@ pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
             add("op", s(op.name()));
             "DeviceError"
         }
+        Error::BlockOutOfRange {
+            op,
+            position,
+            group,
+            block,
+            valid,
+        } => {
+            add("op", s(op.name()));
+            add("position", n(*position));
+            add("group", n(*group));
+            add("block", i(*block));
+            add("valid", i(*valid));
+            "IndexOutOfBoundsError"
+        }
+        Error::NegativeBlock {
+            op,
+            position,
+            group,
+            value,
+        } => {
+            add("op", s(op.name()));
+            add("position", n(*position));
+            add("group", n(*group));
+            add("value", i(*value));
+            "IndexOutOfBoundsError"
+        }
+        Error::WindowOutOfRange {
+            op,
+            position,
+            start,
+            len,
+            cols,
+        } => {
+            add("op", s(op.name()));
+            add("position", n(*position));
+            add("start", i(*start));
+            add("len", i(*len));
+            add("cols", n(*cols));
+            "IndexOutOfBoundsError"
+        }
+        Error::ValueOverflow {
+            op,
+            position,
+            limit,
+        } => {
+            add("op", s(op.name()));
+            add("position", n(*position));
+            add("limit", i(*limit));
+            "OffsetsError"
+        }
+        Error::AboveLargestBucket { op, value, largest } => {
+            add("op", s(op.name()));
+            add("value", n(*value));
+            add("largest", n(*largest));
+            "InvalidArgumentError"
+        }
         // `Error` is non-exhaustive: a variant added later still arrives as a cpugpu.Error.
         _ => "Error",
     };

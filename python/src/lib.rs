@@ -27,6 +27,7 @@ mod gpu_ops;
 mod ops;
 mod pinned;
 mod pool;
+mod prep;
 mod side;
 
 /// The device buffers, pools and managers live on: the best this build and machine offer
@@ -62,6 +63,16 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ops::compute_cumsum_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(ops::flatten_with_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(ops::split_by_offsets, m)?)?;
+    m.add_function(wrap_pyfunction!(prep::expand_segments, m)?)?;
+    m.add_function(wrap_pyfunction!(prep::slot_mapping, m)?)?;
+    m.add_function(wrap_pyfunction!(prep::gather_windows, m)?)?;
+    m.add_function(wrap_pyfunction!(prep::pad_to_length, m)?)?;
+    m.add_function(wrap_pyfunction!(prep::pad_to_bucket, m)?)?;
+    m.add_function(wrap_pyfunction!(prep::bucket_for, m)?)?;
+    m.add_function(wrap_pyfunction!(prep::cuda_graph_sizes, m)?)?;
+    m.add_function(wrap_pyfunction!(prep::prepare_step, m)?)?;
+    m.add_class::<prep::PyStagedWrites>()?;
+    m.add("PAD_SLOT_ID", cpugpu::PAD_SLOT_ID)?;
     m.add_function(wrap_pyfunction!(backend_info, m)?)?;
     m.add_class::<buffer::PyCpuGpuBuffer>()?;
     m.add_class::<pool::PyUvaBufferPool>()?;
