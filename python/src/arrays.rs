@@ -18,9 +18,11 @@ use numpy::npyffi::{self, npy_intp, NPY_ARRAY_ALIGNED, NPY_ARRAY_WRITEABLE, PY_A
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyInt};
+use pyo3::IntoPyObjectExt;
 
 use crate::dtype::DType;
-use crate::errors::err;
+use crate::errors::{err, make};
 
 /// A checked input or output array: C-contiguous, aligned, of a supported dtype.
 pub(crate) struct Arr<'py> {
@@ -232,23 +234,64 @@ pub(crate) fn is_cuda(obj: &Bound<'_, PyAny>) -> bool {
     obj.hasattr("__cuda_array_interface__").unwrap_or(false)
 }
 
-/// An index-like argument (indices, lengths, offsets): an int32 or int64 ndarray (or DLPack
-/// object) is used in place; a list or other sequence of ints is converted to int64 (that is a
-/// conversion of Python objects, not a copy of an array). Must be one-dimensional.
-pub(crate) fn index_input<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Arr<'py>> {
+/// `numpy.asarray`, looked up once.
+pub(crate) fn asarray(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static F: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    F.import(py, "numpy", "asarray")
+}
+
+/// A sequence of Python ints (not an array) as a new array of `target`, an integer dtype (that
+/// is a conversion of Python objects, not a copy of an array). numpy reads the sequence first,
+/// without a dtype; it is refused with `DtypeError` unless numpy reads integers (a float would be
+/// truncated, a bool is not an integer here), and with `InvalidArgumentError` naming the first
+/// value outside `target`'s range and its (flat) position (numpy's cast would wrap it). An empty
+/// sequence gives an empty array. `what` names the argument in errors.
+pub(crate) fn int_sequence<'py>(
+    obj: &Bound<'py, PyAny>,
+    what: &str,
+    target: &Bound<'py, PyArrayDescr>,
+) -> PyResult<Bound<'py, PyUntypedArray>> {
     let py = obj.py();
-    let arr = if obj.cast::<PyUntypedArray>().is_ok() || obj.hasattr("__dlpack__")? {
-        to_ndarray(obj, what)?
-    } else {
-        // A sequence of Python ints: numpy's conversion, refused unless it gives integers (a
-        // float would be truncated), then int64. An empty sequence is int64 too.
-        static ASARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        let f = ASARRAY.import(py, "numpy", "asarray")?;
-        let a = f
-            .call1((obj,))?
-            .cast_into::<PyUntypedArray>()
-            .map_err(PyErr::from)?;
-        if a.len_elems() > 0 && !matches!(a.dtype().kind(), b'i' | b'u') {
+    let f = asarray(py)?;
+    let a = f
+        .call1((obj,))
+        .map_err(|e| not_ints(py, what, &e))?
+        .cast_into::<PyUntypedArray>()
+        .map_err(PyErr::from)?;
+    if a.len_elems() > 0 {
+        static IINFO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let info = IINFO.import(py, "numpy", "iinfo")?.call1((target,))?;
+        let (lo, hi): (i128, i128) = (
+            info.getattr("min")?.extract()?,
+            info.getattr("max")?.extract()?,
+        );
+        if matches!(a.dtype().kind(), b'i' | b'u') {
+            let min: i128 = a
+                .call_method0("min")?
+                .call_method0("__index__")?
+                .extract()?;
+            let max: i128 = a
+                .call_method0("max")?
+                .call_method0("__index__")?
+                .extract()?;
+            if min < lo || max > hi {
+                let items = a.call_method0("ravel")?.call_method0("tolist")?;
+                return Err(out_of_range(py, what, &items, lo, hi, target)?);
+            }
+        } else {
+            // Python ints past 64 bits (numpy: object), or past int64 and negative ones mixed
+            // (numpy: float64) are out of range, not "not integers": say so.
+            let items = f
+                .call1((obj, "O"))
+                .and_then(|o| o.call_method0("ravel")?.call_method0("tolist"));
+            if let Ok(items) = items {
+                let all_ints = items.try_iter()?.all(|x| {
+                    x.is_ok_and(|x| x.is_instance_of::<PyInt>() && !x.is_instance_of::<PyBool>())
+                });
+                if all_ints {
+                    return Err(out_of_range(py, what, &items, lo, hi, target)?);
+                }
+            }
             return Err(err(
                 py,
                 "DtypeError",
@@ -258,9 +301,76 @@ pub(crate) fn index_input<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<
                 ),
             ));
         }
-        f.call1((a, "int64"))?
-            .cast_into::<PyUntypedArray>()
-            .map_err(PyErr::from)?
+    }
+    f.call1((a, target))?
+        .cast_into::<PyUntypedArray>()
+        .map_err(PyErr::from)
+}
+
+/// `DtypeError` for a sequence numpy could not read as an array (a ragged list, an object that
+/// is not a number); other exceptions (a `KeyboardInterrupt`, a `MemoryError`) pass through.
+fn not_ints(py: Python<'_>, what: &str, e: &PyErr) -> PyErr {
+    use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+    if e.is_instance_of::<PyValueError>(py)
+        || e.is_instance_of::<PyTypeError>(py)
+        || e.is_instance_of::<PyOverflowError>(py)
+    {
+        return err(
+            py,
+            "DtypeError",
+            format!("{what} must be a sequence of integers: {}", e.value(py)),
+        );
+    }
+    e.clone_ref(py)
+}
+
+/// `InvalidArgumentError` for the first of `items` (Python ints, flat) outside `lo..=hi`, with
+/// its position and value as attributes.
+fn out_of_range(
+    py: Python<'_>,
+    what: &str,
+    items: &Bound<'_, PyAny>,
+    lo: i128,
+    hi: i128,
+    target: &Bound<'_, PyArrayDescr>,
+) -> PyResult<PyErr> {
+    for (position, x) in items.try_iter()?.enumerate() {
+        let x = x?;
+        // Past i128 is out of range too.
+        if x.extract::<i128>().is_ok_and(|v| (lo..=hi).contains(&v)) {
+            continue;
+        }
+        return Ok(make(
+            py,
+            "InvalidArgumentError",
+            format!(
+                "{what}[{position}] = {x} does not fit {target} ({lo} to {hi}); cpugpu does not \
+                 wrap values"
+            ),
+            &[
+                ("position", position.into_py_any(py)?),
+                ("value", x.unbind()),
+            ],
+        ));
+    }
+    // Unreachable when the caller found a value out of range; a plain error if not.
+    Ok(err(
+        py,
+        "InvalidArgumentError",
+        format!("{what}: a value does not fit {target}"),
+    ))
+}
+
+/// An index-like argument (indices, lengths, offsets): an int32 or int64 ndarray (or DLPack
+/// object) is used in place; a list or other sequence of ints is converted to int64 by
+/// [`int_sequence`] (floats and bools refused, values past int64 refused rather than wrapped).
+/// Must be one-dimensional.
+pub(crate) fn index_input<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Arr<'py>> {
+    let py = obj.py();
+    let arr = if obj.cast::<PyUntypedArray>().is_ok() || obj.hasattr("__dlpack__")? {
+        to_ndarray(obj, what)?
+    } else {
+        int_sequence(obj, what, &numpy::dtype::<i64>(py))?
     };
     let a = Arr::checked(arr, what)?;
     check_index(py, &a, what)?;

@@ -7,14 +7,17 @@
 use std::sync::Mutex;
 
 use cpugpu::{Error, Index, Op, SegmentBounds, StagedWrites, StepPadding, StepRequests};
-use numpy::{PyArrayDescr, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyList, PyTuple};
+use pyo3::IntoPyObjectExt;
 
-use crate::arrays::{check_index, check_no_overlap, from_vec, index_input, is_cuda, Arr};
+use crate::arrays::{
+    asarray, check_index, check_no_overlap, from_vec, index_input, int_sequence, is_cuda, Arr,
+};
 use crate::dtype::{by_index, by_width, from_bytes, resolve, value_bytes, DType};
-use crate::errors::{err, guarded, run, to_py};
+use crate::errors::{err, guarded, make, run, to_py, Outcome};
 use crate::ops::{need_axis, offsets_dtype, same_dtype, shape_mismatch};
 
 /// `DeviceError` for CUDA memory given to a host-only operation.
@@ -48,6 +51,193 @@ fn invalid(py: Python<'_>, op: Op, name: &'static str, value: i128, reason: &'st
 /// A non-negative integer argument.
 fn count_arg(py: Python<'_>, op: Op, name: &'static str, v: i64) -> PyResult<usize> {
     usize::try_from(v).map_err(|_| invalid(py, op, name, i128::from(v), "must not be negative"))
+}
+
+/// An int argument of `op` (a Python int or an object with `__index__`, such as a numpy
+/// integer), converted here rather than by PyO3 so that a value past 64 bits or an object that
+/// is not an int raises `InvalidArgumentError` naming the operation and the argument (PyO3 would
+/// raise a bare `OverflowError` or `TypeError`).
+fn int_arg(py: Python<'_>, op: Op, name: &'static str, obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if let Ok(v) = obj.extract::<i64>() {
+        return Ok(v);
+    }
+    let is_int = obj.is_instance_of::<PyInt>() || obj.hasattr("__index__").unwrap_or(false);
+    let message = if is_int {
+        format!("{}: {name} = {obj}: out of range (a 64-bit int)", op.name())
+    } else {
+        format!(
+            "{}: {name} must be an int, got {}",
+            op.name(),
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        )
+    };
+    Err(make(
+        py,
+        "InvalidArgumentError",
+        message,
+        &[
+            ("op", op.name().into_py_any(py)?),
+            ("name", name.into_py_any(py)?),
+            ("value", obj.clone().unbind()),
+        ],
+    ))
+}
+
+/// An optional int argument (`None`: `default`).
+fn opt_int_arg(
+    py: Python<'_>,
+    op: Op,
+    name: &'static str,
+    obj: Option<&Bound<'_, PyAny>>,
+    default: i64,
+) -> PyResult<i64> {
+    match obj {
+        Some(o) if !o.is_none() => int_arg(py, op, name, o),
+        _ => Ok(default),
+    }
+}
+
+/// The `cpugpu.Error` class, imported once.
+fn error_base(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static BASE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    BASE.import(py, "cpugpu._errors", "Error")
+}
+
+/// `e` naming `op`: a cpugpu exception raised by a shared helper (which does not know the
+/// operation: "counts must be int32 or int64, ...") gets `e.op` and its message prefixed with
+/// the operation's name, as the crate's own messages read. One that already has `e.op` (the
+/// crate's) is unchanged, and one whose message already starts with the name only gets `e.op`;
+/// an exception that is not cpugpu's passes through.
+fn naming(py: Python<'_>, op: &str, e: PyErr) -> PyErr {
+    let v = e.value(py);
+    if !error_base(py).is_ok_and(|base| v.is_instance(base).unwrap_or(false)) {
+        return e;
+    }
+    if v.getattr("op").is_ok_and(|o| !o.is_none()) {
+        return e;
+    }
+    let _ = v.setattr("op", op);
+    if let Ok(msg) = v.str() {
+        let msg = msg.to_string();
+        if !msg.starts_with(op) {
+            let _ = v.setattr("args", (format!("{op}: {msg}"),));
+        }
+    }
+    e
+}
+
+/// Runs the body of the binding of `op`, its errors naming `op` (see [`naming`]).
+fn named<T>(py: Python<'_>, op: &str, body: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    body().map_err(|e| naming(py, op, e))
+}
+
+/// A zero-filled vector of `len` elements for a new output of `op`, allocated fallibly (`len`
+/// comes from the caller's arguments): a size past `usize` or `isize::MAX` bytes raises
+/// `ShapeError` (`SizeOverflow`), an allocation the system refuses `OutOfMemoryError` (with
+/// `e.bytes`); never an abort or a panic.
+fn zeroed<T: Copy + Default>(py: Python<'_>, op: Op, len: usize) -> PyResult<Vec<T>> {
+    let too_large = || {
+        to_py(
+            py,
+            Error::SizeOverflow {
+                op,
+                what: "the output's size in bytes",
+            },
+        )
+    };
+    let bytes = len
+        .checked_mul(std::mem::size_of::<T>())
+        .filter(|&b| isize::try_from(b).is_ok())
+        .ok_or_else(too_large)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| to_py(py, Error::OutOfMemory { op, bytes }))?;
+    v.resize(len, T::default());
+    Ok(v)
+}
+
+/// The first error `cpugpu::host::gather_windows_into` would report for a new output of
+/// `out_len` elements (ragged layout) or `width` elements per row (rows layout), found before
+/// that output is allocated: the crate's checks (`check_at` in `ops/windows/host.rs`) in the
+/// same position order, so that a window past its row raises `IndexOutOfBoundsError` instead of
+/// asking for the memory its bogus length implies. The lengths of `starts` and `ext` must fit
+/// `rows` (`n` and `n + 1` or `n`); the crate checks everything again.
+#[allow(clippy::too_many_arguments)]
+fn window_error<I: Index>(
+    rows: &[I],
+    starts: Option<&[I]>,
+    ext: &[I],
+    ragged: bool,
+    table_rows: usize,
+    cols: usize,
+    width: usize,
+    out_len: usize,
+) -> Option<Error> {
+    let op = Op::GatherWindows;
+    let n = rows.len();
+    let items = if ragged { n + 1 } else { n };
+    for q in 0..items {
+        if ragged {
+            let o = ext[q].to_i64();
+            if o < 0 || o as u64 > out_len as u64 {
+                return Some(Error::OffsetOutOfRange {
+                    op,
+                    position: q,
+                    value: o,
+                    len: out_len,
+                });
+            }
+            if q > 0 && o < ext[q - 1].to_i64() {
+                return Some(Error::OffsetsNotMonotonic {
+                    op,
+                    position: q,
+                    previous: ext[q - 1].to_i64(),
+                    value: o,
+                });
+            }
+        }
+        if q >= n {
+            continue;
+        }
+        let row = rows[q].to_i64();
+        if row < 0 || row as u64 >= table_rows as u64 {
+            return Some(Error::IndexOutOfBounds {
+                op,
+                position: q,
+                index: row,
+                bound: table_rows,
+            });
+        }
+        let start = starts.map_or(0, |s| s[q].to_i64());
+        let len = if ragged {
+            let len = ext[q + 1].to_i64() - ext[q].to_i64();
+            if len < 0 {
+                continue; // reported at q + 1 as a decreasing offset
+            }
+            len
+        } else {
+            ext[q].to_i64()
+        };
+        let c = cols as i64;
+        let bound = if start < 0 || len < 0 || start > c || len > c - start {
+            cols
+        } else if !ragged && len as u64 > width as u64 {
+            width
+        } else {
+            continue;
+        };
+        return Some(Error::WindowOutOfRange {
+            op,
+            position: q,
+            start,
+            len,
+            cols: bound,
+        });
+    }
+    None
 }
 
 /// An optional index-like argument (`None`: absent).
@@ -153,6 +343,21 @@ pub(crate) fn expand_segments<'py>(
     positions_dtype: Option<&Bound<'py, PyAny>>,
     out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyTuple>> {
+    named(py, "expand_segments", || {
+        expand_segments_checked(py, counts, starts, offsets, ids_dtype, positions_dtype, out)
+    })
+}
+
+/// [`expand_segments`], before its errors name the operation.
+fn expand_segments_checked<'py>(
+    py: Python<'py>,
+    counts: Option<&Bound<'py, PyAny>>,
+    starts: Option<&Bound<'py, PyAny>>,
+    offsets: Option<&Bound<'py, PyAny>>,
+    ids_dtype: Option<&Bound<'py, PyAny>>,
+    positions_dtype: Option<&Bound<'py, PyAny>>,
+    out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyTuple>> {
     let outs = out
         .map(|o| out_pair(py, o, "expand_segments"))
         .transpose()?;
@@ -176,7 +381,7 @@ pub(crate) fn expand_segments<'py>(
                     py,
                     "InvalidArgumentError",
                     "expand_segments: ids_dtype and positions_dtype apply to new arrays; with \
-                     out= the dtypes are the out arrays'",
+                 out= the dtypes are the out arrays'",
                 ));
             }
             let (s, p) = (Arr::output(a, "out[0]")?, Arr::output(b, "out[1]")?);
@@ -210,16 +415,17 @@ pub(crate) fn expand_segments<'py>(
                 py,
                 "DtypeError",
                 "expand_segments: starts is int64 and the positions int32: cpugpu widens int32 \
-                 starts to int64 positions but does not narrow; pass int64 positions or int32 \
-                 starts",
+             starts to int64 positions but does not narrow; pass int64 positions or int32 \
+             starts",
             ));
         }
     }
     by_index!(bounds.dtype, L => {
         by_index!(sd, S => {
             by_index!(pd, P => {
-                // SAFETY: widths match the dtypes; the outputs overlap no input (checked) and
-                // are writeable; the arrays stay referenced by this frame meanwhile.
+                // SAFETY: `L` is the segments' own dtype (by_index! on `bounds.dtype`); only read,
+                // and no output overlaps it (checked by no_overlaps above); `bounds` stays alive
+                // in this frame while the slice is used.
                 let bv = unsafe { bounds.slice::<L>() };
                 let b = if is_offsets { SegmentBounds::Offsets(bv) } else { SegmentBounds::Counts(bv) };
                 // About the bytes written (for the GIL decision): the segments' total.
@@ -230,19 +436,33 @@ pub(crate) fn expand_segments<'py>(
                 };
                 let bytes = (total.max(0) as usize).saturating_mul(16);
                 let widened: Option<Vec<P>> = match &st {
-                    Some(s) if s.dtype != pd => Some(unsafe { s.slice::<i32>() }
+                    Some(s) if s.dtype != pd => {
+                        // `starts` is int32 or int64 (index_input), so is `pd` (offsets_dtype,
+                        // or check_index of out[1]), and int64 starts with int32 positions were
+                        // refused above: differing dtypes are int32 starts, int64 positions.
+                        debug_assert!(s.dtype == DType::I32 && pd == DType::I64);
+                        // SAFETY: `starts` is int32 (the reasoning above), read as i32; only
+                        // read, no output overlaps it (checked), alive in this frame.
+                        Some(unsafe { s.slice::<i32>() }
                         .iter()
                         .map(|&x| P::from_i64(i64::from(x)).unwrap_or_default())
-                        .collect()),
+                        .collect())
+                    }
                     _ => None,
                 };
                 let sv: Option<&[P]> = match (&widened, &st) {
                     (Some(w), _) => Some(w),
+                    // SAFETY: not widened, so `starts` has the positions' dtype `P`; only read, no
+                    // output overlaps it (checked), alive in this frame.
                     (None, Some(s)) => Some(unsafe { s.slice::<P>() }),
                     (None, None) => None,
                 };
                 match &pair {
                     Some((s, p)) => {
+                        // SAFETY: `S`/`P` are out[0]'s and out[1]'s dtypes (by_index! on them);
+                        // both are writeable (Arr::output) and overlap each other and every
+                        // input nowhere (no_overlaps above), so these are the only slices of
+                        // their memory; alive in this frame.
                         let (seg, pos) = unsafe { (s.slice_mut::<S>(), p.slice_mut::<P>()) };
                         run(py, bytes, || cpugpu::host::expand_segments_into(b, sv, seg, pos))?;
                         PyTuple::new(py, [s.obj.clone().into_any(), p.obj.clone().into_any()])
@@ -279,7 +499,10 @@ pub(crate) fn expand_segments<'py>(
 /// token position and the group; nothing is written then. CUDA memory raises
 /// ``cpugpu.DeviceError`` (host memory only). The GIL is released on large inputs.
 #[pyfunction]
-#[pyo3(signature = (rows, positions, block_table, num_blocks, block_size, *, pad_id = -1, dtype = None, out = None))]
+#[pyo3(signature = (rows, positions, block_table, num_blocks, block_size, *, pad_id = None, dtype = None, out = None))]
+#[pyo3(
+    text_signature = "(rows, positions, block_table, num_blocks, block_size, *, pad_id=-1, dtype=None, out=None)"
+)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn slot_mapping<'py>(
     py: Python<'py>,
@@ -288,11 +511,40 @@ pub(crate) fn slot_mapping<'py>(
     block_table: &Bound<'py, PyAny>,
     num_blocks: &Bound<'py, PyAny>,
     block_size: &Bound<'py, PyAny>,
-    pad_id: i64,
+    pad_id: Option<&Bound<'py, PyAny>>,
+    dtype: Option<&Bound<'py, PyAny>>,
+    out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    named(py, "slot_mapping", || {
+        slot_mapping_checked(
+            py,
+            rows,
+            positions,
+            block_table,
+            num_blocks,
+            block_size,
+            pad_id,
+            dtype,
+            out,
+        )
+    })
+}
+
+/// [`slot_mapping`], before its errors name the operation.
+#[allow(clippy::too_many_arguments)]
+fn slot_mapping_checked<'py>(
+    py: Python<'py>,
+    rows: &Bound<'py, PyAny>,
+    positions: &Bound<'py, PyAny>,
+    block_table: &Bound<'py, PyAny>,
+    num_blocks: &Bound<'py, PyAny>,
+    block_size: &Bound<'py, PyAny>,
+    pad_id: Option<&Bound<'py, PyAny>>,
     dtype: Option<&Bound<'py, PyAny>>,
     out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let op = Op::SlotMapping;
+    let pad_id = opt_int_arg(py, op, "pad_id", pad_id, -1)?;
     let multi = as_items(block_table);
     let (tables, nbs, sizes): (Vec<Bound<'py, PyAny>>, Vec<Bound<'py, PyAny>>, Vec<usize>) =
         match &multi {
@@ -347,7 +599,7 @@ pub(crate) fn slot_mapping<'py>(
                 "DtypeError",
                 format!(
                     "slot_mapping: block_table[{g}] must be a two-dimensional int32 or int64 \
-                     array, got {} of shape {:?}",
+                 array, got {} of shape {:?}",
                     t.dtype.name(),
                     t.shape()
                 ),
@@ -418,35 +670,43 @@ pub(crate) fn slot_mapping<'py>(
         || new_descr.as_ref().map_or(DType::I64, |d| d.0),
         |o| o.dtype,
     );
-    let bytes = groups * n * 8;
+    let bytes = groups.saturating_mul(n).saturating_mul(8);
     by_index!(r.dtype, I => { by_index!(p.dtype, P => { by_index!(ts[0].dtype, B => { by_index!(od, O => {
-        let pad = O::from_i64(pad_id).ok_or_else(|| invalid(py, op, "pad_id", i128::from(pad_id), "does not fit the slot dtype"))?;
-        // SAFETY: widths match the dtypes; `out` overlaps no input (checked) and is writeable (or
-        // new); the arrays stay referenced by this frame meanwhile.
-        let hg: Vec<cpugpu::host::KvCacheGroup<'_, B>> = ts.iter().zip(&ns).zip(&sizes).map(|((t, nb), &bs)| {
-            cpugpu::host::KvCacheGroup {
-                block_table: unsafe { t.slice::<B>() },
-                max_blocks: t.shape()[1],
-                num_blocks: unsafe { nb.slice::<B>() },
-                block_size: bs,
-            }
-        }).collect();
-        let (rv, pv) = unsafe { (r.slice::<I>(), p.slice::<P>()) };
-        match (&out_arr, &new_descr) {
-            (Some(o), _) => {
-                let ov = unsafe { o.slice_mut::<O>() };
-                run(py, bytes, || cpugpu::host::slot_mapping_into(rv, pv, &hg, pad, ov))?;
-                Ok(o.obj.clone().into_any())
-            }
-            (None, Some((_, descr))) => {
-                let mut v: Vec<O> = vec![O::default(); groups * n];
-                run(py, bytes, || cpugpu::host::slot_mapping_into(rv, pv, &hg, pad, &mut v))?;
-                let shape: Vec<usize> = if multi.is_some() { vec![groups, n] } else { vec![n] };
-                from_vec(py, descr, &shape, v)
-            }
-            (None, None) => unreachable!("a new array has a dtype"),
+    let pad = O::from_i64(pad_id).ok_or_else(|| invalid(py, op, "pad_id", i128::from(pad_id), "does not fit the slot dtype"))?;
+    // SAFETY (the table and num_blocks slices): `B` is block_table[0]'s dtype, and every
+    // table and num_blocks has it (same_dtype above); only read; `out` overlaps none of them
+    // (no_overlaps above); the arrays stay referenced by this frame meanwhile.
+    let hg: Vec<cpugpu::host::KvCacheGroup<'_, B>> = ts.iter().zip(&ns).zip(&sizes).map(|((t, nb), &bs)| {
+        cpugpu::host::KvCacheGroup {
+            // SAFETY: the table's dtype is `B` (the comment above).
+            block_table: unsafe { t.slice::<B>() },
+            max_blocks: t.shape()[1],
+            // SAFETY: num_blocks' dtype is `B` (the comment above).
+            num_blocks: unsafe { nb.slice::<B>() },
+            block_size: bs,
         }
-    }) }) }) })
+    }).collect();
+    // SAFETY: `I`/`P` are rows'/positions' dtypes (by_index!); only read; `out` overlaps
+    // neither (checked); alive in this frame.
+    let (rv, pv) = unsafe { (r.slice::<I>(), p.slice::<P>()) };
+    match (&out_arr, &new_descr) {
+        (Some(o), _) => {
+            // SAFETY: `O` is out's dtype (`od`); out is writeable (Arr::output) and overlaps
+            // no input (no_overlaps above), so this is the only slice of its memory.
+            let ov = unsafe { o.slice_mut::<O>() };
+            run(py, bytes, || cpugpu::host::slot_mapping_into(rv, pv, &hg, pad, ov))?;
+            Ok(o.obj.clone().into_any())
+        }
+        (None, Some((_, descr))) => {
+            let len = groups.checked_mul(n).ok_or_else(|| to_py(py, Error::SizeOverflow { op, what: "the output's size" }))?;
+            let mut v: Vec<O> = zeroed(py, op, len)?;
+            run(py, bytes, || cpugpu::host::slot_mapping_into(rv, pv, &hg, pad, &mut v))?;
+            let shape: Vec<usize> = if multi.is_some() { vec![groups, n] } else { vec![n] };
+            from_vec(py, descr, &shape, v)
+        }
+        (None, None) => unreachable!("a new array has a dtype"),
+    }
+}) }) }) })
 }
 
 /// Windowed row gather: entry ``r`` copies ``table[rows[r], starts[r] : starts[r] + len_r]``
@@ -473,7 +733,9 @@ pub(crate) fn slot_mapping<'py>(
 /// table raises ``cpugpu.IndexOutOfBoundsError``, a window past its row (or past the output's
 /// width) ``cpugpu.IndexOutOfBoundsError`` (``WindowOutOfRange``), bad offsets
 /// ``cpugpu.OffsetsError``; each names ``gather_windows`` and the entry; nothing is written
-/// then. CUDA memory raises ``cpugpu.DeviceError`` (host memory only).
+/// then. A new output is allocated only after these checks; one too large to allocate raises
+/// ``cpugpu.OutOfMemoryError`` (``cpugpu.ShapeError`` when its size overflows). CUDA memory
+/// raises ``cpugpu.DeviceError`` (host memory only).
 #[pyfunction]
 #[pyo3(signature = (table, rows, starts = None, *, offsets = None, lens = None, width = None, out = None))]
 #[allow(clippy::too_many_arguments)]
@@ -484,10 +746,31 @@ pub(crate) fn gather_windows<'py>(
     starts: Option<&Bound<'py, PyAny>>,
     offsets: Option<&Bound<'py, PyAny>>,
     lens: Option<&Bound<'py, PyAny>>,
-    width: Option<i64>,
+    width: Option<&Bound<'py, PyAny>>,
+    out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    named(py, "gather_windows", || {
+        gather_windows_checked(py, table, rows, starts, offsets, lens, width, out)
+    })
+}
+
+/// [`gather_windows`], before its errors name the operation.
+#[allow(clippy::too_many_arguments)]
+fn gather_windows_checked<'py>(
+    py: Python<'py>,
+    table: &Bound<'py, PyAny>,
+    rows: &Bound<'py, PyAny>,
+    starts: Option<&Bound<'py, PyAny>>,
+    offsets: Option<&Bound<'py, PyAny>>,
+    lens: Option<&Bound<'py, PyAny>>,
+    width: Option<&Bound<'py, PyAny>>,
     out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let op = Op::GatherWindows;
+    let width = width
+        .filter(|w| !w.is_none())
+        .map(|w| int_arg(py, op, "width", w).and_then(|w| count_arg(py, op, "width", w)))
+        .transpose()?;
     refuse_cuda(
         py,
         "gather_windows",
@@ -567,50 +850,107 @@ pub(crate) fn gather_windows<'py>(
     let descr = t.obj.dtype();
     let bytes = o.as_ref().map_or(0, |o| o.nbytes());
     by_width!(t.dtype.width(), T => { by_index!(r.dtype, I => {
-        // SAFETY: widths match the dtypes; `out` overlaps no input (checked) and is writeable
-        // (or new); the arrays stay referenced by this frame meanwhile.
-        let (tv, rv, ev) = unsafe { (t.slice::<T>(), r.slice::<I>(), ext.slice::<I>()) };
-        let sv = st.as_ref().map(|s| unsafe { s.slice::<I>() });
-        let layout = if ragged { cpugpu::WindowLayout::Ragged { offsets: ev } } else { cpugpu::WindowLayout::Rows { lens: ev } };
-        match &o {
-            Some(o) => {
-                let ov = unsafe { o.slice_mut::<T>() };
-                run(py, bytes, || cpugpu::host::gather_windows_into(tv, &tshape, rv, sv, layout, ov))?;
-                Ok(o.obj.clone().into_any())
-            }
-            None => {
-                let shape = if ragged {
-                    vec![ev.last().map_or(0, |x| x.to_i64().max(0) as usize)]
-                } else {
-                    let w = match width {
-                        Some(w) => count_arg(py, op, "width", w)?,
-                        None => ev.iter().map(|x| x.to_i64().max(0) as usize).max().unwrap_or(0),
-                    };
-                    vec![n, w]
-                };
-                let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
-                    .ok_or_else(|| to_py(py, Error::SizeOverflow { op, what: "the output's size" }))?;
-                let mut v: Vec<T> = vec![0; len];
-                run(py, len * std::mem::size_of::<T>(), || cpugpu::host::gather_windows_into(tv, &tshape, rv, sv, layout, &mut v))?;
-                from_vec(py, &descr, &shape, v)
-            }
+    // SAFETY: `T` has the table's width (by_width!), `I` is rows' dtype (by_index!), and the
+    // offsets/lengths and starts have it too (same_dtype above); only read; `out` overlaps
+    // none of them (no_overlaps above); the arrays stay referenced by this frame meanwhile.
+    let (tv, rv, ev) = unsafe { (t.slice::<T>(), r.slice::<I>(), ext.slice::<I>()) };
+    // SAFETY: as above (starts has rows' dtype).
+    let sv = st.as_ref().map(|s| unsafe { s.slice::<I>() });
+    let layout = if ragged { cpugpu::WindowLayout::Ragged { offsets: ev } } else { cpugpu::WindowLayout::Rows { lens: ev } };
+    match &o {
+        Some(o) => {
+            // SAFETY: out has the table's dtype (same_dtype above), so `T`'s width; it is
+            // writeable (Arr::output) and overlaps no input (checked): the only slice of it.
+            let ov = unsafe { o.slice_mut::<T>() };
+            run(py, bytes, || cpugpu::host::gather_windows_into(tv, &tshape, rv, sv, layout, ov))?;
+            Ok(o.obj.clone().into_any())
         }
-    }) })
+        None => {
+            let shape = if ragged {
+                vec![ev.last().map_or(0, |x| x.to_i64().max(0) as usize)]
+            } else {
+                let w = match width {
+                    Some(w) => w,
+                    None => ev.iter().map(|x| x.to_i64().max(0) as usize).max().unwrap_or(0),
+                };
+                vec![n, w]
+            };
+            // Validate before allocating: the output's size comes from the offsets or
+            // lengths, so a bad one (a window past its row) must not ask for its memory.
+            let consistent = sv.is_none_or(|s| s.len() == n) && ev.len() == if ragged { n + 1 } else { n };
+            if !consistent {
+                // A length mismatch: the crate reports it before looking at any output.
+                run(py, 0, || cpugpu::host::gather_windows_into(tv, &tshape, rv, sv, layout, &mut []))?;
+            }
+            let cols = tshape[1..].iter().product::<usize>();
+            let (w, out_len) = if ragged { (0, shape[0]) } else { (shape[1], 0) };
+            if let Some(e) = window_error(rv, sv, ev, ragged, tshape[0], cols, w, out_len) {
+                return Err(to_py(py, e));
+            }
+            let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| to_py(py, Error::SizeOverflow { op, what: "the output's size" }))?;
+            let mut v: Vec<T> = zeroed(py, op, len)?;
+            run(py, len.saturating_mul(std::mem::size_of::<T>()), || cpugpu::host::gather_windows_into(tv, &tshape, rv, sv, layout, &mut v))?;
+            from_vec(py, &descr, &shape, v)
+        }
+    }
+}) })
 }
 
-/// The axis `axis` (negative: from the end) of an `ndim`-dimensional array, for `op`.
-fn norm_axis(py: Python<'_>, op: Op, axis: isize, ndim: usize) -> PyResult<usize> {
-    let ax = if axis < 0 { axis + ndim as isize } else { axis };
-    usize::try_from(ax).map_err(|_| {
-        to_py(
+/// The axis `axis` (negative: from the end) of an `ndim`-dimensional array, for `op`. Out of
+/// range: `ShapeError` in the crate's wording, with the axis as given (`e.axis` may be
+/// negative).
+fn norm_axis(py: Python<'_>, op: Op, axis: i64, ndim: usize) -> PyResult<usize> {
+    let nd = i64::try_from(ndim).unwrap_or(i64::MAX);
+    let ax = if axis < 0 {
+        axis.saturating_add(nd)
+    } else {
+        axis
+    };
+    match usize::try_from(ax) {
+        Ok(a) if a < ndim => Ok(a),
+        _ => Err(make(
             py,
-            Error::AxisOutOfRange {
-                op,
-                axis: axis.unsigned_abs(),
-                ndim,
-            },
-        )
-    })
+            "ShapeError",
+            format!(
+                "{}: axis {axis} is out of range for {ndim} dimensions",
+                op.name()
+            ),
+            &[
+                ("op", op.name().into_py_any(py)?),
+                ("axis", axis.into_py_any(py)?),
+                ("ndim", ndim.into_py_any(py)?),
+            ],
+        )),
+    }
+}
+
+/// numpy's own error for a `pad_value` it cannot store in the array's dtype (a `ValueError` for
+/// `"x"`, an `OverflowError` for an int out of range) as `InvalidArgumentError`; cpugpu's errors
+/// and other exceptions pass through.
+fn typed_value_error(
+    py: Python<'_>,
+    e: PyErr,
+    value: &Bound<'_, PyAny>,
+    descr: &Bound<'_, PyArrayDescr>,
+) -> PyErr {
+    use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+    let ours = error_base(py).is_ok_and(|b| e.value(py).is_instance(b).unwrap_or(false));
+    if ours
+        || !(e.is_instance_of::<PyValueError>(py)
+            || e.is_instance_of::<PyTypeError>(py)
+            || e.is_instance_of::<PyOverflowError>(py))
+    {
+        return e;
+    }
+    err(
+        py,
+        "InvalidArgumentError",
+        format!(
+            "pad_value = {value} cannot be stored as {descr}: {}",
+            e.value(py)
+        ),
+    )
 }
 
 /// How `pad` pads: to a length, or to a bucket.
@@ -625,7 +965,7 @@ fn pad<'py>(
     op: Op,
     arr: &Bound<'py, PyAny>,
     target: Target,
-    axis: isize,
+    axis: i64,
     pad_value: Option<&Bound<'py, PyAny>>,
     out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
@@ -635,7 +975,8 @@ fn pad<'py>(
     let shape = a.shape().to_vec();
     let ax = norm_axis(py, op, axis, shape.len())?;
     let fill = match pad_value {
-        Some(v) => value_bytes(py, v, a.dtype, &descr, "pad_value")?,
+        Some(v) => value_bytes(py, v, a.dtype, &descr, "pad_value")
+            .map_err(|e| typed_value_error(py, e, v, &descr))?,
         None => [0; 8],
     };
     let o = match out {
@@ -643,7 +984,7 @@ fn pad<'py>(
             let o = Arr::output(o, "out")?;
             same_dtype(py, &a, "arr", &o, "out")?;
             check_no_overlap(py, &o, "out", &a, "arr")?;
-            if ax < shape.len() {
+            {
                 let len = match &target {
                     Target::Length(l) => *l,
                     Target::Buckets(b) => {
@@ -668,11 +1009,14 @@ fn pad<'py>(
     };
     let bytes = a.nbytes();
     by_width!(a.dtype.width(), T => {
-        // SAFETY: widths match the dtype; `out` overlaps `arr` nowhere (checked) and is writeable.
+        // SAFETY: `T` has arr's width (by_width!); only read; `out` overlaps it nowhere
+        // (check_no_overlap above); `arr` stays referenced by this frame meanwhile.
         let sv = unsafe { a.slice::<T>() };
         let fill: T = from_bytes(&fill);
         match &o {
             Some(o) => {
+                // SAFETY: out has arr's dtype (same_dtype above), so `T`'s width; it is writeable
+                // (Arr::output) and does not overlap `arr` (checked): the only slice of it.
                 let dv = unsafe { o.slice_mut::<T>() };
                 run(py, bytes, || match &target {
                     Target::Length(l) => cpugpu::host::pad_to_length_into(sv, &shape, ax, *l, fill, dv),
@@ -711,18 +1055,23 @@ fn pad<'py>(
 /// too), an axis out of range ``cpugpu.ShapeError``. CUDA memory raises ``cpugpu.DeviceError``
 /// (host memory only). The GIL is released on large inputs.
 #[pyfunction]
-#[pyo3(signature = (arr, length, axis = 0, pad_value = None, *, out = None))]
+#[pyo3(signature = (arr, length, axis = None, pad_value = None, *, out = None))]
+#[pyo3(text_signature = "(arr, length, axis=0, pad_value=None, *, out=None)")]
 pub(crate) fn pad_to_length<'py>(
     py: Python<'py>,
     arr: &Bound<'py, PyAny>,
-    length: i64,
-    axis: isize,
+    length: &Bound<'py, PyAny>,
+    axis: Option<&Bound<'py, PyAny>>,
     pad_value: Option<&Bound<'py, PyAny>>,
     out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let op = Op::PadToLength;
-    let length = count_arg(py, op, "the padded length", length)?;
-    pad(py, op, arr, Target::Length(length), axis, pad_value, out)
+    named(py, op.name(), || {
+        let length = int_arg(py, op, "the padded length", length)?;
+        let length = count_arg(py, op, "the padded length", length)?;
+        let axis = opt_int_arg(py, op, "axis", axis, 0)?;
+        pad(py, op, arr, Target::Length(length), axis, pad_value, out)
+    })
 }
 
 /// Pads ``arr`` along ``axis`` to the smallest of ``buckets`` (strictly ascending ints, e.g.
@@ -735,18 +1084,22 @@ pub(crate) fn pad_to_length<'py>(
 /// empty or unsorted list raises ``cpugpu.InvalidArgumentError``. CUDA memory raises
 /// ``cpugpu.DeviceError`` (host memory only).
 #[pyfunction]
-#[pyo3(signature = (arr, buckets, axis = 0, pad_value = None, *, out = None))]
+#[pyo3(signature = (arr, buckets, axis = None, pad_value = None, *, out = None))]
+#[pyo3(text_signature = "(arr, buckets, axis=0, pad_value=None, *, out=None)")]
 pub(crate) fn pad_to_bucket<'py>(
     py: Python<'py>,
     arr: &Bound<'py, PyAny>,
     buckets: &Bound<'py, PyAny>,
-    axis: isize,
+    axis: Option<&Bound<'py, PyAny>>,
     pad_value: Option<&Bound<'py, PyAny>>,
     out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let op = Op::PadToBucket;
-    let b = usize_list(py, op, buckets, "buckets")?;
-    pad(py, op, arr, Target::Buckets(b), axis, pad_value, out)
+    named(py, op.name(), || {
+        let b = usize_list(py, op, buckets, "buckets")?;
+        let axis = opt_int_arg(py, op, "axis", axis, 0)?;
+        pad(py, op, arr, Target::Buckets(b), axis, pad_value, out)
+    })
 }
 
 /// The smallest of ``buckets`` (strictly ascending, non-empty) that is at least ``n``
@@ -756,40 +1109,56 @@ pub(crate) fn pad_to_bucket<'py>(
 /// ``e.largest`` (vLLM's reference instead returns ``n``: the batch runs without a CUDA graph);
 /// an empty or unsorted list or a negative ``n`` raises ``cpugpu.InvalidArgumentError``.
 #[pyfunction]
-pub(crate) fn bucket_for(py: Python<'_>, n: i64, buckets: &Bound<'_, PyAny>) -> PyResult<usize> {
+pub(crate) fn bucket_for(
+    py: Python<'_>,
+    n: &Bound<'_, PyAny>,
+    buckets: &Bound<'_, PyAny>,
+) -> PyResult<usize> {
     let op = Op::PadToBucket;
+    let n = int_arg(py, op, "n", n)?;
     let n = count_arg(py, op, "n", n)?;
     let b = usize_list(py, op, buckets, "buckets")?;
     cpugpu::bucket_for(n, &b).map_err(|e| to_py(py, e))
 }
 
+/// The largest ``max_size`` :func:`cuda_graph_sizes` takes: 2**20 (1,048,576) tokens, far past
+/// any batch a CUDA graph is captured for (vLLM's default largest is 512), and a list of 131,075
+/// sizes.
+const CUDA_GRAPH_MAX_SIZE: usize = 1 << 20;
+
 /// vLLM's default CUDA-graph capture sizes up to ``max_size``: 1, 2, 4, then every multiple of
-/// 8 (``cuda_graph_sizes(24) == [1, 2, 4, 8, 16, 24]``). A negative ``max_size`` raises
+/// 8 (``cuda_graph_sizes(24) == [1, 2, 4, 8, 16, 24]``). A negative ``max_size``, or one above
+/// 2**20 (1,048,576: far past any captured batch, and the list would grow with it), raises
 /// ``cpugpu.InvalidArgumentError``.
 #[pyfunction]
-pub(crate) fn cuda_graph_sizes(py: Python<'_>, max_size: i64) -> PyResult<Vec<usize>> {
-    let m = count_arg(py, Op::PadToBucket, "max_size", max_size)?;
+pub(crate) fn cuda_graph_sizes(
+    py: Python<'_>,
+    max_size: &Bound<'_, PyAny>,
+) -> PyResult<Vec<usize>> {
+    let op = Op::PadToBucket;
+    let m = int_arg(py, op, "max_size", max_size)?;
+    let m = count_arg(py, op, "max_size", m)?;
+    if m > CUDA_GRAPH_MAX_SIZE {
+        return Err(invalid(
+            py,
+            op,
+            "max_size",
+            m as i128,
+            "above 2**20, the largest capture size cuda_graph_sizes lists",
+        ));
+    }
     Ok(cpugpu::cuda_graph_sizes(m))
 }
 
-/// `numpy.asarray`, looked up once.
-fn asarray(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    static F: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    F.import(py, "numpy", "asarray")
-}
-
 /// A checked int32 array of `ndim` dimensions: an ndarray (or DLPack object) used in place, or a
-/// sequence of ints converted to int32 (numpy raises for a value that does not fit).
+/// sequence of ints converted to int32 by [`int_sequence`] (floats and bools refused, values
+/// outside int32 refused rather than wrapped).
 fn i32_input<'py>(obj: &Bound<'py, PyAny>, what: &str, ndim: usize) -> PyResult<Arr<'py>> {
     let py = obj.py();
     let a = if obj.cast::<PyUntypedArray>().is_ok() || obj.hasattr("__dlpack__")? {
         Arr::input(obj, what)?
     } else {
-        let a = asarray(py)?
-            .call1((obj, "int32"))?
-            .cast_into::<PyUntypedArray>()
-            .map_err(PyErr::from)?;
-        Arr::checked(a, what)?
+        Arr::checked(int_sequence(obj, what, &numpy::dtype::<i32>(py))?, what)?
     };
     if a.dtype != DType::I32 {
         return Err(err(
@@ -860,8 +1229,11 @@ const STEP_OUTS: [(&str, DType); 6] = [
 /// ``cpugpu.IndexOutOfBoundsError`` (``WindowOutOfRange``), a token whose block is past its
 /// row's ``num_blocks`` or a negative block number ``cpugpu.IndexOutOfBoundsError``, outputs too
 /// short ``cpugpu.ShapeError``, other dtypes ``cpugpu.DtypeError``; each names
-/// ``prepare_step`` and the request or token position. CUDA memory raises
-/// ``cpugpu.DeviceError`` (host memory only). The GIL is released on large steps.
+/// ``prepare_step`` and the request or token position. New outputs too large to allocate (a
+/// huge ``padding``) raise ``cpugpu.OutOfMemoryError``, or ``cpugpu.ShapeError`` when their size
+/// overflows. Lists of floats or bools raise ``cpugpu.DtypeError``, values outside int32
+/// ``cpugpu.InvalidArgumentError`` (not wrapped). CUDA memory raises ``cpugpu.DeviceError``
+/// (host memory only). The GIL is released on large steps.
 #[pyfunction]
 #[pyo3(signature = (state_index, num_computed, num_scheduled, token_ids, block_tables, num_blocks, block_sizes, *, padding = None, out = None))]
 #[allow(clippy::too_many_arguments)]
@@ -875,9 +1247,55 @@ pub(crate) fn prepare_step<'py>(
     num_blocks: &Bound<'py, PyAny>,
     block_sizes: &Bound<'py, PyAny>,
     padding: Option<&Bound<'py, PyAny>>,
-    out: Option<&Bound<'py, PyDict>>,
+    out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
+    named(py, "prepare_step", || {
+        prepare_step_checked(
+            py,
+            state_index,
+            num_computed,
+            num_scheduled,
+            token_ids,
+            block_tables,
+            num_blocks,
+            block_sizes,
+            padding,
+            out,
+        )
+    })
+}
+
+/// [`prepare_step`], before its errors name the operation.
+#[allow(clippy::too_many_arguments)]
+fn prepare_step_checked<'py>(
+    py: Python<'py>,
+    state_index: &Bound<'py, PyAny>,
+    num_computed: &Bound<'py, PyAny>,
+    num_scheduled: &Bound<'py, PyAny>,
+    token_ids: &Bound<'py, PyAny>,
+    block_tables: &Bound<'py, PyAny>,
+    num_blocks: &Bound<'py, PyAny>,
+    block_sizes: &Bound<'py, PyAny>,
+    padding: Option<&Bound<'py, PyAny>>,
+    out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
     let op = Op::PrepareStep;
+    let out = match out {
+        Some(o) if !o.is_none() => Some(o.cast::<PyDict>().map_err(|_| {
+            err(
+                py,
+                "InvalidArgumentError",
+                format!(
+                    "prepare_step: out must be a dict of the six output arrays, got {}",
+                    o.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ),
+            )
+        })?),
+        _ => None,
+    };
     let multi = as_items(block_tables).is_some();
     let (tables, nbs, sizes) = match as_items(block_tables) {
         Some(t) => {
@@ -918,8 +1336,10 @@ pub(crate) fn prepare_step<'py>(
     let out_items: Vec<Option<Bound<'py, PyAny>>> = match out {
         Some(d) => {
             for k in d.keys() {
-                let k: String = k.extract()?;
-                if !STEP_OUTS.iter().any(|(n, _)| *n == k) {
+                let known = k
+                    .extract::<String>()
+                    .is_ok_and(|k| STEP_OUTS.iter().any(|(n, _)| *n == k));
+                if !known {
                     return Err(err(py, "InvalidArgumentError", format!("prepare_step: out has an unknown key {k:?} (the keys are query_start_loc, seq_lens, positions, input_ids, slot_mapping, logits_indices)")));
                 }
             }
@@ -962,17 +1382,18 @@ pub(crate) fn prepare_step<'py>(
     let padding = match padding {
         None => StepPadding::None,
         Some(p) if p.is_none() => StepPadding::None,
-        Some(p) => match p.extract::<i64>() {
-            Ok(x) => StepPadding::Exact(count_arg(py, op, "the padded token count", x)?),
-            Err(_) => {
-                pad_vec = usize_list(py, op, p, "padding")?;
-                StepPadding::Buckets(&pad_vec)
-            }
-        },
+        Some(p) if p.is_instance_of::<PyInt>() || p.extract::<i64>().is_ok() => {
+            let x = int_arg(py, op, "the padded token count", p)?;
+            StepPadding::Exact(count_arg(py, op, "the padded token count", x)?)
+        }
+        Some(p) => {
+            pad_vec = usize_list(py, op, p, "padding")?;
+            StepPadding::Buckets(&pad_vec)
+        }
     };
-    // SAFETY (every slice below): int32 arrays read as i32 (checked), int64 outputs written as
-    // i64 (checked); the outputs overlap nothing else (checked) and are writeable or new; the
-    // arrays stay referenced by this frame meanwhile.
+    // SAFETY: the request arrays are int32 (i32_input), read as i32; only read; they stay
+    // referenced by this frame meanwhile. The outputs are checked against them (no_overlaps,
+    // below) before any output slice is made.
     let (siv, ncv, nsv) = unsafe { (si.slice::<i32>(), nc.slice::<i32>(), ns.slice::<i32>()) };
     let n = siv.len();
     let outs: Vec<Arr<'py>> = if out.is_some() {
@@ -1002,7 +1423,16 @@ pub(crate) fn prepare_step<'py>(
             StepPadding::Exact(p) => p.max(nt),
             StepPadding::Buckets(b) => cpugpu::bucket_for(nt, b).unwrap_or(nt),
         };
-        let lens = [n + 1, n, padded, padded, groups * padded, n];
+        let slots = groups.checked_mul(padded).ok_or_else(|| {
+            to_py(
+                py,
+                Error::SizeOverflow {
+                    op,
+                    what: "slot_mapping's size (groups x padded tokens)",
+                },
+            )
+        })?;
+        let lens = [n + 1, n, padded, padded, slots, n];
         let mut v = Vec::with_capacity(6);
         for (i, ((_, dt), len)) in STEP_OUTS.iter().zip(lens).enumerate() {
             let descr = if *dt == DType::I32 {
@@ -1016,9 +1446,9 @@ pub(crate) fn prepare_step<'py>(
                 vec![len]
             };
             let obj = if *dt == DType::I32 {
-                from_vec(py, &descr, &shape, vec![0i32; len])?
+                from_vec(py, &descr, &shape, zeroed::<i32>(py, op, len)?)?
             } else {
-                from_vec(py, &descr, &shape, vec![0i64; len])?
+                from_vec(py, &descr, &shape, zeroed::<i64>(py, op, len)?)?
             };
             v.push(Arr::input(&obj, "a new output")?);
         }
@@ -1043,24 +1473,30 @@ pub(crate) fn prepare_step<'py>(
     ];
     ins.extend(ts.iter().map(|t| (t, "a block table")));
     ins.extend(nbv.iter().map(|t| (t, "num_blocks")));
-    let named: Vec<(&Arr<'_>, &str)> = outs
+    let out_list: Vec<(&Arr<'_>, &str)> = outs
         .iter()
         .zip(STEP_OUTS)
         .map(|(a, (n, _))| (a, n))
         .collect();
-    no_overlaps(py, &named, &ins)?;
+    no_overlaps(py, &out_list, &ins)?;
+    // SAFETY (the table slices below): every token table, block table and num_blocks is int32
+    // (i32_input), read as i32; only read; no output overlaps any of them (no_overlaps just
+    // above); they stay referenced by this frame meanwhile.
     let kv: Vec<cpugpu::host::KvCacheGroup<'_, i32>> = ts
         .iter()
         .zip(&nbv)
         .zip(&sizes)
         .map(|((t, nb), &bs)| cpugpu::host::KvCacheGroup {
+            // SAFETY: a block table, int32 (the comment above).
             block_table: unsafe { t.slice::<i32>() },
             max_blocks: t.shape()[1],
+            // SAFETY: num_blocks, int32 (the comment above).
             num_blocks: unsafe { nb.slice::<i32>() },
             block_size: bs,
         })
         .collect();
     let tables = cpugpu::host::StepTables {
+        // SAFETY: the token table, int32 (the comment above `kv`).
         token_ids: unsafe { tok.slice::<i32>() },
         max_model_len: tok.shape()[1],
         kv_groups: &kv,
@@ -1070,6 +1506,10 @@ pub(crate) fn prepare_step<'py>(
         num_computed: ncv,
         num_scheduled: nsv,
     };
+    // SAFETY: each output has the dtype STEP_OUTS gives it (checked for out=, made so for new
+    // arrays), read as that type here; each is writeable (Arr::output, or new) and overlaps no
+    // other output and no input (no_overlaps above), so these are the only slices of their
+    // memory; they stay referenced by `outs` meanwhile.
     let step_out = unsafe {
         cpugpu::host::StepOutputs {
             query_start_loc: outs[0].slice_mut::<i32>(),
@@ -1080,7 +1520,7 @@ pub(crate) fn prepare_step<'py>(
             logits_indices: outs[5].slice_mut::<i64>(),
         }
     };
-    let bytes = t_cap * (12 + 8 * groups);
+    let bytes = t_cap.saturating_mul(groups.saturating_mul(8).saturating_add(12));
     let plan = run(py, bytes, || {
         cpugpu::host::prepare_step_into(&req, &tables, padding, step_out)
     })?;
@@ -1155,19 +1595,19 @@ impl PyStagedWrites {
     }
 }
 
-#[pymethods]
 impl PyStagedWrites {
-    /// ``StagedWrites(rows, cols, dtype=np.int32)``: an empty queue of writes to a ``[rows,
-    /// cols]`` table of ``dtype``.
-    #[new]
-    #[pyo3(signature = (rows, cols, dtype = None))]
-    fn py_new(
+    /// `StagedWrites(rows, cols, dtype)`, before its errors name the operation.
+    fn new_checked(
         py: Python<'_>,
-        rows: i64,
-        cols: i64,
+        rows: &Bound<'_, PyAny>,
+        cols: &Bound<'_, PyAny>,
         dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let op = Op::StagedWrite;
+        let (rows, cols) = (
+            int_arg(py, op, "rows", rows)?,
+            int_arg(py, op, "cols", cols)?,
+        );
         let (rows, cols) = (
             count_arg(py, op, "rows", rows)?,
             count_arg(py, op, "cols", cols)?,
@@ -1192,23 +1632,27 @@ impl PyStagedWrites {
         })
     }
 
-    /// Queues ``values`` (a one-dimensional array of the queue's dtype, or a sequence numpy
-    /// converts to it) for ``table[row, start : start + len(values)]``. An empty ``values``
-    /// queues nothing. A row outside the table raises ``cpugpu.IndexOutOfBoundsError``, a range
-    /// past the row ``cpugpu.IndexOutOfBoundsError`` (``WindowOutOfRange``), both naming the
-    /// write's position in the queue; nothing is queued then.
-    fn stage(
+    /// [`PyStagedWrites::stage`], before its errors name the operation.
+    fn stage_checked(
         &self,
         py: Python<'_>,
-        row: i64,
-        start: i64,
+        row: &Bound<'_, PyAny>,
+        start: &Bound<'_, PyAny>,
         values: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let op = Op::StagedWrite;
+        let (row, start) = (
+            int_arg(py, op, "row", row)?,
+            int_arg(py, op, "start", start)?,
+        );
         refuse_cuda(py, "staged_write", &[Some(values)])?;
         let descr = self.descr.bind(py);
         let v = if values.cast::<PyUntypedArray>().is_ok() || values.hasattr("__dlpack__")? {
             Arr::input(values, "values")?
+        } else if matches!(descr.kind(), b'i' | b'u') {
+            // An integer table: ints only, in the dtype's range (numpy's cast would truncate
+            // floats and wrap the rest).
+            Arr::checked(int_sequence(values, "values", descr)?, "values")?
         } else {
             let a = asarray(py)?
                 .call1((values, descr))?
@@ -1237,41 +1681,39 @@ impl PyStagedWrites {
                 ),
             ));
         }
-        let mut q = self.queue();
-        let position = by_queue!(&*q, w, _T => w.len());
-        let Ok(row) = usize::try_from(row) else {
-            return Err(to_py(
-                py,
-                Error::IndexOutOfBounds {
+        // The queue is locked only around the crate calls: the outcome becomes a Python
+        // exception (Python objects, a possible GIL switch) after the guard is dropped.
+        let outcome = {
+            let mut q = self.queue();
+            let position = by_queue!(&*q, w, _T => w.len());
+            match (usize::try_from(row), usize::try_from(start)) {
+                (Err(_), _) => Outcome::Crate(Error::IndexOutOfBounds {
                     op,
                     position,
                     index: row,
                     bound: self.rows,
-                },
-            ));
-        };
-        let Ok(start) = usize::try_from(start) else {
-            return Err(to_py(
-                py,
-                Error::WindowOutOfRange {
+                }),
+                (_, Err(_)) => Outcome::Crate(Error::WindowOutOfRange {
                     op,
                     position,
                     start,
                     len: v.len as i64,
                     cols: self.cols,
-                },
-            ));
+                }),
+                (Ok(row), Ok(start)) => by_queue!(&mut *q, w, T => {
+                    // SAFETY: `T` has the table dtype's width (the queue was made for it) and
+                    // `v` has that dtype (checked above); only read, while `v` is alive; the
+                    // crate copies the values into the queue.
+                    let vals = unsafe { v.slice::<T>() };
+                    guarded(|| w.stage(row, start, vals))
+                }),
+            }
         };
-        by_queue!(&mut *q, w, T => {
-            // SAFETY: the width matches the dtype (checked); only read, while `v` is alive.
-            let vals = unsafe { v.slice::<T>() };
-            guarded(|| w.stage(row, start, vals)).into_py(py)
-        })
+        outcome.into_py(py)
     }
 
-    /// Applies every queued write to ``table`` (a writeable ``[rows, cols]`` numpy array of the
-    /// queue's dtype, in place) and clears the queue. Returns None.
-    fn apply(&self, py: Python<'_>, table: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// [`PyStagedWrites::apply`], before its errors name the operation.
+    fn apply_checked(&self, py: Python<'_>, table: &Bound<'_, PyAny>) -> PyResult<()> {
         refuse_cuda(py, "staged_write", &[Some(table)])?;
         let t = Arr::output(table, "table")?;
         if t.dtype != self.dtype {
@@ -1286,13 +1728,61 @@ impl PyStagedWrites {
             ));
         }
         let shape = t.shape().to_vec();
-        let mut q = self.queue();
-        by_queue!(&mut *q, w, T => {
-            // SAFETY: the width matches the dtype (checked); the table is writeable and no other
-            // slice of it is in use (the staged values are the queue's own copy).
-            let tv = unsafe { t.slice_mut::<T>() };
-            guarded(|| w.apply(cpugpu::DeviceViewMut::host(tv, &shape)?)).into_py(py)
+        // Locked only around the crate call (see `stage`).
+        let outcome = {
+            let mut q = self.queue();
+            by_queue!(&mut *q, w, T => {
+                // SAFETY: `T` has the queue dtype's width and the table that dtype (checked);
+                // the table is writeable (Arr::output) and no other slice of it is in use (the
+                // staged values are the queue's own copy).
+                let tv = unsafe { t.slice_mut::<T>() };
+                guarded(|| w.apply(cpugpu::DeviceViewMut::host(tv, &shape)?))
+            })
+        };
+        outcome.into_py(py)
+    }
+}
+
+#[pymethods]
+impl PyStagedWrites {
+    /// ``StagedWrites(rows, cols, dtype=np.int32)``: an empty queue of writes to a ``[rows,
+    /// cols]`` table of ``dtype``.
+    #[new]
+    #[pyo3(signature = (rows, cols, dtype = None))]
+    fn py_new(
+        py: Python<'_>,
+        rows: &Bound<'_, PyAny>,
+        cols: &Bound<'_, PyAny>,
+        dtype: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        named(py, "staged_write", || {
+            Self::new_checked(py, rows, cols, dtype)
         })
+    }
+
+    /// Queues ``values`` (a one-dimensional array of the queue's dtype, or a sequence numpy
+    /// converts to it) for ``table[row, start : start + len(values)]``. An empty ``values``
+    /// queues nothing. A row outside the table raises ``cpugpu.IndexOutOfBoundsError``, a range
+    /// past the row ``cpugpu.IndexOutOfBoundsError`` (``WindowOutOfRange``), both naming the
+    /// write's position in the queue; nothing is queued then. For an integer table a sequence
+    /// must hold ints (floats and bools raise ``cpugpu.DtypeError``), each within the dtype's
+    /// range (else ``cpugpu.InvalidArgumentError``: not wrapped).
+    fn stage(
+        &self,
+        py: Python<'_>,
+        row: &Bound<'_, PyAny>,
+        start: &Bound<'_, PyAny>,
+        values: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        named(py, "staged_write", || {
+            self.stage_checked(py, row, start, values)
+        })
+    }
+
+    /// Applies every queued write to ``table`` (a writeable ``[rows, cols]`` numpy array of the
+    /// queue's dtype, in place) and clears the queue. Returns None.
+    fn apply(&self, py: Python<'_>, table: &Bound<'_, PyAny>) -> PyResult<()> {
+        named(py, "staged_write", || self.apply_checked(py, table))
     }
 
     /// Drops the queued writes.

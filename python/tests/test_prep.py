@@ -6,6 +6,9 @@ seeded data, both index dtypes, boundary sizes, poisoned outputs, and every erro
 from __future__ import annotations
 
 import importlib.util
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -262,8 +265,11 @@ def test_slot_mapping_errors():
         cpugpu.slot_mapping([0], [0], table, nb, -4)
     with pytest.raises(cpugpu.InvalidArgumentError, match="pad_id"):
         cpugpu.slot_mapping([0], [0], table, nb, 4, pad_id=2**40, dtype=np.int32)
-    with pytest.raises(cpugpu.ShapeError):  # num_blocks not one per row
+    # num_blocks not one per row: the crate takes the row count from num_blocks, so it reports
+    # the block table's length (2 rows x 2 blocks) against the 1 row num_blocks implies.
+    with pytest.raises(cpugpu.ShapeError, match="block table") as e:
         cpugpu.slot_mapping([0], [0], table, nb[:1], 4)
+    assert (e.value.op, e.value.expected, e.value.actual) == ("slot_mapping", 2, 4)
     with pytest.raises(cpugpu.ShapeError):  # positions of another length
         cpugpu.slot_mapping([0, 0], [0], table, nb, 4)
     with pytest.raises(cpugpu.ShapeError):  # out shorter than the tokens
@@ -385,10 +391,50 @@ def test_pad_to_length_and_bucket(dtype, size, axis):
     np.testing.assert_array_equal(out, got)
 
 
-def test_pad_large_releases_the_gil_and_pads():
+def test_pad_large_pads():
     arr = np.arange(300_000, dtype=np.int64)
     got = cpugpu.pad_to_bucket(arr, [1 << 18, 1 << 19], pad_value=-1)
     assert got.shape == (1 << 19,) and (got[:300_000] == arr).all() and (got[300_000:] == -1).all()
+
+
+def ticks_while(call):
+    """How often the main thread ran while `call` ran in another thread, in the call's last 80%.
+
+    As test_threads.py::test_large_operations_release_the_gil: with a huge switch interval a
+    thread that keeps the GIL is not interrupted, so the main thread ticks during the call only
+    if the call releases the GIL."""
+    bounds = {}
+    started = threading.Event()
+
+    def op():
+        started.set()
+        bounds["start"] = time.perf_counter()
+        call()
+        bounds["end"] = time.perf_counter()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(30.0)
+    try:
+        t = threading.Thread(target=op)
+        t.start()
+        started.wait()
+        ticks = []
+        while t.is_alive():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)  # releases the GIL, so the operation's thread can take it back
+        t.join()
+    finally:
+        sys.setswitchinterval(old)
+    start, end = bounds["start"], bounds["end"]
+    return [x for x in ticks if start + 0.2 * (end - start) < x < end], end - start
+
+
+def test_pad_large_releases_the_gil():
+    arr = np.ones((1 << 21, 16), np.float32)  # 128 MiB: a copy of tens of milliseconds
+    out = np.empty((arr.shape[0] + 8, 16), np.float32)
+    during, took = ticks_while(lambda: cpugpu.pad_to_length(arr, arr.shape[0] + 8, pad_value=-1, out=out))
+    assert len(during) >= 3, f"{len(during)} ticks while the {took:.3f} s pad ran"
+    assert (out[-8:] == -1).all() and (out[:-8] == 1).all()
 
 
 def test_bucket_for_and_cuda_graph_sizes():
@@ -641,6 +687,238 @@ def test_staged_writes_errors():
     with pytest.raises(cpugpu.InvalidArgumentError):
         cpugpu.StagedWrites(-1, 8)
     assert "StagedWrites(rows=4" in repr(w)
+
+
+# --- huge sizes, list conversion, argument conversion, aliasing ------------------------------
+
+
+def overcommit_refuses_terabytes():
+    """Whether the kernel refuses a multi-terabyte allocation at once (Linux overcommit modes 0
+    and 2); under mode 1 it would grant it and the test would really touch the memory."""
+    try:
+        return Path("/proc/sys/vm/overcommit_memory").read_text().strip() in ("0", "2")
+    except OSError:
+        return False
+
+
+def test_huge_sizes_raise_typed_errors_before_allocating():
+    # No test here allocates more than a few bytes: each size is refused by a check first.
+    table = np.zeros((1, 4), np.int64)
+    with pytest.raises(cpugpu.IndexOutOfBoundsError) as e:  # the window runs past its row
+        cpugpu.gather_windows(table, [0], offsets=[0, 2**40])
+    assert (e.value.op, e.value.position, e.value.start, e.value.len, e.value.cols) == ("gather_windows", 0, 0, 2**40, 4)
+    with pytest.raises(cpugpu.OffsetsError) as e:  # negative: found before allocating 2**40
+        cpugpu.gather_windows(table, [0], offsets=[-1, 2**40])
+    assert (e.value.op, e.value.position, e.value.value) == ("gather_windows", 0, -1)
+    with pytest.raises(cpugpu.ShapeError) as e:  # offsets of another length than rows + 1
+        cpugpu.gather_windows(table, [0, 0], offsets=[0, 2**40])
+    assert e.value.op == "gather_windows"
+    with pytest.raises(cpugpu.ShapeError, match="overflows") as e:  # 2**62 x 8 bytes
+        cpugpu.gather_windows(table, [0], lens=[1], width=2**62)
+    assert e.value.op == "gather_windows"
+    with pytest.raises(cpugpu.IndexOutOfBoundsError) as e:  # a length past the row, huge width
+        cpugpu.gather_windows(table, [0], lens=[5], width=2**40)
+    assert (e.value.position, e.value.len, e.value.cols) == (0, 5, 4)
+    inp, _ = small_step()
+    with pytest.raises(cpugpu.ShapeError, match="overflows") as e:
+        call_step(inp, None, padding=2**62)
+    assert e.value.op == "prepare_step"
+    with pytest.raises(cpugpu.ShapeError, match="overflows"):
+        call_step(inp, None, padding=2**61, block_tables=inp["block_tables"] * 3,
+                  num_blocks=inp["num_blocks"] * 3, block_sizes=inp["block_sizes"] * 3)
+    with pytest.raises(cpugpu.InvalidArgumentError) as e:
+        cpugpu.cuda_graph_sizes(2**62)
+    assert (e.value.op, e.value.name) == ("pad_to_bucket", "max_size")
+    with pytest.raises(cpugpu.InvalidArgumentError):
+        cpugpu.cuda_graph_sizes(2**20 + 1)
+    sizes = cpugpu.cuda_graph_sizes(2**20)  # the documented limit itself is fine
+    assert len(sizes) == 3 + 2**17 and sizes[-1] == 2**20
+    with pytest.raises(cpugpu.ShapeError) as e:
+        cpugpu.pad_to_length(np.zeros(3), 2**62)
+    assert e.value.op == "pad_to_length"
+
+
+@pytest.mark.skipif(not overcommit_refuses_terabytes(), reason="the kernel would grant terabytes lazily")
+def test_huge_valid_sizes_raise_out_of_memory():
+    # Valid arguments whose output needs terabytes: the allocator refuses, and that is a
+    # cpugpu.OutOfMemoryError (a MemoryError), not an abort of the interpreter.
+    inp, _ = small_step()
+    with pytest.raises(cpugpu.OutOfMemoryError) as e:
+        call_step(inp, None, padding=2**40)
+    assert e.value.op == "prepare_step" and e.value.bytes >= 2**40
+    with pytest.raises(MemoryError) as e:  # windows inside the row, an output of 2**40 + 1
+        cpugpu.gather_windows(np.zeros((1, 4), np.int64), [0], offsets=[2**40, 2**40 + 1])
+    assert isinstance(e.value, cpugpu.OutOfMemoryError) and e.value.op == "gather_windows"
+
+
+def test_lists_of_floats_and_out_of_range_values_are_refused():
+    inp, out = small_step()
+    with pytest.raises(cpugpu.DtypeError, match="integers") as e:  # not truncated to [1], [0], [2]
+        call_step(inp, out, state_index=[1.9], num_computed=[0.5], num_scheduled=[2.7])
+    assert e.value.op == "prepare_step"
+    with pytest.raises(cpugpu.DtypeError):
+        call_step(inp, out, state_index=[True, False])
+    with pytest.raises(cpugpu.InvalidArgumentError) as e:  # not an OverflowError, not wrapped
+        call_step(inp, out, state_index=[0], num_computed=[0], num_scheduled=[2**40])
+    assert (e.value.op, e.value.position, e.value.value) == ("prepare_step", 0, 2**40)
+    with pytest.raises(cpugpu.InvalidArgumentError) as e:
+        call_step(inp, out, state_index=[0, 0], num_computed=[0, -(2**31) - 1], num_scheduled=[1, 1])
+    assert (e.value.position, e.value.value) == (1, -(2**31) - 1)
+    assert_poisoned(out)
+    res, plan = call_step(inp, None, state_index=[0], num_computed=[1], num_scheduled=[2])  # ints: fine
+    assert plan["num_tokens"] == 2 and res["positions"].tolist() == [1, 2]
+
+    w = cpugpu.StagedWrites(4, 8)
+    with pytest.raises(cpugpu.DtypeError) as e:  # was written as [1, 2]
+        w.stage(0, 0, [1.7, 2.9])
+    assert e.value.op == "staged_write"
+    with pytest.raises(cpugpu.DtypeError):
+        w.stage(0, 0, [True])
+    with pytest.raises(cpugpu.InvalidArgumentError) as e:
+        w.stage(0, 0, [1, 2**31])
+    assert (e.value.position, e.value.value) == (1, 2**31)
+    assert len(w) == 0
+    u8 = cpugpu.StagedWrites(2, 4, np.uint8)
+    for bad in ([-1], [256]):
+        with pytest.raises(cpugpu.InvalidArgumentError) as e:  # was an OverflowError
+            u8.stage(0, 0, bad)
+        assert (e.value.op, e.value.value) == ("staged_write", bad[0])
+    u8.stage(0, 0, [0, 255])
+    f16 = cpugpu.StagedWrites(2, 4, np.float16)
+    f16.stage(1, 0, [1.5, -2.25])  # a float table takes floats
+    table = np.zeros((2, 4), np.float16)
+    f16.apply(table)
+    assert table[1, :2].tolist() == [1.5, -2.25]
+
+    with pytest.raises(cpugpu.DtypeError):
+        cpugpu.expand_segments([1.5])
+    with pytest.raises(cpugpu.DtypeError, match="sequence of integers"):
+        cpugpu.expand_segments([[1], [1, 2]])  # numpy's ValueError (ragged), typed
+
+
+def test_argument_conversion_errors_are_typed():
+    table = np.array([[7, 2], [5, -1]], np.int32)
+    nb = np.array([2, 1], np.int32)
+    inp, out = small_step()
+    cases = {
+        "slot_mapping": lambda: cpugpu.slot_mapping([0], [0], table, nb, 4, pad_id=2**70),
+        "pad_to_length": lambda: cpugpu.pad_to_length(np.zeros(3), 2**70),
+        "pad_to_bucket": lambda: cpugpu.bucket_for("x", [1]),
+        "gather_windows": lambda: cpugpu.gather_windows(table, [0], lens=[1], width=2**70),
+        "staged_write": lambda: cpugpu.StagedWrites(4, 8).stage(2**70, 0, [1]),
+        "prepare_step": lambda: call_step(inp, out, padding=2**70),
+    }
+    for op, call in cases.items():
+        with pytest.raises(cpugpu.InvalidArgumentError) as e:  # were OverflowError / TypeError
+            call()
+        assert e.value.op == op and str(e.value).startswith(op + ":"), (op, str(e.value))
+    for bad in (2**70, "x", 1.5):
+        with pytest.raises(cpugpu.InvalidArgumentError):
+            cpugpu.pad_to_length(np.zeros(3), 4, axis=bad)
+        with pytest.raises(cpugpu.InvalidArgumentError):
+            cpugpu.cuda_graph_sizes(bad)
+        with pytest.raises(cpugpu.InvalidArgumentError):
+            cpugpu.StagedWrites(4, bad)
+        with pytest.raises(cpugpu.InvalidArgumentError):
+            cpugpu.StagedWrites(4, 8).stage(0, bad, [1])
+    assert cpugpu.pad_to_length(np.zeros(3), np.int64(4), axis=np.int32(0)).shape == (4,)
+    with pytest.raises(cpugpu.InvalidArgumentError, match="dict") as e:  # was a TypeError
+        call_step(inp, list(out.values()))
+    assert e.value.op == "prepare_step"
+    with pytest.raises(cpugpu.InvalidArgumentError, match="unknown key"):  # a non-str key
+        call_step(inp, {**out, 1: out["positions"]})
+    assert_poisoned(out)
+
+
+def test_helper_errors_name_the_operation():
+    table = np.array([[7, 2], [5, -1]], np.int32)
+    nb = np.array([2, 1], np.int32)
+    cases = [
+        ("expand_segments", cpugpu.DtypeError, lambda: cpugpu.expand_segments(np.array([1.0]))),
+        ("expand_segments", cpugpu.ShapeError, lambda: cpugpu.expand_segments(np.zeros((1, 1), np.int64))),
+        ("slot_mapping", cpugpu.DtypeError, lambda: cpugpu.slot_mapping([0.5], [0], table, nb, 4)),
+        ("slot_mapping", cpugpu.LayoutError, lambda: cpugpu.slot_mapping([0], [0], table, nb, 4, out=np.zeros((2, 2), np.int64)[:, 0])),
+        ("gather_windows", cpugpu.DtypeError, lambda: cpugpu.gather_windows(table, [0], lens=[1], out=np.zeros((1, 2)))),
+        ("pad_to_length", cpugpu.LayoutError, lambda: cpugpu.pad_to_length(table[:, :1], 3)),
+        ("pad_to_bucket", cpugpu.InvalidArgumentError, lambda: cpugpu.pad_to_bucket(table, [4], pad_value="x")),
+        ("pad_to_length", cpugpu.InvalidArgumentError, lambda: cpugpu.pad_to_length(table, 4, pad_value=2**70)),
+        ("pad_to_length", cpugpu.InvalidArgumentError, lambda: cpugpu.pad_to_length(table.astype(np.uint8), 4, pad_value=-1)),
+        ("staged_write", cpugpu.DtypeError, lambda: cpugpu.StagedWrites(2, 2).apply(np.zeros((2, 2)))),
+    ]
+    for op, cls, call in cases:
+        with pytest.raises(cls) as e:
+            call()
+        assert e.value.op == op and str(e.value).startswith(op), (op, str(e.value))
+        assert not str(e.value).startswith(f"{op}: {op}"), str(e.value)  # named once
+
+
+def test_index_lists_past_int64_are_refused_not_wrapped():
+    for starts in ([2**63], [2**64], [-1, 2**63][1:], [2**70]):
+        with pytest.raises(cpugpu.InvalidArgumentError) as e:  # was position -2**63
+            cpugpu.expand_segments([1], starts)
+        assert (e.value.op, e.value.position, e.value.value) == ("expand_segments", 0, starts[0])
+    with pytest.raises(cpugpu.InvalidArgumentError) as e:  # int64 and uint64 range mixed
+        cpugpu.expand_segments([1, 1], [-1, 2**63])
+    assert (e.value.position, e.value.value) == (1, 2**63)
+    with pytest.raises(cpugpu.InvalidArgumentError):
+        cpugpu.expand_segments([2**63])
+    _, pos = cpugpu.expand_segments([1], [2**63 - 1])  # the largest int64 itself is fine
+    assert pos.tolist() == [2**63 - 1]
+
+
+def test_negative_axis_is_reported_as_given():
+    arr = np.zeros((2, 3), np.int32)
+    with pytest.raises(cpugpu.ShapeError, match=r"pad_to_length: axis -5 is out of range for 2 dimensions") as e:
+        cpugpu.pad_to_length(arr, 4, axis=-5)
+    assert (e.value.op, e.value.axis, e.value.ndim) == ("pad_to_length", -5, 2)
+    with pytest.raises(cpugpu.ShapeError, match="axis -3") as e:
+        cpugpu.pad_to_bucket(arr, [4], axis=-3)
+    assert e.value.axis == -3
+    with pytest.raises(cpugpu.ShapeError, match="axis 2 ") as e:
+        cpugpu.pad_to_length(arr, 4, axis=2)
+    assert e.value.axis == 2
+
+
+def test_data_errors_with_out_write_nothing():
+    seg_out, pos_out = np.full(4, POISON, np.int32), np.full(4, POISON, np.int32)
+    with pytest.raises(cpugpu.OffsetsError) as e:  # the last position is past int32
+        cpugpu.expand_segments(np.array([1, 3], np.int32), np.array([0, 2**31 - 2], np.int32), out=(seg_out, pos_out))
+    assert (e.value.position, e.value.limit) == (1, 2**31 - 1)
+    with pytest.raises(cpugpu.OffsetsError):  # decreasing offsets
+        cpugpu.expand_segments(offsets=[0, 3, 2, 4], out=(seg_out, pos_out))
+    assert (seg_out == POISON).all() and (pos_out == POISON).all()
+    arr = np.arange(6, dtype=np.int32).reshape(2, 3)
+    out = np.full((2, 3), POISON, np.int32)
+    with pytest.raises(cpugpu.InvalidArgumentError, match="never truncates"):
+        cpugpu.pad_to_length(arr, 1, axis=1, out=out)
+    with pytest.raises(cpugpu.InvalidArgumentError, match="ascending"):
+        cpugpu.pad_to_bucket(arr, [4, 2], out=out)
+    assert (out == POISON).all()
+
+
+def test_outputs_aliasing_inputs_are_refused():
+    table = np.array([[7, 2], [5, -1]], np.int64)
+    nb = np.array([2, 1], np.int64)
+    buf = np.array([0, 1, POISON, POISON], np.int64)
+    before = buf.copy()
+    with pytest.raises(cpugpu.LayoutError, match="overlaps") as e:  # out is rows
+        cpugpu.slot_mapping(buf[:2], np.array([0, 1], np.int64), table, nb, 4, out=buf[:2])
+    assert e.value.op == "slot_mapping"
+    with pytest.raises(cpugpu.LayoutError, match="overlaps"):  # out shares rows' last element
+        cpugpu.slot_mapping(buf[:2], np.array([0, 1], np.int64), table, nb, 4, out=buf[1:3])
+    assert (buf == before).all()
+    tab_before = table.copy()
+    with pytest.raises(cpugpu.LayoutError, match="overlaps"):  # out is the block table's memory
+        cpugpu.slot_mapping([0, 0], [0, 1], table, nb, 4, out=table.reshape(-1)[:2])
+    assert (table == tab_before).all()
+    big = np.array([1, 2, 3, 4, POISON, POISON, POISON, POISON], np.int32)
+    before = big.copy()
+    with pytest.raises(cpugpu.LayoutError, match="overlaps") as e:
+        cpugpu.pad_to_length(big[:4], 6, pad_value=0, out=big[2:8])
+    assert e.value.op == "pad_to_length"
+    with pytest.raises(cpugpu.LayoutError, match="overlaps"):
+        cpugpu.pad_to_bucket(big[:4], [6], out=big[:6])
+    assert (big == before).all()
 
 
 # --- CUDA memory ------------------------------------------------------------------------------
