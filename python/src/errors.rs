@@ -53,94 +53,88 @@ pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
             attrs.push((k, v));
         }
     };
+    // Every variant names its operation (`Error::op`, exhaustive in the crate).
+    add("op", s(e.op().name()));
     let class = match &e {
         Error::IndexOutOfBounds {
-            op,
+            op: _,
             position,
             index,
             bound,
         } => {
-            add("op", s(op.name()));
             add("position", n(*position));
             add("index", i(*index));
             add("bound", n(*bound));
             "IndexOutOfBoundsError"
         }
         Error::RowRangeOutOfBounds {
-            op,
+            op: _,
             start,
             end,
             rows,
         } => {
-            add("op", s(op.name()));
             add("start", n(*start));
             add("end", n(*end));
             add("rows", n(*rows));
             "IndexOutOfBoundsError"
         }
         Error::NegativeLength {
-            op,
+            op: _,
             position,
             value,
         } => {
-            add("op", s(op.name()));
             add("position", n(*position));
             add("value", i(*value));
             "OffsetsError"
         }
         Error::OffsetOverflow {
-            op,
+            op: _,
             position,
             limit,
         } => {
-            add("op", s(op.name()));
             add("position", n(*position));
             add("limit", i(*limit));
             "OffsetsError"
         }
         Error::OffsetsNotMonotonic {
-            op,
+            op: _,
             position,
             previous,
             value,
         } => {
-            add("op", s(op.name()));
             add("position", n(*position));
             add("previous", i(*previous));
             add("value", i(*value));
             "OffsetsError"
         }
         Error::OffsetOutOfRange {
-            op,
+            op: _,
             position,
             value,
             len,
         } => {
-            add("op", s(op.name()));
             add("position", n(*position));
             add("value", i(*value));
             add("len", n(*len));
             "OffsetsError"
         }
         Error::LengthMismatch {
-            op,
+            op: _,
             what,
             expected,
             actual,
         } => {
-            add("op", s(op.name()));
             add("what", s(what));
             add("expected", n(*expected));
             add("actual", n(*actual));
             "ShapeError"
         }
         Error::ShapeMismatch {
-            op,
+            op: _,
             what,
             expected,
             actual,
         } => {
-            add("op", s(op.name()));
             add("what", s(what));
             add(
                 "expected",
@@ -152,81 +146,62 @@ pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
             );
             "ShapeError"
         }
-        Error::AxisOutOfRange { op, axis, ndim } => {
-            add("op", s(op.name()));
+        Error::AxisOutOfRange { op: _, axis, ndim } => {
             add("axis", n(*axis));
             add("ndim", n(*ndim));
             "ShapeError"
         }
-        Error::TooManyDims { op, ndim, max } => {
-            add("op", s(op.name()));
+        Error::TooManyDims { op: _, ndim, max } => {
             add("ndim", n(*ndim));
             add("max", n(*max));
             "ShapeError"
         }
-        Error::SizeOverflow { op, .. } => {
-            add("op", s(op.name()));
-            "ShapeError"
-        }
-        Error::InvalidArgument { op, name, .. } => {
-            add("op", s(op.name()));
+        Error::SizeOverflow { op: _, .. } => "ShapeError",
+        Error::InvalidArgument { op: _, name, .. } => {
             add("name", s(name));
             "InvalidArgumentError"
         }
-        Error::UnsupportedPlacement { op, .. } => {
-            add("op", s(op.name()));
-            "InvalidArgumentError"
-        }
-        Error::SyncConflict { op, name } => {
-            add("op", s(op.name()));
+        Error::UnsupportedPlacement { op: _, .. } => "InvalidArgumentError",
+        Error::SyncConflict { op: _, name } => {
             add("name", s(name));
             "SyncConflictError"
         }
-        Error::PoolKeyMismatch { op, name, .. } => {
-            add("op", s(op.name()));
+        Error::PoolKeyMismatch { op: _, name, .. } => {
             add("name", s(name));
             "PoolKeyError"
         }
-        Error::PoolNameNotFound { op, name } => {
-            add("op", s(op.name()));
+        Error::PoolNameNotFound { op: _, name } => {
             add("name", s(name));
             "PoolKeyError"
         }
-        Error::PoolSlotsBusy { op, name, depth } => {
-            add("op", s(op.name()));
+        Error::PoolSlotsBusy { op: _, name, depth } => {
             add("name", s(name));
             add("depth", n(*depth));
             "PoolBusyError"
         }
         Error::PinnedBudgetExceeded {
-            op,
+            op: _,
             requested,
             available,
             budget,
         } => {
-            add("op", s(op.name()));
             add("requested", n(*requested));
             add("available", n(*available));
             add("budget", n(*budget));
             "BudgetExceededError"
         }
-        Error::OutOfMemory { op, bytes } => {
-            add("op", s(op.name()));
+        Error::OutOfMemory { op: _, bytes } => {
             add("bytes", n(*bytes));
             "OutOfMemoryError"
         }
-        Error::Driver { op, .. } | Error::WrongDevice { op, .. } => {
-            add("op", s(op.name()));
-            "DeviceError"
-        }
+        Error::Driver { op: _, .. } | Error::WrongDevice { op: _, .. } => "DeviceError",
         Error::BlockOutOfRange {
-            op,
+            op: _,
             position,
             group,
             block,
             valid,
         } => {
-            add("op", s(op.name()));
             add("position", n(*position));
             add("group", n(*group));
             add("block", i(*block));
@@ -234,25 +209,23 @@ pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
             "IndexOutOfBoundsError"
         }
         Error::NegativeBlock {
-            op,
+            op: _,
             position,
             group,
             value,
         } => {
-            add("op", s(op.name()));
             add("position", n(*position));
             add("group", n(*group));
             add("value", i(*value));
             "IndexOutOfBoundsError"
         }
         Error::WindowOutOfRange {
-            op,
+            op: _,
             position,
             start,
             len,
             cols,
         } => {
-            add("op", s(op.name()));
             add("position", n(*position));
             add("start", i(*start));
             add("len", i(*len));
@@ -260,17 +233,19 @@ pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
             "IndexOutOfBoundsError"
         }
         Error::ValueOverflow {
-            op,
+            op: _,
             position,
             limit,
         } => {
-            add("op", s(op.name()));
             add("position", n(*position));
             add("limit", i(*limit));
             "OffsetsError"
         }
-        Error::AboveLargestBucket { op, value, largest } => {
-            add("op", s(op.name()));
+        Error::AboveLargestBucket {
+            op: _,
+            value,
+            largest,
+        } => {
             add("value", n(*value));
             add("largest", n(*largest));
             "InvalidArgumentError"

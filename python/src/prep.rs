@@ -344,27 +344,12 @@ pub(crate) fn expand_segments<'py>(
     out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     named(py, "expand_segments", || {
-        expand_segments_checked(py, counts, starts, offsets, ids_dtype, positions_dtype, out)
-    })
-}
-
-/// [`expand_segments`], before its errors name the operation.
-fn expand_segments_checked<'py>(
-    py: Python<'py>,
-    counts: Option<&Bound<'py, PyAny>>,
-    starts: Option<&Bound<'py, PyAny>>,
-    offsets: Option<&Bound<'py, PyAny>>,
-    ids_dtype: Option<&Bound<'py, PyAny>>,
-    positions_dtype: Option<&Bound<'py, PyAny>>,
-    out: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyTuple>> {
-    let outs = out
-        .map(|o| out_pair(py, o, "expand_segments"))
-        .transpose()?;
-    let (o0, o1) = (outs.as_ref().map(|p| &p.0), outs.as_ref().map(|p| &p.1));
-    refuse_cuda(py, "expand_segments", &[counts, starts, offsets, o0, o1])?;
-    let (bounds, is_offsets) =
-        match (counts, offsets) {
+        let outs = out
+            .map(|o| out_pair(py, o, "expand_segments"))
+            .transpose()?;
+        let (o0, o1) = (outs.as_ref().map(|p| &p.0), outs.as_ref().map(|p| &p.1));
+        refuse_cuda(py, "expand_segments", &[counts, starts, offsets, o0, o1])?;
+        let (bounds, is_offsets) = match (counts, offsets) {
             (Some(c), None) => (index_input(c, "counts")?, false),
             (None, Some(o)) => (index_input(o, "offsets")?, true),
             _ => return Err(err(
@@ -373,106 +358,107 @@ fn expand_segments_checked<'py>(
                 "expand_segments takes the segments as counts or as offsets=, exactly one of them",
             )),
         };
-    let st = opt_index(starts, "starts")?;
-    let pair = match (o0, o1) {
-        (Some(a), Some(b)) => {
-            if ids_dtype.is_some() || positions_dtype.is_some() {
+        let st = opt_index(starts, "starts")?;
+        let pair = match (o0, o1) {
+            (Some(a), Some(b)) => {
+                if ids_dtype.is_some() || positions_dtype.is_some() {
+                    return Err(err(
+                        py,
+                        "InvalidArgumentError",
+                        "expand_segments: ids_dtype and positions_dtype apply to new arrays; with \
+                     out= the dtypes are the out arrays'",
+                    ));
+                }
+                let (s, p) = (Arr::output(a, "out[0]")?, Arr::output(b, "out[1]")?);
+                check_index(py, &s, "out[0]")?;
+                check_index(py, &p, "out[1]")?;
+                let mut ins = vec![(&bounds, "the segments")];
+                if let Some(x) = &st {
+                    ins.push((x, "starts"));
+                }
+                no_overlaps(py, &[(&s, "out[0]"), (&p, "out[1]")], &ins)?;
+                Some((s, p))
+            }
+            _ => None,
+        };
+        let (sd, sdescr) = match &pair {
+            Some((s, _)) => (s.dtype, s.obj.dtype()),
+            None => match ids_dtype {
+                Some(d) => offsets_dtype(py, Some(d), "ids_dtype")?,
+                None => (DType::I32, numpy::dtype::<i32>(py)),
+            },
+        };
+        let (pd, pdescr) = match (&pair, positions_dtype, &st) {
+            (Some((_, p)), _, _) => (p.dtype, p.obj.dtype()),
+            (None, Some(d), _) => offsets_dtype(py, Some(d), "positions_dtype")?,
+            (None, None, Some(s)) => (s.dtype, s.obj.dtype()),
+            (None, None, None) => (DType::I64, numpy::dtype::<i64>(py)),
+        };
+        if let Some(s) = &st {
+            if s.dtype == DType::I64 && pd == DType::I32 {
                 return Err(err(
                     py,
-                    "InvalidArgumentError",
-                    "expand_segments: ids_dtype and positions_dtype apply to new arrays; with \
-                 out= the dtypes are the out arrays'",
+                    "DtypeError",
+                    "expand_segments: starts is int64 and the positions int32: cpugpu widens int32 \
+                 starts to int64 positions but does not narrow; pass int64 positions or int32 \
+                 starts",
                 ));
             }
-            let (s, p) = (Arr::output(a, "out[0]")?, Arr::output(b, "out[1]")?);
-            check_index(py, &s, "out[0]")?;
-            check_index(py, &p, "out[1]")?;
-            let mut ins = vec![(&bounds, "the segments")];
-            if let Some(x) = &st {
-                ins.push((x, "starts"));
-            }
-            no_overlaps(py, &[(&s, "out[0]"), (&p, "out[1]")], &ins)?;
-            Some((s, p))
         }
-        _ => None,
-    };
-    let (sd, sdescr) = match &pair {
-        Some((s, _)) => (s.dtype, s.obj.dtype()),
-        None => match ids_dtype {
-            Some(d) => offsets_dtype(py, Some(d), "ids_dtype")?,
-            None => (DType::I32, numpy::dtype::<i32>(py)),
-        },
-    };
-    let (pd, pdescr) = match (&pair, positions_dtype, &st) {
-        (Some((_, p)), _, _) => (p.dtype, p.obj.dtype()),
-        (None, Some(d), _) => offsets_dtype(py, Some(d), "positions_dtype")?,
-        (None, None, Some(s)) => (s.dtype, s.obj.dtype()),
-        (None, None, None) => (DType::I64, numpy::dtype::<i64>(py)),
-    };
-    if let Some(s) = &st {
-        if s.dtype == DType::I64 && pd == DType::I32 {
-            return Err(err(
-                py,
-                "DtypeError",
-                "expand_segments: starts is int64 and the positions int32: cpugpu widens int32 \
-             starts to int64 positions but does not narrow; pass int64 positions or int32 \
-             starts",
-            ));
-        }
-    }
-    by_index!(bounds.dtype, L => {
-        by_index!(sd, S => {
-            by_index!(pd, P => {
-                // SAFETY: `L` is the segments' own dtype (by_index! on `bounds.dtype`); only read,
-                // and no output overlaps it (checked by no_overlaps above); `bounds` stays alive
-                // in this frame while the slice is used.
-                let bv = unsafe { bounds.slice::<L>() };
-                let b = if is_offsets { SegmentBounds::Offsets(bv) } else { SegmentBounds::Counts(bv) };
-                // About the bytes written (for the GIL decision): the segments' total.
-                let total: i64 = if is_offsets {
-                    bv.last().zip(bv.first()).map_or(0, |(l, f)| l.to_i64().saturating_sub(f.to_i64()))
-                } else {
-                    bv.iter().fold(0i64, |a, c| a.saturating_add(c.to_i64().max(0)))
-                };
-                let bytes = (total.max(0) as usize).saturating_mul(16);
-                let widened: Option<Vec<P>> = match &st {
-                    Some(s) if s.dtype != pd => {
-                        // `starts` is int32 or int64 (index_input), so is `pd` (offsets_dtype,
-                        // or check_index of out[1]), and int64 starts with int32 positions were
-                        // refused above: differing dtypes are int32 starts, int64 positions.
-                        debug_assert!(s.dtype == DType::I32 && pd == DType::I64);
-                        // SAFETY: `starts` is int32 (the reasoning above), read as i32; only
-                        // read, no output overlaps it (checked), alive in this frame.
-                        Some(unsafe { s.slice::<i32>() }
-                        .iter()
-                        .map(|&x| P::from_i64(i64::from(x)).unwrap_or_default())
-                        .collect())
+        by_index!(bounds.dtype, L => {
+            by_index!(sd, S => {
+                by_index!(pd, P => {
+                    // SAFETY: `L` is the segments' own dtype (by_index! on `bounds.dtype`); only read,
+                    // and no output overlaps it (checked by no_overlaps above); `bounds` stays alive
+                    // in this frame while the slice is used.
+                    let bv = unsafe { bounds.slice::<L>() };
+                    let b = if is_offsets { SegmentBounds::Offsets(bv) } else { SegmentBounds::Counts(bv) };
+                    // About the bytes written (for the GIL decision): the segments' total.
+                    let total: i64 = if is_offsets {
+                        bv.last().zip(bv.first()).map_or(0, |(l, f)| l.to_i64().saturating_sub(f.to_i64()))
+                    } else {
+                        bv.iter().fold(0i64, |a, c| a.saturating_add(c.to_i64().max(0)))
+                    };
+                    let bytes = (total.max(0) as usize).saturating_mul(16);
+                    let widened: Option<Vec<P>> = match &st {
+                        Some(s) if s.dtype != pd => {
+                            // `starts` is int32 or int64 (index_input), so is `pd` (offsets_dtype,
+                            // or check_index of out[1]), and int64 starts with int32 positions were
+                            // refused above: differing dtypes are int32 starts, int64 positions.
+                            debug_assert!(s.dtype == DType::I32 && pd == DType::I64);
+                            // SAFETY: `starts` is int32 (the reasoning above), read as i32; only
+                            // read, no output overlaps it (checked), alive in this frame.
+                            Some(unsafe { s.slice::<i32>() }
+                            .iter()
+                            .map(|&x| P::from_i64(i64::from(x)).unwrap_or_default())
+                            .collect())
+                        }
+                        _ => None,
+                    };
+                    let sv: Option<&[P]> = match (&widened, &st) {
+                        (Some(w), _) => Some(w),
+                        // SAFETY: not widened, so `starts` has the positions' dtype `P`; only read, no
+                        // output overlaps it (checked), alive in this frame.
+                        (None, Some(s)) => Some(unsafe { s.slice::<P>() }),
+                        (None, None) => None,
+                    };
+                    match &pair {
+                        Some((s, p)) => {
+                            // SAFETY: `S`/`P` are out[0]'s and out[1]'s dtypes (by_index! on them);
+                            // both are writeable (Arr::output) and overlap each other and every
+                            // input nowhere (no_overlaps above), so these are the only slices of
+                            // their memory; alive in this frame.
+                            let (seg, pos) = unsafe { (s.slice_mut::<S>(), p.slice_mut::<P>()) };
+                            run(py, bytes, || cpugpu::host::expand_segments_into(b, sv, seg, pos))?;
+                            PyTuple::new(py, [s.obj.clone().into_any(), p.obj.clone().into_any()])
+                        }
+                        None => {
+                            let (seg, pos) = run(py, bytes, || cpugpu::host::expand_segments::<L, S, P>(b, sv))?;
+                            let n = seg.len();
+                            PyTuple::new(py, [from_vec(py, &sdescr, &[n], seg)?, from_vec(py, &pdescr, &[n], pos)?])
+                        }
                     }
-                    _ => None,
-                };
-                let sv: Option<&[P]> = match (&widened, &st) {
-                    (Some(w), _) => Some(w),
-                    // SAFETY: not widened, so `starts` has the positions' dtype `P`; only read, no
-                    // output overlaps it (checked), alive in this frame.
-                    (None, Some(s)) => Some(unsafe { s.slice::<P>() }),
-                    (None, None) => None,
-                };
-                match &pair {
-                    Some((s, p)) => {
-                        // SAFETY: `S`/`P` are out[0]'s and out[1]'s dtypes (by_index! on them);
-                        // both are writeable (Arr::output) and overlap each other and every
-                        // input nowhere (no_overlaps above), so these are the only slices of
-                        // their memory; alive in this frame.
-                        let (seg, pos) = unsafe { (s.slice_mut::<S>(), p.slice_mut::<P>()) };
-                        run(py, bytes, || cpugpu::host::expand_segments_into(b, sv, seg, pos))?;
-                        PyTuple::new(py, [s.obj.clone().into_any(), p.obj.clone().into_any()])
-                    }
-                    None => {
-                        let (seg, pos) = run(py, bytes, || cpugpu::host::expand_segments::<L, S, P>(b, sv))?;
-                        let n = seg.len();
-                        PyTuple::new(py, [from_vec(py, &sdescr, &[n], seg)?, from_vec(py, &pdescr, &[n], pos)?])
-                    }
-                }
+                })
             })
         })
     })
@@ -516,197 +502,171 @@ pub(crate) fn slot_mapping<'py>(
     out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     named(py, "slot_mapping", || {
-        slot_mapping_checked(
-            py,
-            rows,
-            positions,
-            block_table,
-            num_blocks,
-            block_size,
-            pad_id,
-            dtype,
-            out,
-        )
-    })
-}
-
-/// [`slot_mapping`], before its errors name the operation.
-#[allow(clippy::too_many_arguments)]
-fn slot_mapping_checked<'py>(
-    py: Python<'py>,
-    rows: &Bound<'py, PyAny>,
-    positions: &Bound<'py, PyAny>,
-    block_table: &Bound<'py, PyAny>,
-    num_blocks: &Bound<'py, PyAny>,
-    block_size: &Bound<'py, PyAny>,
-    pad_id: Option<&Bound<'py, PyAny>>,
-    dtype: Option<&Bound<'py, PyAny>>,
-    out: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let op = Op::SlotMapping;
-    let pad_id = opt_int_arg(py, op, "pad_id", pad_id, -1)?;
-    let multi = as_items(block_table);
-    let (tables, nbs, sizes): (Vec<Bound<'py, PyAny>>, Vec<Bound<'py, PyAny>>, Vec<usize>) =
-        match &multi {
-            Some(t) => {
-                let nb = as_items(num_blocks).unwrap_or_else(|| vec![num_blocks.clone()]);
-                let bs = usize_list(py, op, block_size, "block_size")?;
-                if nb.len() != t.len() || bs.len() != t.len() {
-                    return Err(to_py(
-                        py,
-                        Error::LengthMismatch {
-                            op,
-                            what: "num_blocks / block_size (one per block table)",
-                            expected: t.len(),
-                            actual: if nb.len() != t.len() {
-                                nb.len()
-                            } else {
-                                bs.len()
+        let op = Op::SlotMapping;
+        let pad_id = opt_int_arg(py, op, "pad_id", pad_id, -1)?;
+        let multi = as_items(block_table);
+        let (tables, nbs, sizes): (Vec<Bound<'py, PyAny>>, Vec<Bound<'py, PyAny>>, Vec<usize>) =
+            match &multi {
+                Some(t) => {
+                    let nb = as_items(num_blocks).unwrap_or_else(|| vec![num_blocks.clone()]);
+                    let bs = usize_list(py, op, block_size, "block_size")?;
+                    if nb.len() != t.len() || bs.len() != t.len() {
+                        return Err(to_py(
+                            py,
+                            Error::LengthMismatch {
+                                op,
+                                what: "num_blocks / block_size (one per block table)",
+                                expected: t.len(),
+                                actual: if nb.len() != t.len() {
+                                    nb.len()
+                                } else {
+                                    bs.len()
+                                },
                             },
-                        },
-                    ));
+                        ));
+                    }
+                    (t.clone(), nb, bs)
                 }
-                (t.clone(), nb, bs)
-            }
-            None => {
-                let bs: i64 = block_size.extract().map_err(|_| {
-                    err(
-                        py,
-                        "InvalidArgumentError",
-                        "slot_mapping: block_size must be an int for one block table",
+                None => {
+                    let bs: i64 = block_size.extract().map_err(|_| {
+                        err(
+                            py,
+                            "InvalidArgumentError",
+                            "slot_mapping: block_size must be an int for one block table",
+                        )
+                    })?;
+                    (
+                        vec![block_table.clone()],
+                        vec![num_blocks.clone()],
+                        vec![count_arg(py, op, "block_size", bs)?],
                     )
-                })?;
-                (
-                    vec![block_table.clone()],
-                    vec![num_blocks.clone()],
-                    vec![count_arg(py, op, "block_size", bs)?],
-                )
-            }
-        };
-    let mut cuda_args: Vec<Option<&Bound<'py, PyAny>>> = vec![Some(rows), Some(positions), out];
-    cuda_args.extend(tables.iter().chain(&nbs).map(Some));
-    refuse_cuda(py, "slot_mapping", &cuda_args)?;
-    let r = index_input(rows, "rows")?;
-    let p = index_input(positions, "positions")?;
-    let n = r.len;
-    let mut ts = Vec::with_capacity(tables.len());
-    let mut ns = Vec::with_capacity(tables.len());
-    for (g, (t, nb)) in tables.iter().zip(&nbs).enumerate() {
-        let t = Arr::input(t, &format!("block_table[{g}]"))?;
-        if !matches!(t.dtype, DType::I32 | DType::I64) || t.shape().len() != 2 {
-            return Err(err(
-                py,
-                "DtypeError",
-                format!(
-                    "slot_mapping: block_table[{g}] must be a two-dimensional int32 or int64 \
-                 array, got {} of shape {:?}",
-                    t.dtype.name(),
-                    t.shape()
-                ),
-            ));
-        }
-        let nb = index_input(nb, &format!("num_blocks[{g}]"))?;
-        same_dtype(py, &t, "block_table", &nb, "num_blocks")?;
-        if let Some(t0) = ts.first() {
-            same_dtype(py, &t, "block_table[g]", t0, "block_table[0]")?;
-        }
-        ts.push(t);
-        ns.push(nb);
-    }
-    let groups = ts.len();
-    if groups == 0 {
-        return Err(invalid(
-            py,
-            op,
-            "the number of KV-cache groups",
-            0,
-            "at least one group is needed",
-        ));
-    }
-    let (out_arr, new_descr) = match out {
-        Some(o) => {
-            if dtype.is_some() {
-                return Err(err(
-                    py,
-                    "InvalidArgumentError",
-                    "slot_mapping: dtype applies to a new array; with out= the dtype is out's",
-                ));
-            }
-            let o = Arr::output(o, "out")?;
-            let s = o.shape();
-            let ok_shape = match s.len() {
-                1 => groups == 1,
-                2 => s[0] == groups,
-                _ => false,
+                }
             };
-            if !matches!(o.dtype, DType::I32 | DType::I64) {
+        let mut cuda_args: Vec<Option<&Bound<'py, PyAny>>> = vec![Some(rows), Some(positions), out];
+        cuda_args.extend(tables.iter().chain(&nbs).map(Some));
+        refuse_cuda(py, "slot_mapping", &cuda_args)?;
+        let r = index_input(rows, "rows")?;
+        let p = index_input(positions, "positions")?;
+        let n = r.len;
+        let mut ts = Vec::with_capacity(tables.len());
+        let mut ns = Vec::with_capacity(tables.len());
+        for (g, (t, nb)) in tables.iter().zip(&nbs).enumerate() {
+            let t = Arr::input(t, &format!("block_table[{g}]"))?;
+            if !matches!(t.dtype, DType::I32 | DType::I64) || t.shape().len() != 2 {
                 return Err(err(
                     py,
                     "DtypeError",
                     format!(
-                        "slot_mapping: out must be int32 or int64, got {}",
-                        o.dtype.name()
+                        "slot_mapping: block_table[{g}] must be a two-dimensional int32 or int64 \
+                     array, got {} of shape {:?}",
+                        t.dtype.name(),
+                        t.shape()
                     ),
                 ));
             }
-            if !ok_shape {
-                return Err(shape_mismatch(
-                    py,
-                    op,
-                    "out's shape ([T] for one group, [groups, T] with T >= len(rows))",
-                    &[groups, n],
-                    s,
-                ));
+            let nb = index_input(nb, &format!("num_blocks[{g}]"))?;
+            same_dtype(py, &t, "block_table", &nb, "num_blocks")?;
+            if let Some(t0) = ts.first() {
+                same_dtype(py, &t, "block_table[g]", t0, "block_table[0]")?;
             }
-            let mut ins: Vec<(&Arr<'_>, &str)> = vec![(&r, "rows"), (&p, "positions")];
-            ins.extend(ts.iter().map(|t| (t, "a block table")));
-            ins.extend(ns.iter().map(|t| (t, "num_blocks")));
-            no_overlaps(py, &[(&o, "out")], &ins)?;
-            (Some(o), None)
+            ts.push(t);
+            ns.push(nb);
         }
-        None => (None, Some(offsets_dtype(py, dtype, "dtype")?)),
-    };
-    let od = out_arr.as_ref().map_or_else(
-        || new_descr.as_ref().map_or(DType::I64, |d| d.0),
-        |o| o.dtype,
-    );
-    let bytes = groups.saturating_mul(n).saturating_mul(8);
-    by_index!(r.dtype, I => { by_index!(p.dtype, P => { by_index!(ts[0].dtype, B => { by_index!(od, O => {
-    let pad = O::from_i64(pad_id).ok_or_else(|| invalid(py, op, "pad_id", i128::from(pad_id), "does not fit the slot dtype"))?;
-    // SAFETY (the table and num_blocks slices): `B` is block_table[0]'s dtype, and every
-    // table and num_blocks has it (same_dtype above); only read; `out` overlaps none of them
-    // (no_overlaps above); the arrays stay referenced by this frame meanwhile.
-    let hg: Vec<cpugpu::host::KvCacheGroup<'_, B>> = ts.iter().zip(&ns).zip(&sizes).map(|((t, nb), &bs)| {
-        cpugpu::host::KvCacheGroup {
-            // SAFETY: the table's dtype is `B` (the comment above).
-            block_table: unsafe { t.slice::<B>() },
-            max_blocks: t.shape()[1],
-            // SAFETY: num_blocks' dtype is `B` (the comment above).
-            num_blocks: unsafe { nb.slice::<B>() },
-            block_size: bs,
+        let groups = ts.len();
+        if groups == 0 {
+            return Err(invalid(
+                py,
+                op,
+                "the number of KV-cache groups",
+                0,
+                "at least one group is needed",
+            ));
         }
-    }).collect();
-    // SAFETY: `I`/`P` are rows'/positions' dtypes (by_index!); only read; `out` overlaps
-    // neither (checked); alive in this frame.
-    let (rv, pv) = unsafe { (r.slice::<I>(), p.slice::<P>()) };
-    match (&out_arr, &new_descr) {
-        (Some(o), _) => {
-            // SAFETY: `O` is out's dtype (`od`); out is writeable (Arr::output) and overlaps
-            // no input (no_overlaps above), so this is the only slice of its memory.
-            let ov = unsafe { o.slice_mut::<O>() };
-            run(py, bytes, || cpugpu::host::slot_mapping_into(rv, pv, &hg, pad, ov))?;
-            Ok(o.obj.clone().into_any())
+        let (out_arr, new_descr) = match out {
+            Some(o) => {
+                if dtype.is_some() {
+                    return Err(err(
+                        py,
+                        "InvalidArgumentError",
+                        "slot_mapping: dtype applies to a new array; with out= the dtype is out's",
+                    ));
+                }
+                let o = Arr::output(o, "out")?;
+                let s = o.shape();
+                let ok_shape = match s.len() {
+                    1 => groups == 1,
+                    2 => s[0] == groups,
+                    _ => false,
+                };
+                if !matches!(o.dtype, DType::I32 | DType::I64) {
+                    return Err(err(
+                        py,
+                        "DtypeError",
+                        format!(
+                            "slot_mapping: out must be int32 or int64, got {}",
+                            o.dtype.name()
+                        ),
+                    ));
+                }
+                if !ok_shape {
+                    return Err(shape_mismatch(
+                        py,
+                        op,
+                        "out's shape ([T] for one group, [groups, T] with T >= len(rows))",
+                        &[groups, n],
+                        s,
+                    ));
+                }
+                let mut ins: Vec<(&Arr<'_>, &str)> = vec![(&r, "rows"), (&p, "positions")];
+                ins.extend(ts.iter().map(|t| (t, "a block table")));
+                ins.extend(ns.iter().map(|t| (t, "num_blocks")));
+                no_overlaps(py, &[(&o, "out")], &ins)?;
+                (Some(o), None)
+            }
+            None => (None, Some(offsets_dtype(py, dtype, "dtype")?)),
+        };
+        let od = out_arr.as_ref().map_or_else(
+            || new_descr.as_ref().map_or(DType::I64, |d| d.0),
+            |o| o.dtype,
+        );
+        let bytes = groups.saturating_mul(n).saturating_mul(8);
+        by_index!(r.dtype, I => { by_index!(p.dtype, P => { by_index!(ts[0].dtype, B => { by_index!(od, O => {
+        let pad = O::from_i64(pad_id).ok_or_else(|| invalid(py, op, "pad_id", i128::from(pad_id), "does not fit the slot dtype"))?;
+        // SAFETY (the table and num_blocks slices): `B` is block_table[0]'s dtype, and every
+        // table and num_blocks has it (same_dtype above); only read; `out` overlaps none of them
+        // (no_overlaps above); the arrays stay referenced by this frame meanwhile.
+        let hg: Vec<cpugpu::host::KvCacheGroup<'_, B>> = ts.iter().zip(&ns).zip(&sizes).map(|((t, nb), &bs)| {
+            cpugpu::host::KvCacheGroup {
+                // SAFETY: the table's dtype is `B` (the comment above).
+                block_table: unsafe { t.slice::<B>() },
+                max_blocks: t.shape()[1],
+                // SAFETY: num_blocks' dtype is `B` (the comment above).
+                num_blocks: unsafe { nb.slice::<B>() },
+                block_size: bs,
+            }
+        }).collect();
+        // SAFETY: `I`/`P` are rows'/positions' dtypes (by_index!); only read; `out` overlaps
+        // neither (checked); alive in this frame.
+        let (rv, pv) = unsafe { (r.slice::<I>(), p.slice::<P>()) };
+        match (&out_arr, &new_descr) {
+            (Some(o), _) => {
+                // SAFETY: `O` is out's dtype (`od`); out is writeable (Arr::output) and overlaps
+                // no input (no_overlaps above), so this is the only slice of its memory.
+                let ov = unsafe { o.slice_mut::<O>() };
+                run(py, bytes, || cpugpu::host::slot_mapping_into(rv, pv, &hg, pad, ov))?;
+                Ok(o.obj.clone().into_any())
+            }
+            (None, Some((_, descr))) => {
+                let len = groups.checked_mul(n).ok_or_else(|| to_py(py, Error::SizeOverflow { op, what: "the output's size" }))?;
+                let mut v: Vec<O> = zeroed(py, op, len)?;
+                run(py, bytes, || cpugpu::host::slot_mapping_into(rv, pv, &hg, pad, &mut v))?;
+                let shape: Vec<usize> = if multi.is_some() { vec![groups, n] } else { vec![n] };
+                from_vec(py, descr, &shape, v)
+            }
+            (None, None) => unreachable!("a new array has a dtype"),
         }
-        (None, Some((_, descr))) => {
-            let len = groups.checked_mul(n).ok_or_else(|| to_py(py, Error::SizeOverflow { op, what: "the output's size" }))?;
-            let mut v: Vec<O> = zeroed(py, op, len)?;
-            run(py, bytes, || cpugpu::host::slot_mapping_into(rv, pv, &hg, pad, &mut v))?;
-            let shape: Vec<usize> = if multi.is_some() { vec![groups, n] } else { vec![n] };
-            from_vec(py, descr, &shape, v)
-        }
-        (None, None) => unreachable!("a new array has a dtype"),
-    }
-}) }) }) })
+    }) }) }) })
+    })
 }
 
 /// Windowed row gather: entry ``r`` copies ``table[rows[r], starts[r] : starts[r] + len_r]``
@@ -750,151 +710,136 @@ pub(crate) fn gather_windows<'py>(
     out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     named(py, "gather_windows", || {
-        gather_windows_checked(py, table, rows, starts, offsets, lens, width, out)
-    })
-}
-
-/// [`gather_windows`], before its errors name the operation.
-#[allow(clippy::too_many_arguments)]
-fn gather_windows_checked<'py>(
-    py: Python<'py>,
-    table: &Bound<'py, PyAny>,
-    rows: &Bound<'py, PyAny>,
-    starts: Option<&Bound<'py, PyAny>>,
-    offsets: Option<&Bound<'py, PyAny>>,
-    lens: Option<&Bound<'py, PyAny>>,
-    width: Option<&Bound<'py, PyAny>>,
-    out: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let op = Op::GatherWindows;
-    let width = width
-        .filter(|w| !w.is_none())
-        .map(|w| int_arg(py, op, "width", w).and_then(|w| count_arg(py, op, "width", w)))
-        .transpose()?;
-    refuse_cuda(
-        py,
-        "gather_windows",
-        &[Some(table), Some(rows), starts, offsets, lens, out],
-    )?;
-    let (ext, ragged) = match (offsets, lens) {
-        (Some(o), None) => (index_input(o, "offsets")?, true),
-        (None, Some(l)) => (index_input(l, "lens")?, false),
-        _ => {
-            return Err(err(
-                py,
-                "InvalidArgumentError",
-                "gather_windows takes the layout as offsets= or lens=, exactly one of them",
-            ))
-        }
-    };
-    let t = Arr::input(table, "table")?;
-    need_axis(py, &t, "table")?;
-    let r = index_input(rows, "rows")?;
-    let st = opt_index(starts, "starts")?;
-    same_dtype(
-        py,
-        &r,
-        "rows",
-        &ext,
-        if ragged { "offsets" } else { "lens" },
-    )?;
-    if let Some(s) = &st {
-        same_dtype(py, &r, "rows", s, "starts")?;
-    }
-    let n = r.len;
-    let o = match out {
-        Some(o) => {
-            if width.is_some() {
+        let op = Op::GatherWindows;
+        let width = width
+            .filter(|w| !w.is_none())
+            .map(|w| int_arg(py, op, "width", w).and_then(|w| count_arg(py, op, "width", w)))
+            .transpose()?;
+        refuse_cuda(
+            py,
+            "gather_windows",
+            &[Some(table), Some(rows), starts, offsets, lens, out],
+        )?;
+        let (ext, ragged) = match (offsets, lens) {
+            (Some(o), None) => (index_input(o, "offsets")?, true),
+            (None, Some(l)) => (index_input(l, "lens")?, false),
+            _ => {
                 return Err(err(
                     py,
                     "InvalidArgumentError",
-                    "gather_windows: width applies to a new array; with out= the width is out's",
-                ));
+                    "gather_windows takes the layout as offsets= or lens=, exactly one of them",
+                ))
             }
-            let o = Arr::output(o, "out")?;
-            same_dtype(py, &t, "table", &o, "out")?;
-            let s = o.shape();
-            if ragged && s.len() != 1 {
-                return Err(shape_mismatch(
-                    py,
-                    op,
-                    "out's shape (one-dimensional for offsets=)",
-                    &[s.iter().product()],
-                    s,
-                ));
-            }
-            if !ragged && (s.len() != 2 || s[0] != n) {
-                let w = if s.len() == 2 { s[1] } else { 0 };
-                return Err(shape_mismatch(
-                    py,
-                    op,
-                    "out's shape ([n, width] for lens=)",
-                    &[n, w],
-                    s,
-                ));
-            }
-            let mut ins: Vec<(&Arr<'_>, &str)> = vec![
-                (&t, "table"),
-                (&r, "rows"),
-                (&ext, "the offsets or lengths"),
-            ];
-            if let Some(x) = &st {
-                ins.push((x, "starts"));
-            }
-            no_overlaps(py, &[(&o, "out")], &ins)?;
-            Some(o)
+        };
+        let t = Arr::input(table, "table")?;
+        need_axis(py, &t, "table")?;
+        let r = index_input(rows, "rows")?;
+        let st = opt_index(starts, "starts")?;
+        same_dtype(
+            py,
+            &r,
+            "rows",
+            &ext,
+            if ragged { "offsets" } else { "lens" },
+        )?;
+        if let Some(s) = &st {
+            same_dtype(py, &r, "rows", s, "starts")?;
         }
-        None => None,
-    };
-    let tshape = t.shape().to_vec();
-    let descr = t.obj.dtype();
-    let bytes = o.as_ref().map_or(0, |o| o.nbytes());
-    by_width!(t.dtype.width(), T => { by_index!(r.dtype, I => {
-    // SAFETY: `T` has the table's width (by_width!), `I` is rows' dtype (by_index!), and the
-    // offsets/lengths and starts have it too (same_dtype above); only read; `out` overlaps
-    // none of them (no_overlaps above); the arrays stay referenced by this frame meanwhile.
-    let (tv, rv, ev) = unsafe { (t.slice::<T>(), r.slice::<I>(), ext.slice::<I>()) };
-    // SAFETY: as above (starts has rows' dtype).
-    let sv = st.as_ref().map(|s| unsafe { s.slice::<I>() });
-    let layout = if ragged { cpugpu::WindowLayout::Ragged { offsets: ev } } else { cpugpu::WindowLayout::Rows { lens: ev } };
-    match &o {
-        Some(o) => {
-            // SAFETY: out has the table's dtype (same_dtype above), so `T`'s width; it is
-            // writeable (Arr::output) and overlaps no input (checked): the only slice of it.
-            let ov = unsafe { o.slice_mut::<T>() };
-            run(py, bytes, || cpugpu::host::gather_windows_into(tv, &tshape, rv, sv, layout, ov))?;
-            Ok(o.obj.clone().into_any())
-        }
-        None => {
-            let shape = if ragged {
-                vec![ev.last().map_or(0, |x| x.to_i64().max(0) as usize)]
-            } else {
-                let w = match width {
-                    Some(w) => w,
-                    None => ev.iter().map(|x| x.to_i64().max(0) as usize).max().unwrap_or(0),
+        let n = r.len;
+        let o = match out {
+            Some(o) => {
+                if width.is_some() {
+                    return Err(err(
+                        py,
+                        "InvalidArgumentError",
+                        "gather_windows: width applies to a new array; with out= the width is out's",
+                    ));
+                }
+                let o = Arr::output(o, "out")?;
+                same_dtype(py, &t, "table", &o, "out")?;
+                let s = o.shape();
+                if ragged && s.len() != 1 {
+                    return Err(shape_mismatch(
+                        py,
+                        op,
+                        "out's shape (one-dimensional for offsets=)",
+                        &[s.iter().product()],
+                        s,
+                    ));
+                }
+                if !ragged && (s.len() != 2 || s[0] != n) {
+                    let w = if s.len() == 2 { s[1] } else { 0 };
+                    return Err(shape_mismatch(
+                        py,
+                        op,
+                        "out's shape ([n, width] for lens=)",
+                        &[n, w],
+                        s,
+                    ));
+                }
+                let mut ins: Vec<(&Arr<'_>, &str)> = vec![
+                    (&t, "table"),
+                    (&r, "rows"),
+                    (&ext, "the offsets or lengths"),
+                ];
+                if let Some(x) = &st {
+                    ins.push((x, "starts"));
+                }
+                no_overlaps(py, &[(&o, "out")], &ins)?;
+                Some(o)
+            }
+            None => None,
+        };
+        let tshape = t.shape().to_vec();
+        let descr = t.obj.dtype();
+        let bytes = o.as_ref().map_or(0, |o| o.nbytes());
+        by_width!(t.dtype.width(), T => { by_index!(r.dtype, I => {
+        // SAFETY: `T` has the table's width (by_width!), `I` is rows' dtype (by_index!), and the
+        // offsets/lengths and starts have it too (same_dtype above); only read; `out` overlaps
+        // none of them (no_overlaps above); the arrays stay referenced by this frame meanwhile.
+        let (tv, rv, ev) = unsafe { (t.slice::<T>(), r.slice::<I>(), ext.slice::<I>()) };
+        // SAFETY: as above (starts has rows' dtype).
+        let sv = st.as_ref().map(|s| unsafe { s.slice::<I>() });
+        let layout = if ragged { cpugpu::WindowLayout::Ragged { offsets: ev } } else { cpugpu::WindowLayout::Rows { lens: ev } };
+        match &o {
+            Some(o) => {
+                // SAFETY: out has the table's dtype (same_dtype above), so `T`'s width; it is
+                // writeable (Arr::output) and overlaps no input (checked): the only slice of it.
+                let ov = unsafe { o.slice_mut::<T>() };
+                run(py, bytes, || cpugpu::host::gather_windows_into(tv, &tshape, rv, sv, layout, ov))?;
+                Ok(o.obj.clone().into_any())
+            }
+            None => {
+                let shape = if ragged {
+                    vec![ev.last().map_or(0, |x| x.to_i64().max(0) as usize)]
+                } else {
+                    let w = match width {
+                        Some(w) => w,
+                        None => ev.iter().map(|x| x.to_i64().max(0) as usize).max().unwrap_or(0),
+                    };
+                    vec![n, w]
                 };
-                vec![n, w]
-            };
-            // Validate before allocating: the output's size comes from the offsets or
-            // lengths, so a bad one (a window past its row) must not ask for its memory.
-            let consistent = sv.is_none_or(|s| s.len() == n) && ev.len() == if ragged { n + 1 } else { n };
-            if !consistent {
-                // A length mismatch: the crate reports it before looking at any output.
-                run(py, 0, || cpugpu::host::gather_windows_into(tv, &tshape, rv, sv, layout, &mut []))?;
+                // Validate before allocating: the output's size comes from the offsets or
+                // lengths, so a bad one (a window past its row) must not ask for its memory.
+                let consistent = sv.is_none_or(|s| s.len() == n) && ev.len() == if ragged { n + 1 } else { n };
+                if !consistent {
+                    // A length mismatch: the crate reports it before looking at any output.
+                    run(py, 0, || cpugpu::host::gather_windows_into(tv, &tshape, rv, sv, layout, &mut []))?;
+                }
+                let cols = tshape[1..].iter().product::<usize>();
+                let (w, out_len) = if ragged { (0, shape[0]) } else { (shape[1], 0) };
+                if let Some(e) = window_error(rv, sv, ev, ragged, tshape[0], cols, w, out_len) {
+                    return Err(to_py(py, e));
+                }
+                let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .ok_or_else(|| to_py(py, Error::SizeOverflow { op, what: "the output's size" }))?;
+                let mut v: Vec<T> = zeroed(py, op, len)?;
+                run(py, len.saturating_mul(std::mem::size_of::<T>()), || cpugpu::host::gather_windows_into(tv, &tshape, rv, sv, layout, &mut v))?;
+                from_vec(py, &descr, &shape, v)
             }
-            let cols = tshape[1..].iter().product::<usize>();
-            let (w, out_len) = if ragged { (0, shape[0]) } else { (shape[1], 0) };
-            if let Some(e) = window_error(rv, sv, ev, ragged, tshape[0], cols, w, out_len) {
-                return Err(to_py(py, e));
-            }
-            let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
-                .ok_or_else(|| to_py(py, Error::SizeOverflow { op, what: "the output's size" }))?;
-            let mut v: Vec<T> = zeroed(py, op, len)?;
-            run(py, len.saturating_mul(std::mem::size_of::<T>()), || cpugpu::host::gather_windows_into(tv, &tshape, rv, sv, layout, &mut v))?;
-            from_vec(py, &descr, &shape, v)
         }
-    }
-}) })
+    }) })
+    })
 }
 
 /// The axis `axis` (negative: from the end) of an `ndim`-dimensional array, for `op`. Out of
@@ -1250,291 +1195,263 @@ pub(crate) fn prepare_step<'py>(
     out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
     named(py, "prepare_step", || {
-        prepare_step_checked(
-            py,
-            state_index,
-            num_computed,
-            num_scheduled,
-            token_ids,
-            block_tables,
-            num_blocks,
-            block_sizes,
-            padding,
-            out,
-        )
-    })
-}
-
-/// [`prepare_step`], before its errors name the operation.
-#[allow(clippy::too_many_arguments)]
-fn prepare_step_checked<'py>(
-    py: Python<'py>,
-    state_index: &Bound<'py, PyAny>,
-    num_computed: &Bound<'py, PyAny>,
-    num_scheduled: &Bound<'py, PyAny>,
-    token_ids: &Bound<'py, PyAny>,
-    block_tables: &Bound<'py, PyAny>,
-    num_blocks: &Bound<'py, PyAny>,
-    block_sizes: &Bound<'py, PyAny>,
-    padding: Option<&Bound<'py, PyAny>>,
-    out: Option<&Bound<'py, PyAny>>,
-) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
-    let op = Op::PrepareStep;
-    let out = match out {
-        Some(o) if !o.is_none() => Some(o.cast::<PyDict>().map_err(|_| {
-            err(
-                py,
-                "InvalidArgumentError",
-                format!(
-                    "prepare_step: out must be a dict of the six output arrays, got {}",
-                    o.get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default()
-                ),
-            )
-        })?),
-        _ => None,
-    };
-    let multi = as_items(block_tables).is_some();
-    let (tables, nbs, sizes) = match as_items(block_tables) {
-        Some(t) => {
-            let nb = as_items(num_blocks).unwrap_or_else(|| vec![num_blocks.clone()]);
-            let bs = usize_list(py, op, block_sizes, "block_sizes")?;
-            if nb.len() != t.len() || bs.len() != t.len() {
-                return Err(to_py(
-                    py,
-                    Error::LengthMismatch {
-                        op,
-                        what: "num_blocks / block_sizes (one per block table)",
-                        expected: t.len(),
-                        actual: if nb.len() != t.len() {
-                            nb.len()
-                        } else {
-                            bs.len()
-                        },
-                    },
-                ));
-            }
-            (t, nb, bs)
-        }
-        None => {
-            let bs: i64 = block_sizes.extract().map_err(|_| {
+        let op = Op::PrepareStep;
+        let out = match out {
+            Some(o) if !o.is_none() => Some(o.cast::<PyDict>().map_err(|_| {
                 err(
                     py,
                     "InvalidArgumentError",
-                    "prepare_step: block_sizes must be an int for one block table",
+                    format!(
+                        "prepare_step: out must be a dict of the six output arrays, got {}",
+                        o.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
+                    ),
+                )
+            })?),
+            _ => None,
+        };
+        let multi = as_items(block_tables).is_some();
+        let (tables, nbs, sizes) = match as_items(block_tables) {
+            Some(t) => {
+                let nb = as_items(num_blocks).unwrap_or_else(|| vec![num_blocks.clone()]);
+                let bs = usize_list(py, op, block_sizes, "block_sizes")?;
+                if nb.len() != t.len() || bs.len() != t.len() {
+                    return Err(to_py(
+                        py,
+                        Error::LengthMismatch {
+                            op,
+                            what: "num_blocks / block_sizes (one per block table)",
+                            expected: t.len(),
+                            actual: if nb.len() != t.len() {
+                                nb.len()
+                            } else {
+                                bs.len()
+                            },
+                        },
+                    ));
+                }
+                (t, nb, bs)
+            }
+            None => {
+                let bs: i64 = block_sizes.extract().map_err(|_| {
+                    err(
+                        py,
+                        "InvalidArgumentError",
+                        "prepare_step: block_sizes must be an int for one block table",
+                    )
+                })?;
+                (
+                    vec![block_tables.clone()],
+                    vec![num_blocks.clone()],
+                    vec![count_arg(py, op, "block_sizes", bs)?],
+                )
+            }
+        };
+        let out_items: Vec<Option<Bound<'py, PyAny>>> = match out {
+            Some(d) => {
+                for k in d.keys() {
+                    let known = k
+                        .extract::<String>()
+                        .is_ok_and(|k| STEP_OUTS.iter().any(|(n, _)| *n == k));
+                    if !known {
+                        return Err(err(py, "InvalidArgumentError", format!("prepare_step: out has an unknown key {k:?} (the keys are query_start_loc, seq_lens, positions, input_ids, slot_mapping, logits_indices)")));
+                    }
+                }
+                STEP_OUTS
+                    .iter()
+                    .map(|(n, _)| {
+                        d.get_item(n)?.map(Some).ok_or_else(|| {
+                            err(
+                                py,
+                                "InvalidArgumentError",
+                                format!("prepare_step: out lacks {n:?}"),
+                            )
+                        })
+                    })
+                    .collect::<PyResult<_>>()?
+            }
+            None => vec![None; 6],
+        };
+        let mut cuda_args: Vec<Option<&Bound<'py, PyAny>>> = vec![
+            Some(state_index),
+            Some(num_computed),
+            Some(num_scheduled),
+            Some(token_ids),
+        ];
+        cuda_args.extend(tables.iter().chain(&nbs).map(Some));
+        cuda_args.extend(out_items.iter().map(|o| o.as_ref()));
+        refuse_cuda(py, "prepare_step", &cuda_args)?;
+        let si = i32_input(state_index, "state_index", 1)?;
+        let nc = i32_input(num_computed, "num_computed", 1)?;
+        let ns = i32_input(num_scheduled, "num_scheduled", 1)?;
+        let tok = i32_input(token_ids, "token_ids", 2)?;
+        let mut ts = Vec::with_capacity(tables.len());
+        let mut nbv = Vec::with_capacity(tables.len());
+        for (g, (t, nb)) in tables.iter().zip(&nbs).enumerate() {
+            ts.push(i32_input(t, &format!("block_tables[{g}]"), 2)?);
+            nbv.push(i32_input(nb, &format!("num_blocks[{g}]"), 1)?);
+        }
+        let groups = ts.len();
+        let pad_vec;
+        let padding = match padding {
+            None => StepPadding::None,
+            Some(p) if p.is_none() => StepPadding::None,
+            Some(p) if p.is_instance_of::<PyInt>() || p.extract::<i64>().is_ok() => {
+                let x = int_arg(py, op, "the padded token count", p)?;
+                StepPadding::Exact(count_arg(py, op, "the padded token count", x)?)
+            }
+            Some(p) => {
+                pad_vec = usize_list(py, op, p, "padding")?;
+                StepPadding::Buckets(&pad_vec)
+            }
+        };
+        // SAFETY: the request arrays are int32 (i32_input), read as i32; only read; they stay
+        // referenced by this frame meanwhile. The outputs are checked against them (no_overlaps,
+        // below) before any output slice is made.
+        let (siv, ncv, nsv) = unsafe { (si.slice::<i32>(), nc.slice::<i32>(), ns.slice::<i32>()) };
+        let n = siv.len();
+        let outs: Vec<Arr<'py>> = if out.is_some() {
+            let mut v = Vec::with_capacity(6);
+            for ((name, dt), o) in STEP_OUTS.iter().zip(&out_items) {
+                let a = Arr::output(o.as_ref().expect("checked above"), name)?;
+                if a.dtype != *dt {
+                    return Err(err(
+                        py,
+                        "DtypeError",
+                        format!(
+                            "prepare_step: out[{name:?}] must be {}, got {}",
+                            dt.name(),
+                            a.dtype.name()
+                        ),
+                    ));
+                }
+                v.push(a);
+            }
+            v
+        } else {
+            // New arrays of n requests and the padded token count (sized generously where the
+            // crate will raise: it checks everything again).
+            let nt: usize = nsv.iter().map(|&k| k.max(0) as usize).sum();
+            let padded = match padding {
+                StepPadding::None => nt,
+                StepPadding::Exact(p) => p.max(nt),
+                StepPadding::Buckets(b) => cpugpu::bucket_for(nt, b).unwrap_or(nt),
+            };
+            let slots = groups.checked_mul(padded).ok_or_else(|| {
+                to_py(
+                    py,
+                    Error::SizeOverflow {
+                        op,
+                        what: "slot_mapping's size (groups x padded tokens)",
+                    },
                 )
             })?;
-            (
-                vec![block_tables.clone()],
-                vec![num_blocks.clone()],
-                vec![count_arg(py, op, "block_sizes", bs)?],
-            )
-        }
-    };
-    let out_items: Vec<Option<Bound<'py, PyAny>>> = match out {
-        Some(d) => {
-            for k in d.keys() {
-                let known = k
-                    .extract::<String>()
-                    .is_ok_and(|k| STEP_OUTS.iter().any(|(n, _)| *n == k));
-                if !known {
-                    return Err(err(py, "InvalidArgumentError", format!("prepare_step: out has an unknown key {k:?} (the keys are query_start_loc, seq_lens, positions, input_ids, slot_mapping, logits_indices)")));
-                }
+            let lens = [n + 1, n, padded, padded, slots, n];
+            let mut v = Vec::with_capacity(6);
+            for (i, ((_, dt), len)) in STEP_OUTS.iter().zip(lens).enumerate() {
+                let descr = if *dt == DType::I32 {
+                    numpy::dtype::<i32>(py)
+                } else {
+                    numpy::dtype::<i64>(py)
+                };
+                let shape: Vec<usize> = if i == 4 && multi {
+                    vec![groups, padded]
+                } else {
+                    vec![len]
+                };
+                let obj = if *dt == DType::I32 {
+                    from_vec(py, &descr, &shape, zeroed::<i32>(py, op, len)?)?
+                } else {
+                    from_vec(py, &descr, &shape, zeroed::<i64>(py, op, len)?)?
+                };
+                v.push(Arr::input(&obj, "a new output")?);
             }
-            STEP_OUTS
-                .iter()
-                .map(|(n, _)| {
-                    d.get_item(n)?.map(Some).ok_or_else(|| {
-                        err(
-                            py,
-                            "InvalidArgumentError",
-                            format!("prepare_step: out lacks {n:?}"),
-                        )
-                    })
-                })
-                .collect::<PyResult<_>>()?
-        }
-        None => vec![None; 6],
-    };
-    let mut cuda_args: Vec<Option<&Bound<'py, PyAny>>> = vec![
-        Some(state_index),
-        Some(num_computed),
-        Some(num_scheduled),
-        Some(token_ids),
-    ];
-    cuda_args.extend(tables.iter().chain(&nbs).map(Some));
-    cuda_args.extend(out_items.iter().map(|o| o.as_ref()));
-    refuse_cuda(py, "prepare_step", &cuda_args)?;
-    let si = i32_input(state_index, "state_index", 1)?;
-    let nc = i32_input(num_computed, "num_computed", 1)?;
-    let ns = i32_input(num_scheduled, "num_scheduled", 1)?;
-    let tok = i32_input(token_ids, "token_ids", 2)?;
-    let mut ts = Vec::with_capacity(tables.len());
-    let mut nbv = Vec::with_capacity(tables.len());
-    for (g, (t, nb)) in tables.iter().zip(&nbs).enumerate() {
-        ts.push(i32_input(t, &format!("block_tables[{g}]"), 2)?);
-        nbv.push(i32_input(nb, &format!("num_blocks[{g}]"), 1)?);
-    }
-    let groups = ts.len();
-    let pad_vec;
-    let padding = match padding {
-        None => StepPadding::None,
-        Some(p) if p.is_none() => StepPadding::None,
-        Some(p) if p.is_instance_of::<PyInt>() || p.extract::<i64>().is_ok() => {
-            let x = int_arg(py, op, "the padded token count", p)?;
-            StepPadding::Exact(count_arg(py, op, "the padded token count", x)?)
-        }
-        Some(p) => {
-            pad_vec = usize_list(py, op, p, "padding")?;
-            StepPadding::Buckets(&pad_vec)
-        }
-    };
-    // SAFETY: the request arrays are int32 (i32_input), read as i32; only read; they stay
-    // referenced by this frame meanwhile. The outputs are checked against them (no_overlaps,
-    // below) before any output slice is made.
-    let (siv, ncv, nsv) = unsafe { (si.slice::<i32>(), nc.slice::<i32>(), ns.slice::<i32>()) };
-    let n = siv.len();
-    let outs: Vec<Arr<'py>> = if out.is_some() {
-        let mut v = Vec::with_capacity(6);
-        for ((name, dt), o) in STEP_OUTS.iter().zip(&out_items) {
-            let a = Arr::output(o.as_ref().expect("checked above"), name)?;
-            if a.dtype != *dt {
-                return Err(err(
-                    py,
-                    "DtypeError",
-                    format!(
-                        "prepare_step: out[{name:?}] must be {}, got {}",
-                        dt.name(),
-                        a.dtype.name()
-                    ),
-                ));
-            }
-            v.push(a);
-        }
-        v
-    } else {
-        // New arrays of n requests and the padded token count (sized generously where the
-        // crate will raise: it checks everything again).
-        let nt: usize = nsv.iter().map(|&k| k.max(0) as usize).sum();
-        let padded = match padding {
-            StepPadding::None => nt,
-            StepPadding::Exact(p) => p.max(nt),
-            StepPadding::Buckets(b) => cpugpu::bucket_for(nt, b).unwrap_or(nt),
+            v
         };
-        let slots = groups.checked_mul(padded).ok_or_else(|| {
-            to_py(
+        let t_cap = outs[2].len;
+        let sm = outs[4].shape();
+        if !(sm.len() == 2 && sm[0] == groups && sm[1] == t_cap || sm.len() == 1 && groups == 1) {
+            return Err(shape_mismatch(
                 py,
-                Error::SizeOverflow {
-                    op,
-                    what: "slot_mapping's size (groups x padded tokens)",
-                },
-            )
+                op,
+                "slot_mapping's shape ([groups, T], or [T] for one group)",
+                &[groups, t_cap],
+                sm,
+            ));
+        }
+        let mut ins: Vec<(&Arr<'_>, &str)> = vec![
+            (&si, "state_index"),
+            (&nc, "num_computed"),
+            (&ns, "num_scheduled"),
+            (&tok, "token_ids"),
+        ];
+        ins.extend(ts.iter().map(|t| (t, "a block table")));
+        ins.extend(nbv.iter().map(|t| (t, "num_blocks")));
+        let out_list: Vec<(&Arr<'_>, &str)> = outs
+            .iter()
+            .zip(STEP_OUTS)
+            .map(|(a, (n, _))| (a, n))
+            .collect();
+        no_overlaps(py, &out_list, &ins)?;
+        // SAFETY (the table slices below): every token table, block table and num_blocks is int32
+        // (i32_input), read as i32; only read; no output overlaps any of them (no_overlaps just
+        // above); they stay referenced by this frame meanwhile.
+        let kv: Vec<cpugpu::host::KvCacheGroup<'_, i32>> = ts
+            .iter()
+            .zip(&nbv)
+            .zip(&sizes)
+            .map(|((t, nb), &bs)| cpugpu::host::KvCacheGroup {
+                // SAFETY: a block table, int32 (the comment above).
+                block_table: unsafe { t.slice::<i32>() },
+                max_blocks: t.shape()[1],
+                // SAFETY: num_blocks, int32 (the comment above).
+                num_blocks: unsafe { nb.slice::<i32>() },
+                block_size: bs,
+            })
+            .collect();
+        let tables = cpugpu::host::StepTables {
+            // SAFETY: the token table, int32 (the comment above `kv`).
+            token_ids: unsafe { tok.slice::<i32>() },
+            max_model_len: tok.shape()[1],
+            kv_groups: &kv,
+        };
+        let req = StepRequests {
+            state_index: siv,
+            num_computed: ncv,
+            num_scheduled: nsv,
+        };
+        // SAFETY: each output has the dtype STEP_OUTS gives it (checked for out=, made so for new
+        // arrays), read as that type here; each is writeable (Arr::output, or new) and overlaps no
+        // other output and no input (no_overlaps above), so these are the only slices of their
+        // memory; they stay referenced by `outs` meanwhile.
+        let step_out = unsafe {
+            cpugpu::host::StepOutputs {
+                query_start_loc: outs[0].slice_mut::<i32>(),
+                seq_lens: outs[1].slice_mut::<i32>(),
+                positions: outs[2].slice_mut::<i64>(),
+                input_ids: outs[3].slice_mut::<i32>(),
+                slot_mapping: outs[4].slice_mut::<i64>(),
+                logits_indices: outs[5].slice_mut::<i64>(),
+            }
+        };
+        let bytes = t_cap.saturating_mul(groups.saturating_mul(8).saturating_add(12));
+        let plan = run(py, bytes, || {
+            cpugpu::host::prepare_step_into(&req, &tables, padding, step_out)
         })?;
-        let lens = [n + 1, n, padded, padded, slots, n];
-        let mut v = Vec::with_capacity(6);
-        for (i, ((_, dt), len)) in STEP_OUTS.iter().zip(lens).enumerate() {
-            let descr = if *dt == DType::I32 {
-                numpy::dtype::<i32>(py)
-            } else {
-                numpy::dtype::<i64>(py)
-            };
-            let shape: Vec<usize> = if i == 4 && multi {
-                vec![groups, padded]
-            } else {
-                vec![len]
-            };
-            let obj = if *dt == DType::I32 {
-                from_vec(py, &descr, &shape, zeroed::<i32>(py, op, len)?)?
-            } else {
-                from_vec(py, &descr, &shape, zeroed::<i64>(py, op, len)?)?
-            };
-            v.push(Arr::input(&obj, "a new output")?);
+        let res = PyDict::new(py);
+        for (a, (name, _)) in outs.iter().zip(STEP_OUTS) {
+            res.set_item(name, a.obj.clone())?;
         }
-        v
-    };
-    let t_cap = outs[2].len;
-    let sm = outs[4].shape();
-    if !(sm.len() == 2 && sm[0] == groups && sm[1] == t_cap || sm.len() == 1 && groups == 1) {
-        return Err(shape_mismatch(
-            py,
-            op,
-            "slot_mapping's shape ([groups, T], or [T] for one group)",
-            &[groups, t_cap],
-            sm,
-        ));
-    }
-    let mut ins: Vec<(&Arr<'_>, &str)> = vec![
-        (&si, "state_index"),
-        (&nc, "num_computed"),
-        (&ns, "num_scheduled"),
-        (&tok, "token_ids"),
-    ];
-    ins.extend(ts.iter().map(|t| (t, "a block table")));
-    ins.extend(nbv.iter().map(|t| (t, "num_blocks")));
-    let out_list: Vec<(&Arr<'_>, &str)> = outs
-        .iter()
-        .zip(STEP_OUTS)
-        .map(|(a, (n, _))| (a, n))
-        .collect();
-    no_overlaps(py, &out_list, &ins)?;
-    // SAFETY (the table slices below): every token table, block table and num_blocks is int32
-    // (i32_input), read as i32; only read; no output overlaps any of them (no_overlaps just
-    // above); they stay referenced by this frame meanwhile.
-    let kv: Vec<cpugpu::host::KvCacheGroup<'_, i32>> = ts
-        .iter()
-        .zip(&nbv)
-        .zip(&sizes)
-        .map(|((t, nb), &bs)| cpugpu::host::KvCacheGroup {
-            // SAFETY: a block table, int32 (the comment above).
-            block_table: unsafe { t.slice::<i32>() },
-            max_blocks: t.shape()[1],
-            // SAFETY: num_blocks, int32 (the comment above).
-            num_blocks: unsafe { nb.slice::<i32>() },
-            block_size: bs,
-        })
-        .collect();
-    let tables = cpugpu::host::StepTables {
-        // SAFETY: the token table, int32 (the comment above `kv`).
-        token_ids: unsafe { tok.slice::<i32>() },
-        max_model_len: tok.shape()[1],
-        kv_groups: &kv,
-    };
-    let req = StepRequests {
-        state_index: siv,
-        num_computed: ncv,
-        num_scheduled: nsv,
-    };
-    // SAFETY: each output has the dtype STEP_OUTS gives it (checked for out=, made so for new
-    // arrays), read as that type here; each is writeable (Arr::output, or new) and overlaps no
-    // other output and no input (no_overlaps above), so these are the only slices of their
-    // memory; they stay referenced by `outs` meanwhile.
-    let step_out = unsafe {
-        cpugpu::host::StepOutputs {
-            query_start_loc: outs[0].slice_mut::<i32>(),
-            seq_lens: outs[1].slice_mut::<i32>(),
-            positions: outs[2].slice_mut::<i64>(),
-            input_ids: outs[3].slice_mut::<i32>(),
-            slot_mapping: outs[4].slice_mut::<i64>(),
-            logits_indices: outs[5].slice_mut::<i64>(),
-        }
-    };
-    let bytes = t_cap.saturating_mul(groups.saturating_mul(8).saturating_add(12));
-    let plan = run(py, bytes, || {
-        cpugpu::host::prepare_step_into(&req, &tables, padding, step_out)
-    })?;
-    let res = PyDict::new(py);
-    for (a, (name, _)) in outs.iter().zip(STEP_OUTS) {
-        res.set_item(name, a.obj.clone())?;
-    }
-    let p = PyDict::new(py);
-    p.set_item("num_reqs", plan.num_reqs)?;
-    p.set_item("num_tokens", plan.num_tokens)?;
-    p.set_item("padded_tokens", plan.padded_tokens)?;
-    p.set_item("max_query_len", plan.max_query_len)?;
-    p.set_item("max_seq_len", plan.max_seq_len)?;
-    Ok((res, p))
+        let p = PyDict::new(py);
+        p.set_item("num_reqs", plan.num_reqs)?;
+        p.set_item("num_tokens", plan.num_tokens)?;
+        p.set_item("padded_tokens", plan.padded_tokens)?;
+        p.set_item("max_query_len", plan.max_query_len)?;
+        p.set_item("max_seq_len", plan.max_seq_len)?;
+        Ok((res, p))
+    })
 }
 
 /// The crate's queue, by element width.

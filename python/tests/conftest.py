@@ -5,6 +5,9 @@ backend."""
 from __future__ import annotations
 
 import gc
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -121,3 +124,36 @@ def collect():
     """Runs the garbage collector until nothing more is freed."""
     while gc.collect():
         pass
+
+
+def ticks_while(call):
+    """How often the main thread ran while `call` ran in another thread, in the call's last 80%.
+
+    With a huge switch interval a thread that keeps the GIL is not interrupted, so the main
+    thread ticks during the call only if the call releases the GIL. (The call's first 20% does
+    not count: its thread may let the GIL go for a moment before it enters the operation.)
+    Returns the ticks and the call's duration."""
+    bounds = {}
+    started = threading.Event()
+
+    def op():
+        started.set()
+        bounds["start"] = time.perf_counter()
+        call()
+        bounds["end"] = time.perf_counter()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(30.0)
+    try:
+        t = threading.Thread(target=op)
+        t.start()
+        started.wait()
+        ticks = []
+        while t.is_alive():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)  # releases the GIL, so the operation's thread can take it back
+        t.join()
+    finally:
+        sys.setswitchinterval(old)
+    start, end = bounds["start"], bounds["end"]
+    return [x for x in ticks if start + 0.2 * (end - start) < x < end], end - start

@@ -6,15 +6,13 @@ seeded data, both index dtypes, boundary sizes, poisoned outputs, and every erro
 from __future__ import annotations
 
 import importlib.util
-import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import cpugpu
+from conftest import ticks_while
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("step_reference", ROOT / "benches" / "step_reference.py")
@@ -395,38 +393,6 @@ def test_pad_large_pads():
     arr = np.arange(300_000, dtype=np.int64)
     got = cpugpu.pad_to_bucket(arr, [1 << 18, 1 << 19], pad_value=-1)
     assert got.shape == (1 << 19,) and (got[:300_000] == arr).all() and (got[300_000:] == -1).all()
-
-
-def ticks_while(call):
-    """How often the main thread ran while `call` ran in another thread, in the call's last 80%.
-
-    As test_threads.py::test_large_operations_release_the_gil: with a huge switch interval a
-    thread that keeps the GIL is not interrupted, so the main thread ticks during the call only
-    if the call releases the GIL."""
-    bounds = {}
-    started = threading.Event()
-
-    def op():
-        started.set()
-        bounds["start"] = time.perf_counter()
-        call()
-        bounds["end"] = time.perf_counter()
-
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(30.0)
-    try:
-        t = threading.Thread(target=op)
-        t.start()
-        started.wait()
-        ticks = []
-        while t.is_alive():
-            ticks.append(time.perf_counter())
-            time.sleep(0.001)  # releases the GIL, so the operation's thread can take it back
-        t.join()
-    finally:
-        sys.setswitchinterval(old)
-    start, end = bounds["start"], bounds["end"]
-    return [x for x in ticks if start + 0.2 * (end - start) < x < end], end - start
 
 
 def test_pad_large_releases_the_gil():

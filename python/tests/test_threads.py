@@ -3,7 +3,6 @@ and large operations release the GIL."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 import cpugpu
-from conftest import LARGE_ROWS, data, read
+from conftest import LARGE_ROWS, data, read, ticks_while
 
 
 def test_operations_from_many_threads_are_correct():
@@ -94,30 +93,5 @@ def test_large_operations_release_the_gil():
     src = np.ones((1 << 21, 16), np.float32)  # 128 MiB: a gather of tens of milliseconds
     idx = rng.permutation(len(src))
     dst = np.empty_like(src)
-    bounds = {}
-    started = threading.Event()
-
-    def op():
-        started.set()
-        bounds["start"] = time.perf_counter()
-        cpugpu.copy_with_indices(src, dst, idx)
-        bounds["end"] = time.perf_counter()
-
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(30.0)
-    try:
-        t = threading.Thread(target=op)
-        t.start()
-        started.wait()
-        ticks = []
-        while t.is_alive():
-            ticks.append(time.perf_counter())
-            time.sleep(0.001)  # releases the GIL, so the operation's thread can take it back
-        t.join()
-    finally:
-        sys.setswitchinterval(old)
-    # Ticks in the operation's last 80% (the thread may let the GIL go for a moment before it
-    # enters the operation, so its start does not count).
-    start, end = bounds["start"], bounds["end"]
-    during = [x for x in ticks if start + 0.2 * (end - start) < x < end]
-    assert len(during) >= 3, f"{len(during)} ticks while the {end - start:.3f} s gather ran"
+    during, took = ticks_while(lambda: cpugpu.copy_with_indices(src, dst, idx))
+    assert len(during) >= 3, f"{len(during)} ticks while the {took:.3f} s gather ran"
