@@ -117,17 +117,24 @@ pub(crate) fn par_fill<T: bytemuck::Pod + Send + Sync>(dst: &mut [T], value: T) 
     par_fill_with(dst, value, Stores::Auto);
 }
 
-/// A raw pointer the tasks of [`zero_raw`] share.
+/// A pointer into one block that parallel tasks share, each writing only its own disjoint part
+/// of it (the scatter's rows, [`zero_raw`]'s chunks). Dereferencing it is `unsafe` as for any
+/// raw pointer: each use says why its range is its task's alone.
 #[derive(Clone, Copy)]
-struct RawBytes(*mut u8);
-// SAFETY: the pointer is only used by `zero_raw`'s tasks, each on its own disjoint range.
-unsafe impl Send for RawBytes {}
-// SAFETY: as for Send: shared references to it only hand out disjoint ranges.
-unsafe impl Sync for RawBytes {}
+pub(crate) struct SharedPtr(*mut u8);
+// SAFETY: sending the address is harmless; every write through it is to a range no other task
+// touches (each dereference's own SAFETY comment shows that).
+unsafe impl Send for SharedPtr {}
+// SAFETY: as for Send: shared copies only hand out the address.
+unsafe impl Sync for SharedPtr {}
 
-impl RawBytes {
+impl SharedPtr {
+    pub(crate) fn new(p: *mut u8) -> Self {
+        SharedPtr(p)
+    }
+
     /// The pointer (a method, so that closures capture the whole `Send` wrapper, not its field).
-    fn get(self) -> *mut u8 {
+    pub(crate) fn get(self) -> *mut u8 {
         self.0
     }
 }
@@ -138,7 +145,7 @@ impl RawBytes {
 /// # Safety
 /// `ptr` is valid for writes of `bytes` bytes and nothing else accesses them during the call.
 pub(crate) unsafe fn zero_raw(ptr: *mut u8, bytes: usize) {
-    let base = RawBytes(ptr);
+    let base = SharedPtr::new(ptr);
     let zero = move |k: usize| {
         let start = k * PAR_CHUNK_BYTES;
         let len = PAR_CHUNK_BYTES.min(bytes - start);

@@ -114,9 +114,10 @@ impl RawBlock {
         // block is advised onto huge pages before it is zeroed (on the device's pool).
         let ptr = device
             .host_run(bytes, || {
-                crate::host_vec::alloc_zeroed_advised(layout).map(|p| p.as_ptr() as usize)
+                crate::host_vec::alloc_zeroed_advised(layout)
+                    .map(|p| crate::par::SharedPtr::new(p.as_ptr()))
             })
-            .and_then(|p| NonNull::new(p as *mut u8))
+            .and_then(|p| NonNull::new(p.get()))
             .ok_or(Error::OutOfMemory {
                 op: Op::PinnedAllocate,
                 bytes,

@@ -19,6 +19,17 @@ fn pool(n: usize) -> Arc<rayon::ThreadPool> {
     )
 }
 
+/// Returns once one of `pool`'s threads has started a task that keeps it busy for `ms` ms.
+fn occupy(pool: &rayon::ThreadPool, ms: u64) {
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    pool.spawn(move || {
+        g.wait();
+        std::thread::sleep(Duration::from_millis(ms));
+    });
+    gate.wait();
+}
+
 /// Offsets of `n` ones on `dev`, issued from a new thread; `done` is set when the call returns.
 fn offsets_on_thread(
     dev: &Device,
@@ -46,13 +57,7 @@ fn operations_run_on_the_devices_pool() {
         dev.to_string().contains("1 rayon threads, own pool"),
         "{dev}"
     );
-    let gate = Arc::new(Barrier::new(2));
-    let g = gate.clone();
-    p.spawn(move || {
-        g.wait();
-        std::thread::sleep(Duration::from_millis(300));
-    });
-    gate.wait(); // the pool's thread is now busy for 300 ms
+    occupy(&p, 300); // the pool's only thread is now busy for 300 ms
     let (large_done, small_done) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
@@ -127,13 +132,7 @@ fn uploads_allocations_and_buffer_copies_run_on_the_devices_pool() {
     let n = cpugpu::ops::PAR_MIN_BYTES / 4 + 1; // u32s: past the threshold
     let mut filled = dev.alloc::<u32>(&[n]).unwrap();
     let read = dev.upload(&vec![5u32; n], &[n]).unwrap();
-    let gate = Arc::new(Barrier::new(2));
-    let g = gate.clone();
-    p.spawn(move || {
-        g.wait();
-        std::thread::sleep(Duration::from_millis(500));
-    });
-    gate.wait(); // the pool's thread is now busy for 500 ms
+    occupy(&p, 500); // the pool's only thread is now busy for 500 ms
     let done: Vec<Arc<AtomicBool>> = (0..4).map(|_| Arc::new(AtomicBool::new(false))).collect();
     let flag = |k: usize| done[k].clone();
     let threads = [

@@ -129,15 +129,12 @@ impl Device {
         match self.kind() {
             BackendKind::Host => {
                 let (s, shape) = (src.on_host(crate::Op::PadToMultiple)?, src.shape());
-                // Sized by the output, which may be far larger than the input.
-                let bytes = shape
-                    .dims()
-                    .get(axis)
-                    .and_then(|&d| {
-                        let per_row = std::mem::size_of_val(s) / d.max(1);
-                        per_row.checked_mul(d.checked_next_multiple_of(multiple)?)
-                    })
-                    .unwrap_or(std::mem::size_of_val(s));
+                // Sized by the output, which may be far larger than the input (bad arguments:
+                // the input's size; the host function reports them).
+                let bytes = padded_shape(&shape, axis, multiple)
+                    .map_or(std::mem::size_of_val(s), |p| {
+                        p.numel().saturating_mul(std::mem::size_of::<T>())
+                    });
                 let padded = self.host_run(bytes, || {
                     host::pad_to_multiple(s, shape.dims(), axis, multiple, fill)
                 })?;

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use super::{check_args, ScatterArgs};
 use crate::element::width_of;
 use crate::ops::{first_bad_index, use_par};
-use crate::par::{stream_copy, stream_fence, use_stream};
+use crate::par::{stream_copy, stream_fence, use_stream, SharedPtr};
 use crate::{Element, Error, Index, Op, Result, ScatterPolicy};
 
 const OP: Op = Op::ScatterRows;
@@ -94,15 +94,6 @@ fn scatter_fixed<const N: usize, I: Index>(
 
 /// One task's bitmap of the destination rows its indices name, and whether one is named twice.
 type Bitmap = (Vec<u64>, bool);
-
-/// A destination pointer the tasks of [`scatter_by_source`] share.
-#[derive(Clone, Copy)]
-struct DstPtr(*mut u8);
-// SAFETY: the pointer is only used by `scatter_by_source`'s tasks, which write disjoint rows of
-// a destination that the caller's `&mut` borrow holds for the whole parallel section.
-unsafe impl Send for DstPtr {}
-// SAFETY: as for Send: shared copies only ever write disjoint rows.
-unsafe impl Sync for DstPtr {}
 
 /// The parallel scatter that splits the *source* between tasks, as gather splits its
 /// destination: every task reads its own rows of `src` and indices once and writes each row
@@ -183,7 +174,7 @@ fn scatter_by_source<T: Element, I: Index>(
     let stream = use_stream(moved)
         && row_bytes.is_multiple_of(64)
         && (dst_bytes.as_ptr() as usize).is_multiple_of(64);
-    let out = DstPtr(dst_bytes.as_mut_ptr());
+    let out = SharedPtr::new(dst_bytes.as_mut_ptr());
     let src_bytes: &[u8] = bytemuck::cast_slice(src);
     let task = |((s, idx), map): ((&[u8], &[I]), &Bitmap)| {
         // SAFETY: no two tasks name the same row (the bitmaps said so), so each row of `dst` is
@@ -213,7 +204,13 @@ fn scatter_by_source<T: Element, I: Index>(
 /// See the call in [`scatter_by_source`]: every row written lies inside the destination, no
 /// other thread touches those rows meanwhile, and `stream` only with 16-byte-aligned rows that
 /// are a multiple of 16 bytes.
-unsafe fn scatter_task<I: Index>(s: &[u8], row_bytes: usize, idx: &[I], out: DstPtr, stream: bool) {
+unsafe fn scatter_task<I: Index>(
+    s: &[u8],
+    row_bytes: usize,
+    idx: &[I],
+    out: SharedPtr,
+    stream: bool,
+) {
     // SAFETY (every arm): this function's contract, passed on unchanged.
     unsafe {
         match (row_bytes, stream) {
@@ -239,7 +236,7 @@ unsafe fn scatter_task_impl<I: Index>(
     s: &[u8],
     row_bytes: usize,
     idx: &[I],
-    out: DstPtr,
+    out: SharedPtr,
     stream: bool,
 ) {
     for (row, &i) in s.chunks_exact(row_bytes).zip(idx) {
@@ -249,7 +246,7 @@ unsafe fn scatter_task_impl<I: Index>(
         // SAFETY: r < rows (the caller's contract), so `r * row_bytes + row_bytes` is within
         // the destination and cannot overflow; the row is this task's alone (the contract).
         unsafe {
-            let d = out.0.add(r * row_bytes);
+            let d = out.get().add(r * row_bytes);
             if stream {
                 stream_copy(d, row.as_ptr(), row_bytes);
             } else {
